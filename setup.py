@@ -1,0 +1,5 @@
+"""Build the one C extension; all other metadata lives in pyproject.toml."""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("hotr._shim", ["src/hotr/_shim.c"])])

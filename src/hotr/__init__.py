@@ -1,0 +1,32 @@
+"""hotr: hot-reload native shared libraries inside a running Python process.
+
+Edit and rebuild a C library while the program runs; the next call runs the new code::
+
+    import hotr
+
+    lib = hotr.load("./libhot.so")  # reloads in the background on every rebuild
+    lib.hello_world_func()
+"""
+
+from ._background import load
+from ._exceptions import HotReloadError, LoadError, SymbolNotFoundError
+from ._reloader import Function, HotReloader, Library, reloader_of
+from ._seed import hot_reload_cleanup, hot_reload_init, hot_reload_update, watch_for_changes
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Function",
+    "HotReloadError",
+    "HotReloader",
+    "Library",
+    "LoadError",
+    "SymbolNotFoundError",
+    "__version__",
+    "hot_reload_cleanup",
+    "hot_reload_init",
+    "hot_reload_update",
+    "load",
+    "reloader_of",
+    "watch_for_changes",
+]

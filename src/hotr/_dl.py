@@ -1,0 +1,57 @@
+"""The dynamic loader: dlopen, dlsym and dlclose from libc, with dlerror() turned into OSError.
+
+ctypes.CDLL never calls dlclose, and hotr must unmap old versions, so it calls the loader itself.
+Every call goes through one helper per function that reads dlerror(3) on failure.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+# dlopen and friends live in libc since glibc 2.34 and in libdl before; the interpreter has
+# loaded whichever provides them, so the global scope (CDLL(None)) finds them either way.
+_libc = ctypes.CDLL(None)
+_dlopen = _libc.dlopen
+_dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_dlopen.restype = ctypes.c_void_p
+_dlsym = _libc.dlsym
+_dlsym.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+_dlsym.restype = ctypes.c_void_p
+_dlclose = _libc.dlclose
+_dlclose.argtypes = [ctypes.c_void_p]
+_dlclose.restype = ctypes.c_int
+_dlerror = _libc.dlerror
+_dlerror.argtypes = []
+_dlerror.restype = ctypes.c_char_p
+
+
+def _error(default: str) -> OSError:
+    message = _dlerror()
+    return OSError(message.decode(errors="replace") if message else default)
+
+
+def dlopen(path: str) -> int:
+    """Map `path` with RTLD_NOW | RTLD_LOCAL and return its handle.
+
+    RTLD_NOW makes an undefined symbol fail here, as an error, instead of at its first call,
+    where it would abort the process; RTLD_LOCAL keeps each version's symbols to itself.
+    """
+    _dlerror()
+    handle = _dlopen(os.fsencode(path), os.RTLD_NOW | os.RTLD_LOCAL)
+    if not handle:
+        raise _error(f"dlopen({path!r}) failed")
+    return int(handle)
+
+
+def dlsym(handle: int, name: str) -> int | None:
+    """Return the address of `name` in the library `handle`, or None when it has none."""
+    _dlerror()
+    address = _dlsym(handle, name.encode())
+    return int(address) if address else None
+
+
+def dlclose(handle: int) -> None:
+    """Drop the reference `handle` holds; glibc unmaps the file when it was the last one."""
+    if _dlclose(handle) != 0:
+        raise _error("dlclose failed")

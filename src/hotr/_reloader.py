@@ -1,0 +1,518 @@
+"""HotReloader: load a shared library, watch it, and swap in each new version safely.
+
+The reload policy, in short:
+
+* A change is read whole, checked to be a complete ELF shared object, copied into the private
+  directory and loaded from the copy (dlopen RTLD_NOW).  Any failure raises LoadError and leaves
+  the previous version live.
+* Every live function is then pointed at the new version in one step under the GIL.
+* The old version is retired.  It is unloaded (its ``cleanup`` hook called, then dlclose, then its
+  copy deleted) as soon as no call is running in it: each live function counts calls in flight per
+  version (see _shim.c).  Only versions that still have calls running stay mapped, so the number
+  mapped is bounded by the calls in flight, however many reloads happen.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import hashlib
+import logging
+import os
+import threading
+import time
+import weakref
+from _ctypes import FUNCFLAG_CDECL, CFuncPtr
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, cast
+
+from . import _dl
+from ._elf import ElfError, check_shared_object
+from ._exceptions import HotReloadError, LoadError, SymbolNotFoundError
+from ._shim import LiveFunction, Pin, retarget
+from ._store import PrivateStore
+from ._watch import ChangeKind, InotifyWatcher
+
+logger = logging.getLogger("hotr")
+
+# How many times update() re-reads a file whose writer overtook the read, on the first load.
+_OVERTAKEN_RETRIES = 3
+# How often a waiting watcher re-checks retired versions whose calls are still running (seconds).
+_DRAIN_INTERVAL = 0.05
+# How often a watcher whose directory disappeared tries to watch it again (seconds).
+_REWATCH_INTERVAL = 0.5
+
+
+class _CFunc(CFuncPtr):  # the flags and default restype of ctypes.CDLL's functions
+    _flags_ = FUNCFLAG_CDECL
+    _restype_ = ctypes.c_int
+
+
+_VOID_FN = ctypes.CFUNCTYPE(None)
+
+
+@dataclass(eq=False)
+class _Version:
+    """One loaded version: its handle, private copy, content hash and in-flight counter."""
+
+    number: int
+    handle: int
+    copy: str
+    digest: str
+    loaded_at: float
+    pin: Pin = field(default_factory=Pin)
+
+
+# Versions that still had calls running when their reloader closed.  They stay mapped for the
+# life of the process (unmapping them would crash those calls); this list keeps their pins alive.
+_stranded: list[_Version] = []
+
+
+class Function(LiveFunction):
+    """A C function of a hot-reloaded library that always calls the live version.
+
+    Set ``argtypes``, ``restype`` and ``errcheck`` as on a ctypes function; they are kept across
+    reloads.  Calling it costs about the same as calling a plain ctypes function.
+    """
+
+    __name__: str
+
+    @property
+    def argtypes(self) -> Any:
+        """ctypes argument types, as on a ctypes function (None: convert by value)."""
+        return self._cfunc.argtypes
+
+    @argtypes.setter
+    def argtypes(self, value: Any) -> None:
+        self._cfunc.argtypes = value
+
+    @property
+    def restype(self) -> Any:
+        """ctypes return type (default ctypes.c_int), as on a ctypes function."""
+        return self._cfunc.restype
+
+    @restype.setter
+    def restype(self, value: Any) -> None:
+        self._cfunc.restype = value
+
+    @property
+    def errcheck(self) -> Any:
+        """Called with (result, func, args) after each call, as on a ctypes function."""
+        return self._cfunc.errcheck
+
+    @errcheck.setter
+    def errcheck(self, value: Any) -> None:
+        self._cfunc.errcheck = value
+
+    def __repr__(self) -> str:
+        return f"<hotr.Function {self.__name__!r}>"
+
+
+class Library:
+    """The live library: ``lib.name`` is a Function that follows every reload.
+
+    Its only attributes are the library's symbols, so a C function called ``version`` or
+    ``close`` is ``lib.version`` / ``lib.close``; hotr's own state lives on the HotReloader.
+    ``ctypes.c_int.in_dll(lib, "name")`` works on the version live at that moment.
+    """
+
+    def __init__(self, reloader: HotReloader) -> None:
+        self.__reloader = reloader
+
+    def __getattr__(self, name: str) -> Function:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        function = self.__reloader._function(name)
+        setattr(self, name, function)  # later lookups are plain attribute hits
+        return function
+
+    def __getitem__(self, name: str) -> Function:
+        return getattr(self, name)  # type: ignore[no-any-return]
+
+    @property
+    def _handle(self) -> int:
+        return self.__reloader._handle()
+
+    def __repr__(self) -> str:
+        r = self.__reloader
+        return f"<hotr.Library {r.path!r} version {r.version}>"
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__reloader.close()
+
+
+class HotReloader:
+    """Load the shared library at `path` and reload it whenever the file changes.
+
+    Args:
+        path: the ``.so`` file.  Relative paths are resolved once, now.
+        debounce: minimum time between two reloads, in seconds (default 0.02).  The first change
+            after a quiet spell is applied at once; changes arriving faster than this are
+            coalesced into one reload of the final content.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        HotReloadError: the private directory or the watch cannot be set up.
+
+    Example::
+
+        with hotr.HotReloader("./libhot.so") as r:
+            lib = r.update()
+            while True:
+                lib.step()
+                if r.poll():
+                    r.update()
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, debounce: float = 0.02) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        if not os.path.exists(self.path):
+            raise FileNotFoundError(2, "No such shared library", self.path)
+        self.debounce = debounce
+        self._lock = threading.RLock()
+        self._pending = True  # the first update() loads
+        self._current: _Version | None = None
+        self._retired: list[_Version] = []
+        self._functions: dict[str, Function] = {}
+        self._loads = 0
+        self._last_reload = -float("inf")
+        self._waiters = 0
+        self._closed = False
+        self._owner_pid = os.getpid()
+        self._watched: set[str] = set()
+        self._lost = False  # the directory is gone; hotr retries every _REWATCH_INTERVAL
+        self._lost_reported = False  # watch_for_changes() has returned -1 for that once
+        self._store = PrivateStore()
+        try:
+            self._watch = InotifyWatcher()
+        except OSError as exc:
+            self._store.close()
+            raise HotReloadError(f"cannot watch {self.path!r}: {exc}") from exc
+        # Releases the descriptors and the private directory if the reloader is dropped unclosed;
+        # the versions stay mapped then, since live functions may still point into them.
+        self._release = weakref.finalize(self, _release, self._watch, self._store)
+        self._rewatch()
+        self.library = Library(self)
+        _open_reloaders.add(self)
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        """Number of successful loads so far (1 after the first)."""
+        return self._loads
+
+    @property
+    def closed(self) -> bool:
+        """True once close() has run."""
+        return self._closed
+
+    def fileno(self) -> int:
+        """The inotify descriptor; it turns readable when the watched directory has events."""
+        return self._watch.fileno()
+
+    def update(self) -> Library:
+        """Load the library, or reload it if the file changed since the last load.
+
+        Returns the live Library (the same object every time).
+
+        Raises:
+            LoadError: the new file cannot be loaded (the message says why); the previous
+                version stays live and keeps answering.
+            HotReloadError: the reloader is closed.
+        """
+        with self._lock:
+            self._check_open()
+            self._read_events()
+            for _ in range(_OVERTAKEN_RETRIES):
+                if not (self._pending or self._current is None):
+                    break
+                self._pending = False
+                self._reload()
+            if self._current is None:
+                raise LoadError(self.path, "it kept changing while being read")
+            self._collect()
+            return self.library
+
+    def poll(self) -> bool:
+        """Return True if a change is waiting for update(); never blocks."""
+        with self._lock:
+            self._check_open()
+            self._read_events()
+            self._collect()
+            return self._pending
+
+    def watch_for_changes(self, timeout: float | None = None) -> int:
+        """Block until the file changed (1), `timeout` seconds passed (0), or an error (-1).
+
+        Changes closer together than `debounce` are reported once, `debounce` after the
+        previous reload.  Errors (the directory was removed, the reloader closed) are logged.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self._closed:
+                    return -1
+                try:
+                    self._read_events()
+                except OSError as exc:
+                    logger.error("watching %s failed: %s", self.path, exc)
+                    return -1
+                self._collect()
+                if self._lost and not self._lost_reported:
+                    self._lost_reported = True
+                    return -1
+                now = time.monotonic()
+                wait = None if deadline is None else deadline - now
+                if self._pending:
+                    ready_in = self._last_reload + self.debounce - now
+                    if ready_in <= 0:
+                        return 1
+                    wait = ready_in if wait is None else min(wait, ready_in)
+                if self._retired:
+                    wait = _DRAIN_INTERVAL if wait is None else min(wait, _DRAIN_INTERVAL)
+                if self._lost:
+                    wait = _REWATCH_INTERVAL if wait is None else min(wait, _REWATCH_INTERVAL)
+                if wait is not None and wait <= 0:
+                    return 0
+                self._waiters += 1
+            try:
+                self._watch.wait(wait)
+            finally:
+                with self._lock:
+                    self._waiters -= 1
+                    if self._closed and self._waiters == 0:
+                        self._release()
+
+    def close(self) -> None:
+        """Unload every version (cleanup hooks first) and remove the private copies.
+
+        Idempotent.  Live functions raise HotReloadError afterwards.  A version with calls still
+        running in other threads is left mapped, never unmapped under them.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            _open_reloaders.discard(self)
+            if os.getpid() == self._owner_pid:
+                self._unload_all()
+            self._watch.wake()
+            if self._waiters == 0:
+                self._release()
+        logger.debug("closed reloader for %s", self.path)
+
+    def __enter__(self) -> HotReloader:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"version {self._loads}"
+        return f"<hotr.HotReloader {self.path!r} {state}>"
+
+    # -- watching -----------------------------------------------------------------------------
+
+    def _rewatch(self) -> None:
+        """Watch the directory of the path, and of its target when it is a symlink."""
+        wanted = {self.path, os.path.realpath(self.path)}
+        for gone in self._watched - wanted:
+            self._watch.remove(gone, key=self.path)
+        for path in sorted(wanted - self._watched):
+            try:
+                self._watch.add(path, key=self.path)
+            except OSError as exc:
+                if not self._lost:
+                    logger.error("cannot watch the directory of %s: %s", path, exc.strerror)
+                self._lost = True
+                self._watched = set()
+                return
+        if self._lost:
+            logger.info("watching %s again", self.path)
+            self._pending = True
+        self._lost = self._lost_reported = False
+        self._watched = wanted
+
+    def _read_events(self) -> None:
+        for change in self._watch.read():
+            if change.kind is ChangeKind.LOST:
+                logger.error(
+                    "the directory of %s was removed or renamed; the loaded version stays live",
+                    self.path,
+                )
+                self._lost = True
+                self._watched = set()
+            elif change.kind is ChangeKind.WRITTEN:
+                self._pending = True
+        if self._lost:
+            self._rewatch()
+        elif self._pending and os.path.islink(self.path):
+            self._rewatch()  # a retargeted symlink moves the file to watch
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        started = time.perf_counter()
+        name = os.path.basename(self.path)
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            if self._current is None:
+                raise LoadError(self.path, "the file does not exist") from None
+            logger.info("%s was removed; version %d stays live", self.path, self._loads)
+            return
+        except OSError as exc:
+            raise LoadError(self.path, f"cannot read it: {exc.strerror}") from exc
+        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        if self._current is not None and digest == self._current.digest:
+            logger.debug("%s was written with the same content; not reloading", self.path)
+            return
+        try:
+            check_shared_object(data)
+        except ElfError as exc:
+            self._read_events()
+            if self._pending:  # a newer write is already in: this one was overtaken
+                logger.debug("%s: %s; a newer write follows", self.path, exc)
+                return
+            raise LoadError(self.path, str(exc)) from None
+        copy = self._store.write(name, data)
+        try:
+            handle = _dl.dlopen(copy)
+        except OSError as exc:
+            self._store.remove(copy)
+            reason = str(exc).replace(f"{copy}: ", "")
+            raise LoadError(self.path, reason) from None
+        self._last_reload = time.monotonic()
+        version = _Version(self._loads + 1, handle, copy, digest, time.time())
+        self._switch_to(version)
+        self._loads += 1
+        logger.info(
+            "loaded version %d of %s in %.2f ms",
+            self._loads, self.path, (time.perf_counter() - started) * 1000,
+        )
+
+    def _switch_to(self, version: _Version) -> None:
+        names = list(self._functions)
+        functions = [self._functions[n] for n in names]
+        addresses = [_dl.dlsym(version.handle, n) or 0 for n in names]
+        missing = [SymbolNotFoundError(self.path, n, version.number) for n in names]
+        for n, address in zip(names, addresses, strict=True):
+            if not address:
+                logger.warning(
+                    "version %d of %s has no %r; calling it raises until a version provides it",
+                    version.number, self.path, n,
+                )
+        retarget(functions, addresses, version.pin, missing)
+        if self._current is not None:
+            self._retired.append(self._current)
+        self._current = version
+
+    def _function(self, name: str) -> Function:
+        with self._lock:
+            function = self._functions.get(name)
+            if function is not None:
+                return function
+            if self._current is None:
+                raise HotReloadError(f"{self.path!r} is not loaded: call update() first")
+            address = _dl.dlsym(self._current.handle, name)
+            if address is None:
+                raise SymbolNotFoundError(self.path, name, self._current.number)
+            cfunc = _CFunc(address)
+            function = Function(cfunc, ctypes.addressof(cfunc))
+            function.__name__ = name
+            missing = SymbolNotFoundError(self.path, name, self._current.number)
+            retarget([function], [address], self._current.pin, [missing])
+            self._functions[name] = function
+            return function
+
+    def _handle(self) -> int:
+        with self._lock:
+            if self._current is None:
+                raise HotReloadError(f"{self.path!r} is not loaded: call update() first")
+            return self._current.handle
+
+    # -- unloading ----------------------------------------------------------------------------
+
+    def _collect(self) -> None:
+        """Unload retired versions that no call is running in."""
+        for version in [v for v in self._retired if v.pin.inflight == 0]:
+            self._retired.remove(version)
+            self._unload(version)
+
+    def _unload(self, version: _Version) -> None:
+        cleanup = _dl.dlsym(version.handle, "cleanup")
+        if cleanup:
+            _VOID_FN(cleanup)()
+        try:
+            _dl.dlclose(version.handle)
+        except OSError as exc:
+            logger.warning("dlclose of version %d of %s: %s", version.number, self.path, exc)
+        self._store.remove(version.copy)
+        logger.debug("unloaded version %d of %s", version.number, self.path)
+
+    def _unload_all(self) -> None:
+        closed = [HotReloadError(f"{self.path!r} was closed") for _ in self._functions]
+        retarget(list(self._functions.values()), [0] * len(closed), Pin(), closed)
+        versions = [*self._retired, *([self._current] if self._current else [])]
+        self._retired, self._current = [], None
+        for version in versions:
+            if version.pin.inflight == 0:
+                self._unload(version)
+            else:
+                logger.warning(
+                    "version %d of %s still has calls running; it stays mapped",
+                    version.number, self.path,
+                )
+                _stranded.append(version)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HotReloadError(f"the reloader for {self.path!r} is closed")
+
+    def _detach(self) -> None:
+        """In a forked child: stop using what the parent owns, keep the mapped code."""
+        self._closed = True
+        self._release()
+
+
+def _release(watch: InotifyWatcher, store: PrivateStore) -> None:
+    watch.close()
+    store.close()
+
+
+_open_reloaders: weakref.WeakSet[HotReloader] = weakref.WeakSet()
+
+
+def _close_all() -> None:
+    for reloader in list(_open_reloaders):
+        try:
+            reloader.close()
+        except Exception:
+            logger.exception("closing %r at exit failed", reloader)
+
+
+def _detach_all_in_child() -> None:
+    for reloader in list(_open_reloaders):
+        reloader._detach()
+    _open_reloaders.clear()
+
+
+atexit.register(_close_all)
+os.register_at_fork(after_in_child=_detach_all_in_child)
+
+
+def reloader_of(library: Library) -> HotReloader:
+    """Return the HotReloader behind `library` (e.g. one made by hotr.load), to close it."""
+    return cast(HotReloader, vars(library)["_Library__reloader"])

@@ -1,0 +1,236 @@
+/* Live functions that count the calls in flight per loaded version.
+ *
+ * A LiveFunction wraps one ctypes function object.  Calling it bumps the
+ * in-flight count of the version it currently points at (a Pin), calls the
+ * ctypes object, and drops the count when the call returns.  Both the count
+ * and the retargeting happen while the caller holds the GIL, and ctypes reads
+ * the code address as the first step of its call (PyCFuncPtr_call in
+ * Modules/_ctypes/_ctypes.c), so "count is zero" means no thread can be
+ * running that version's code through a live function.  The reloader may then
+ * unmap it.  The cost per call is one indirect C call and two increments.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#ifdef Py_GIL_DISABLED
+#error "hotr's in-flight counts rely on the GIL; free-threaded builds are not supported"
+#endif
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t inflight;
+} Pin;
+
+static PyObject *
+pin_get_inflight(Pin *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->inflight);
+}
+
+static PyGetSetDef pin_getset[] = {
+    {"inflight", (getter)pin_get_inflight, NULL,
+     "Number of calls currently running in this version.", NULL},
+    {NULL}
+};
+
+static PyTypeObject PinType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "hotr._shim.Pin",
+    .tp_doc = "In-flight call counter of one loaded version.",
+    .tp_basicsize = sizeof(Pin),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_getset = pin_getset,
+};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *cfunc;    /* the ctypes function object the user configures */
+    void **slot;        /* its code address, inside cfunc's buffer */
+    Pin *pin;           /* version the address belongs to; NULL when missing */
+    PyObject *missing;  /* exception instance raised while pin is NULL */
+    PyObject *dict;
+} LiveFunction;
+
+static int
+live_traverse(LiveFunction *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->cfunc);
+    Py_VISIT(self->pin);
+    Py_VISIT(self->missing);
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int
+live_clear(LiveFunction *self)
+{
+    Py_CLEAR(self->cfunc);
+    Py_CLEAR(self->pin);
+    Py_CLEAR(self->missing);
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void
+live_dealloc(LiveFunction *self)
+{
+    PyObject_GC_UnTrack(self);
+    live_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+live_init(LiveFunction *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"cfunc", "slot", NULL};
+    PyObject *cfunc;
+    Py_ssize_t slot;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On", kwlist, &cfunc, &slot))
+        return -1;
+    Py_INCREF(cfunc);
+    Py_XSETREF(self->cfunc, cfunc);
+    self->slot = (void **)slot;
+    return 0;
+}
+
+static PyObject *
+live_call(LiveFunction *self, PyObject *args, PyObject *kwds)
+{
+    Pin *pin = self->pin;
+    PyObject *result;
+    if (pin == NULL) {
+        if (self->missing != NULL)
+            PyErr_SetObject((PyObject *)Py_TYPE(self->missing), self->missing);
+        else
+            PyErr_SetString(PyExc_RuntimeError, "live function has no target");
+        return NULL;
+    }
+    /* The reloader keeps a version's Pin alive until its count is zero, so
+     * the pin needs no reference of its own here.  tp_call is called directly:
+     * ctypes function objects have no vectorcall, and PyObject_Call would only
+     * add a second recursion check. */
+    pin->inflight++;
+    result = Py_TYPE(self->cfunc)->tp_call(self->cfunc, args, kwds);
+    pin->inflight--;
+    return result;
+}
+
+static PyMemberDef live_members[] = {
+    {"_cfunc", T_OBJECT, offsetof(LiveFunction, cfunc), READONLY,
+     "The ctypes function object that carries argtypes, restype, errcheck."},
+    {"_pin", T_OBJECT, offsetof(LiveFunction, pin), READONLY,
+     "Pin of the version this function calls now (None when missing)."},
+    {NULL}
+};
+
+static PyGetSetDef live_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL}
+};
+
+static PyTypeObject LiveFunctionType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "hotr._shim.LiveFunction",
+    .tp_doc = "A callable that follows reloads and counts calls in flight.",
+    .tp_basicsize = sizeof(LiveFunction),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)live_init,
+    .tp_dealloc = (destructor)live_dealloc,
+    .tp_traverse = (traverseproc)live_traverse,
+    .tp_clear = (inquiry)live_clear,
+    .tp_call = (ternaryfunc)live_call,
+    .tp_members = live_members,
+    .tp_getset = live_getset,
+    .tp_dictoffset = offsetof(LiveFunction, dict),
+};
+
+static PyObject *
+retarget(PyObject *module, PyObject *args)
+{
+    /* retarget(functions, addresses, pin, missing): point every function at
+     * its new address in one step, so no Python thread can observe a mix of
+     * versions.  An address of 0 marks the function missing: calls raise the
+     * matching entry of `missing` until a later version provides it. */
+    PyObject *funcs, *addrs, *pin, *missing;
+    if (!PyArg_ParseTuple(args, "O!O!OO!", &PyList_Type, &funcs, &PyList_Type,
+                          &addrs, &pin, &PyList_Type, &missing))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(funcs);
+    if (PyList_GET_SIZE(addrs) != n || PyList_GET_SIZE(missing) != n) {
+        PyErr_SetString(PyExc_ValueError, "retarget: list lengths differ");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(pin, &PinType)) {
+        PyErr_SetString(PyExc_TypeError, "retarget: pin must be a Pin");
+        return NULL;
+    }
+    /* Validate everything first: the swap below must not stop half-way. */
+    void **values = PyMem_Malloc(sizeof(void *) * (n ? n : 1));
+    if (values == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *f = PyList_GET_ITEM(funcs, i);
+        if (!PyObject_TypeCheck(f, &LiveFunctionType)) {
+            PyMem_Free(values);
+            PyErr_SetString(PyExc_TypeError, "retarget: not a LiveFunction");
+            return NULL;
+        }
+        values[i] = PyLong_AsVoidPtr(PyList_GET_ITEM(addrs, i));
+        if (values[i] == NULL && PyErr_Occurred()) {
+            PyMem_Free(values);
+            return NULL;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        LiveFunction *f = (LiveFunction *)PyList_GET_ITEM(funcs, i);
+        PyObject *err = PyList_GET_ITEM(missing, i);
+        if (values[i] == NULL) {
+            Py_XSETREF(f->pin, NULL);
+            Py_INCREF(err);
+            Py_XSETREF(f->missing, err);
+        }
+        else {
+            *f->slot = values[i];
+            Py_INCREF(pin);
+            Py_XSETREF(f->pin, (Pin *)pin);
+            Py_CLEAR(f->missing);
+        }
+    }
+    PyMem_Free(values);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef shim_methods[] = {
+    {"retarget", retarget, METH_VARARGS,
+     "retarget(functions, addresses, pin, missing): switch functions to a new version."},
+    {NULL}
+};
+
+static struct PyModuleDef shim_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "hotr._shim",
+    .m_doc = "Live functions with per-version in-flight call counts.",
+    .m_size = -1,
+    .m_methods = shim_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__shim(void)
+{
+    if (PyType_Ready(&PinType) < 0 || PyType_Ready(&LiveFunctionType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&shim_module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&PinType);
+    Py_INCREF(&LiveFunctionType);
+    if (PyModule_AddObject(m, "Pin", (PyObject *)&PinType) < 0 ||
+        PyModule_AddObject(m, "LiveFunction", (PyObject *)&LiveFunctionType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

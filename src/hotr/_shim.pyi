@@ -1,0 +1,25 @@
+"""Type stub for the C extension that makes live functions (see _shim.c)."""
+
+from collections.abc import Sequence
+from typing import Any
+
+class Pin:
+    """In-flight call counter of one loaded version."""
+
+    @property
+    def inflight(self) -> int: ...
+
+class LiveFunction:
+    """A callable that follows reloads and counts calls in flight."""
+
+    _cfunc: Any
+    _pin: Pin | None
+    def __init__(self, cfunc: Any, slot: int) -> None: ...
+    def __call__(self, *args: Any) -> Any: ...
+
+def retarget(
+    functions: Sequence[LiveFunction],
+    addresses: Sequence[int],
+    pin: Pin,
+    missing: Sequence[BaseException],
+) -> None: ...

@@ -1,0 +1,158 @@
+"""Watch files through inotify on their directories (inotify(7)).
+
+Watching the file's inode would miss most rebuilds: GNU ld unlinks its output and creates a new
+file, editors and install(1) save by renaming a temporary file over the old one.  The directory sees
+all of these.  A change is reported only once the writer is done with the file: IN_CLOSE_WRITE for a
+write in place or a new file, IN_MOVED_TO for a rename, IN_CREATE only for a symlink (it has no
+writer).  Deletions are reported too, and so is the loss of a watched directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import select
+from dataclasses import dataclass
+
+from inotify_simple import INotify
+from inotify_simple import flags as F
+
+_DIR_MASK = (
+    F.CLOSE_WRITE | F.MOVED_TO | F.CREATE | F.DELETE | F.MOVED_FROM
+    | F.DELETE_SELF | F.MOVE_SELF | F.ONLYDIR
+)
+_LOST = F.DELETE_SELF | F.MOVE_SELF | F.IGNORED | F.UNMOUNT
+
+
+class ChangeKind(enum.Enum):
+    """What happened to a watched file."""
+
+    WRITTEN = "written"  # complete new content is in place
+    DELETED = "deleted"  # the name is gone (it may come back)
+    LOST = "lost"  # its directory was removed, renamed or unmounted: no more events
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change to a watched file, reported under the key it was added with."""
+
+    key: str
+    kind: ChangeKind
+
+
+class InotifyWatcher:
+    """One inotify instance watching the directories of any number of files.
+
+    It is a file-like object: fileno() is the inotify descriptor, for select/poll/selectors.
+    """
+
+    def __init__(self) -> None:
+        self._inotify = INotify(nonblocking=True)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poller = select.poll()
+        self._poller.register(self._inotify.fileno(), select.POLLIN)
+        self._poller.register(self._wake_r, select.POLLIN)
+        self._dirs: dict[int, str] = {}  # watch descriptor -> directory
+        self._names: dict[str, dict[str, set[str]]] = {}  # directory -> file name -> keys
+
+    def fileno(self) -> int:
+        """The inotify descriptor: readable when events are waiting."""
+        fd: int = self._inotify.fileno()
+        return fd
+
+    def add(self, path: str, key: str | None = None) -> None:
+        """Watch the file `path` (through its directory); report its changes under `key`.
+
+        Raises OSError (ENOENT, ENOTDIR...) when the directory cannot be watched.
+        """
+        directory, name = os.path.split(os.path.abspath(path))
+        if directory not in self._names:
+            wd = self._inotify.add_watch(directory, _DIR_MASK)
+            self._dirs[wd] = directory
+            self._names[directory] = {}
+        self._names[directory].setdefault(name, set()).add(key or path)
+
+    def remove(self, path: str, key: str | None = None) -> None:
+        """Stop reporting `path` under `key`; drop the directory watch when nothing is left."""
+        directory, name = os.path.split(os.path.abspath(path))
+        names = self._names.get(directory)
+        if names is None or name not in names:
+            return
+        names[name].discard(key or path)
+        if not names[name]:
+            del names[name]
+        if not names:
+            self._forget(directory, rm_watch=True)
+
+    def _forget(self, directory: str, *, rm_watch: bool) -> None:
+        del self._names[directory]
+        for wd, watched in list(self._dirs.items()):
+            if watched == directory:
+                del self._dirs[wd]
+                if rm_watch:
+                    with contextlib.suppress(OSError):
+                        self._inotify.rm_watch(wd)
+
+    def read(self) -> list[Change]:
+        """Return the changes waiting now, without blocking."""
+        changes: list[Change] = []
+        for event in self._inotify.read(timeout=0):
+            if event.wd == -1:  # IN_Q_OVERFLOW: events were dropped, assume everything changed
+                changes.extend(
+                    Change(key, ChangeKind.WRITTEN)
+                    for names in self._names.values() for keys in names.values() for key in keys
+                )
+                continue
+            directory = self._dirs.get(event.wd)
+            if directory is None:
+                continue
+            if event.mask & _LOST:
+                keys = [k for ks in self._names.get(directory, {}).values() for k in ks]
+                changes.extend(Change(key, ChangeKind.LOST) for key in keys)
+                self._forget(directory, rm_watch=not event.mask & F.IGNORED)
+                continue
+            keys_for_name = self._names[directory].get(event.name)
+            if not keys_for_name:
+                continue
+            kind = _kind(event.mask, os.path.join(directory, event.name))
+            if kind is not None:
+                changes.extend(Change(key, kind) for key in keys_for_name)
+        return changes
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until events are waiting, wake() is called, or `timeout` seconds pass.
+
+        Returns True when inotify events are waiting.
+        """
+        ready = self._poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
+        for fd, _ in ready:
+            if fd == self._wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 512)
+        return any(fd == self._inotify.fileno() for fd, _ in ready)
+
+    def wake(self) -> None:
+        """Make a wait() in another thread return now."""
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"!")
+
+    def close(self) -> None:
+        """Release the inotify instance and the wake-up pipe; safe to call twice."""
+        if self._wake_w < 0:
+            return
+        self.wake()
+        self._inotify.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._wake_r = self._wake_w = -1
+
+
+def _kind(mask: int, path: str) -> ChangeKind | None:
+    if mask & (F.CLOSE_WRITE | F.MOVED_TO):
+        return ChangeKind.WRITTEN
+    if mask & (F.DELETE | F.MOVED_FROM):
+        return ChangeKind.DELETED
+    if mask & F.CREATE and os.path.islink(path):
+        return ChangeKind.WRITTEN  # a symlink is complete when created; no close will follow
+    return None
