@@ -36,7 +36,9 @@ def load(path: str | os.PathLike[str], *, debounce: float = 0.02) -> Library:
         reloader.close()
         raise
     thread = threading.Thread(
-        target=_follow, args=(reloader,), name=f"hotr:{os.path.basename(reloader.path)}",
+        target=_follow,
+        args=(reloader,),
+        name=f"hotr:{os.path.basename(reloader.path)}",
         daemon=True,
     )
     thread.start()

@@ -11,17 +11,20 @@ import os
 
 # dlopen and friends live in libc since glibc 2.34 and in libdl before; the interpreter has
 # loaded whichever provides them, so the global scope (CDLL(None)) finds them either way.
+# dlopen and dlclose run the library's constructors and destructors, so they release the GIL;
+# dlsym and dlerror are quick lookups and keep it (PyDLL), which saves two GIL hand-offs each.
 _libc = ctypes.CDLL(None)
+_libc_with_gil = ctypes.PyDLL(None)
 _dlopen = _libc.dlopen
 _dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _dlopen.restype = ctypes.c_void_p
-_dlsym = _libc.dlsym
+_dlsym = _libc_with_gil.dlsym
 _dlsym.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
 _dlsym.restype = ctypes.c_void_p
 _dlclose = _libc.dlclose
 _dlclose.argtypes = [ctypes.c_void_p]
 _dlclose.restype = ctypes.c_int
-_dlerror = _libc.dlerror
+_dlerror = _libc_with_gil.dlerror
 _dlerror.argtypes = []
 _dlerror.restype = ctypes.c_char_p
 

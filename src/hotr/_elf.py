@@ -19,8 +19,17 @@ PT_DYNAMIC = 2
 PT_INTERP = 3
 SHT_NOBITS = 8
 
-_MACHINES = {3: "x86", 8: "MIPS", 20: "PowerPC", 21: "PowerPC64", 22: "S/390", 40: "ARM",
-             62: "x86-64", 183: "AArch64", 243: "RISC-V"}
+_MACHINES = {
+    3: "x86",
+    8: "MIPS",
+    20: "PowerPC",
+    21: "PowerPC64",
+    22: "S/390",
+    40: "ARM",
+    62: "x86-64",
+    183: "AArch64",
+    243: "RISC-V",
+}
 
 
 class ElfError(ValueError):
@@ -66,8 +75,21 @@ def check_shared_object(data: bytes) -> None:
         ehdr, phdr, shdr = endian + "HHIIIIIHHHHHH", endian + "IIIIIIII", endian + "IIIIIIIIII"
     if size < 16 + struct.calcsize(ehdr):
         raise ElfError(f"truncated: {size} bytes is shorter than the ELF header")
-    (e_type, e_machine, _ver, _entry, e_phoff, e_shoff, _flags, _ehsize, e_phentsize, e_phnum,
-     e_shentsize, e_shnum, _shstrndx) = struct.unpack_from(ehdr, data, 16)
+    (
+        e_type,
+        e_machine,
+        _ver,
+        _entry,
+        e_phoff,
+        e_shoff,
+        _flags,
+        _ehsize,
+        e_phentsize,
+        e_phnum,
+        e_shentsize,
+        e_shnum,
+        _shstrndx,
+    ) = struct.unpack_from(ehdr, data, 16)
     if e_machine != host_machine:
         raise ElfError(
             f"wrong architecture: built for {_machine_name(e_machine)}, "

@@ -142,7 +142,9 @@ class Library:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.__reloader.close()
@@ -313,7 +315,9 @@ class HotReloader:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -400,7 +404,9 @@ class HotReloader:
         self._loads += 1
         logger.info(
             "loaded version %d of %s in %.2f ms",
-            self._loads, self.path, (time.perf_counter() - started) * 1000,
+            self._loads,
+            self.path,
+            (time.perf_counter() - started) * 1000,
         )
 
     def _switch_to(self, version: _Version) -> None:
@@ -412,7 +418,9 @@ class HotReloader:
             if not address:
                 logger.warning(
                     "version %d of %s has no %r; calling it raises until a version provides it",
-                    version.number, self.path, n,
+                    version.number,
+                    self.path,
+                    n,
                 )
         retarget(functions, addresses, version.pin, missing)
         if self._current is not None:
@@ -473,7 +481,8 @@ class HotReloader:
             else:
                 logger.warning(
                     "version %d of %s still has calls running; it stays mapped",
-                    version.number, self.path,
+                    version.number,
+                    self.path,
                 )
                 _stranded.append(version)
 

@@ -19,8 +19,14 @@ from inotify_simple import INotify
 from inotify_simple import flags as F
 
 _DIR_MASK = (
-    F.CLOSE_WRITE | F.MOVED_TO | F.CREATE | F.DELETE | F.MOVED_FROM
-    | F.DELETE_SELF | F.MOVE_SELF | F.ONLYDIR
+    F.CLOSE_WRITE
+    | F.MOVED_TO
+    | F.CREATE
+    | F.DELETE
+    | F.MOVED_FROM
+    | F.DELETE_SELF
+    | F.MOVE_SELF
+    | F.ONLYDIR
 )
 _LOST = F.DELETE_SELF | F.MOVE_SELF | F.IGNORED | F.UNMOUNT
 
@@ -101,7 +107,9 @@ class InotifyWatcher:
             if event.wd == -1:  # IN_Q_OVERFLOW: events were dropped, assume everything changed
                 changes.extend(
                     Change(key, ChangeKind.WRITTEN)
-                    for names in self._names.values() for keys in names.values() for key in keys
+                    for names in self._names.values()
+                    for keys in names.values()
+                    for key in keys
                 )
                 continue
             directory = self._dirs.get(event.wd)

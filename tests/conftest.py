@@ -1,0 +1,155 @@
+"""Fixtures that build real C libraries with the system compiler and replace them as tools do."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import hotr
+
+CC = os.environ.get("CC", "cc")
+
+
+def source(value: int, extra: str = "") -> str:
+    """C source of a library whose value() returns `value`; cleanup() appends to $HOTR_TEST_MARK."""
+    return (
+        textwrap.dedent(
+            """
+        #include <stdio.h>
+        #include <stdlib.h>
+        int value(void) { return %d; }
+        void cleanup(void) {
+            const char *mark = getenv("HOTR_TEST_MARK");
+            if (mark) { FILE *f = fopen(mark, "a"); fprintf(f, "cleanup %d\\n"); fclose(f); }
+        }
+        """
+        )
+        % (value, value)
+        + extra
+    )
+
+
+class Builder:
+    """Compiles C into `lib` (the watched file) by linker output, rename, in-place write..."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.lib = directory / "libhot.so"
+        self._cache: dict[str, bytes] = {}
+        self._n = 0
+
+    def compile(self, code: str, *flags: str) -> bytes:
+        """Return the bytes of `code` built as a shared library (cached by source)."""
+        key = code + "\0".join(flags)
+        if key not in self._cache:
+            self._n += 1
+            work = self.dir / "build"
+            work.mkdir(exist_ok=True)
+            src, out = work / f"s{self._n}.c", work / f"s{self._n}.so"
+            src.write_text(code)
+            subprocess.run(
+                [CC, "-shared", "-fPIC", "-O1", *flags, str(src), "-o", str(out)], check=True
+            )
+            self._cache[key] = out.read_bytes()
+        return self._cache[key]
+
+    def compile_to_file(self, code: str, *flags: str) -> str:
+        """Build `code` and return the path of a file holding the library (for child processes)."""
+        data = self.compile(code, *flags)
+        path = self.dir / "build" / f"lib-{abs(hash(data))}.so"
+        path.write_bytes(data)
+        return str(path)
+
+    def link(self, code: str) -> None:
+        """Let the compiler driver write the library itself (GNU ld unlinks and re-creates)."""
+        src = self.dir / "build" / "linked.c"
+        src.parent.mkdir(exist_ok=True)
+        src.write_text(code)
+        subprocess.run([CC, "-shared", "-fPIC", str(src), "-o", str(self.lib)], check=True)
+
+    def rename(self, code: str) -> None:
+        """Write a temporary file and rename it over the library, as editors and install do."""
+        tmp = self.dir / ".libhot.so.tmp"
+        tmp.write_bytes(self.compile(code))
+        os.rename(tmp, self.lib)
+
+    def in_place(self, code: str) -> None:
+        """Truncate and rewrite the library's own inode, as cp does."""
+        data = self.compile(code)
+        with open(self.lib, "r+b") as f:
+            f.truncate(0)
+            f.write(data)
+
+    def recreate(self, code: str) -> None:
+        """Delete the library, then create it anew."""
+        data = self.compile(code)
+        self.lib.unlink()
+        with open(self.lib, "xb") as f:
+            f.write(data)
+
+    def copy(self, code: str) -> None:
+        """shutil.copyfile: open with O_TRUNC, write, close."""
+        src = self.dir / "build" / "copied.so"
+        src.write_bytes(self.compile(code))
+        shutil.copyfile(src, self.lib)
+
+    def write_bytes(self, data: bytes) -> None:
+        """Replace the library with arbitrary bytes, atomically (rename)."""
+        tmp = self.dir / ".libhot.so.tmp"
+        tmp.write_bytes(data)
+        os.rename(tmp, self.lib)
+
+
+WAYS = ["link", "rename", "in_place", "recreate", "copy"]
+
+
+@pytest.fixture
+def builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Builder:
+    monkeypatch.setenv("HOTR_TEST_MARK", str(tmp_path / "mark.txt"))
+    monkeypatch.setenv("HOTR_PRIVATE_DIR", str(tmp_path / "private"))
+    b = Builder(tmp_path)
+    b.lib.write_bytes(b.compile(source(1)))
+    return b
+
+
+@pytest.fixture
+def reloader(builder: Builder) -> Iterator[hotr.HotReloader]:
+    r = hotr.HotReloader(builder.lib)
+    r.update()
+    yield r
+    r.close()
+
+
+def reload_next(r: hotr.HotReloader, timeout: float = 5.0) -> hotr.Library:
+    """Wait (bounded) for the watch to report a change, then apply it."""
+    assert r.watch_for_changes(timeout=timeout) == 1, "no change reported within the deadline"
+    return r.update()
+
+
+def marks(builder: Builder) -> list[str]:
+    path = builder.dir / "mark.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def run_python(
+    code: str, *, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a child interpreter (it may crash); fail with its output unless it exits 0."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.returncode == 0, (
+        f"child exited with {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    )
+    return proc

@@ -1,0 +1,41 @@
+"""The public surface: exactly these names, typed, with one exception base."""
+
+from __future__ import annotations
+
+import hotr
+
+
+def test_public_names_are_exactly_these() -> None:
+    assert sorted(hotr.__all__) == hotr.__all__
+    assert hotr.__all__ == [
+        "Function",
+        "HotReloadError",
+        "HotReloader",
+        "Library",
+        "LoadError",
+        "SymbolNotFoundError",
+        "__version__",
+        "hot_reload_cleanup",
+        "hot_reload_init",
+        "hot_reload_update",
+        "load",
+        "reloader_of",
+        "watch_for_changes",
+    ]
+    public = {n for n in dir(hotr) if not n.startswith("_")}
+    assert public <= set(hotr.__all__)
+
+
+def test_exception_tree() -> None:
+    assert issubclass(hotr.LoadError, hotr.HotReloadError)
+    assert issubclass(hotr.SymbolNotFoundError, hotr.HotReloadError)
+    assert issubclass(hotr.SymbolNotFoundError, AttributeError)
+    err = hotr.LoadError("/x/libhot.so", "truncated: oops")
+    assert str(err) == "cannot load '/x/libhot.so': truncated: oops"
+    assert (err.path, err.reason) == ("/x/libhot.so", "truncated: oops")
+
+
+def test_package_is_typed() -> None:
+    from importlib.resources import files
+
+    assert files("hotr").joinpath("py.typed").is_file()

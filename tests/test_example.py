@@ -1,0 +1,73 @@
+"""The bundled example works as the seed README describes: start, rebuild, see the new output."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO
+
+from conftest import CC
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+class Lines:
+    """Lines of a child's stdout, read in a thread so waits can have deadlines."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        assert proc.stdout is not None
+        threading.Thread(target=self._read, args=(proc.stdout,), daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        with contextlib.suppress(ValueError, OSError):  # the stream closes when the child ends
+            for line in stream:
+                self._queue.put(line)
+
+    def wait_for(self, text: str, timeout: float = 10) -> None:
+        while True:
+            try:
+                line = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"{text!r} not printed; output so far: {self.seen}") from None
+            self.seen.append(line.rstrip("\n"))
+            if text in line:
+                return
+
+
+def test_example_reloads_after_rebuild(tmp_path: Path) -> None:
+    for name in ("example.c", "main.py"):
+        shutil.copy(EXAMPLES / name, tmp_path / name)
+    env = {"HOTR_PRIVATE_DIR": str(tmp_path / "private"), "PATH": "/usr/bin:/bin"}
+    with subprocess.Popen(
+        [sys.executable, str(tmp_path / "main.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    ) as proc:
+        try:
+            lines = Lines(proc)
+            lines.wait_for("hello world!")
+            lines.wait_for("rebuild it")
+            source = tmp_path / "example.c"
+            source.write_text(source.read_text().replace("hello world!", "hello hotr!"))
+            subprocess.run(
+                [CC, "-shared", "-fPIC", str(source), "-o", str(tmp_path / "libhot.so")], check=True
+            )
+            lines.wait_for("Detected change, reloading...")
+            lines.wait_for("hello hotr!")
+            assert lines.seen[-2:] == ["cleanup", "hello hotr!"]
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10) == 0
+            lines.wait_for("cleanup")
+        finally:
+            proc.kill()
+    assert list((tmp_path / "private").iterdir()) == []

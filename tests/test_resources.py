@@ -1,0 +1,137 @@
+"""Resources stay bounded over many reloads, and the private directory is private and cleaned."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+from conftest import Builder, run_python, source
+
+import hotr
+
+
+def mapped_versions(private: Path) -> set[str]:
+    with open("/proc/self/maps") as f:
+        return {line.split()[-1] for line in f if str(private) in line}
+
+
+def test_1000_reloads_keep_resources_bounded(builder: Builder) -> None:
+    variants = [builder.compile(source(n)) for n in (1, 2)]
+    private = builder.dir / "private"
+    with hotr.HotReloader(builder.lib, debounce=0) as r:
+        lib = r.update()
+        value = lib.value
+
+        def reload(n: int) -> None:
+            builder.write_bytes(variants[n % 2])
+            assert r.watch_for_changes(timeout=5) == 1
+            r.update()
+            assert value() == n % 2 + 1
+
+        for n in range(1, 11):
+            reload(n)
+        fds = len(os.listdir("/proc/self/fd"))
+        for n in range(11, 1001):
+            reload(n)
+        assert r.version == 1001
+        assert len(os.listdir("/proc/self/fd")) <= fds
+        copies = [f for d in private.iterdir() for f in os.listdir(d)]
+        assert copies == ["v1001-libhot.so"]
+        assert len(mapped_versions(private)) == 1
+    assert list(private.iterdir()) == []
+    assert mapped_versions(private) == set()
+
+
+def test_private_directory_is_owner_only(reloader: hotr.HotReloader, builder: Builder) -> None:
+    root = builder.dir / "private"
+    (process_dir,) = root.iterdir()
+    for path in (root, process_dir):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    (copy,) = process_dir.iterdir()
+    assert not copy.stat().st_mode & 0o077
+
+
+def test_private_directory_open_to_others_is_refused(builder: Builder) -> None:
+    root = builder.dir / "private"
+    root.mkdir(mode=0o755)
+    root.chmod(0o755)
+    try:
+        hotr.HotReloader(builder.lib)
+    except hotr.HotReloadError as exc:
+        assert "chmod 700" in str(exc) and str(root) in str(exc)
+    else:
+        raise AssertionError("a world-readable private directory was accepted")
+
+
+def test_close_removes_copies_and_is_idempotent(builder: Builder) -> None:
+    r = hotr.HotReloader(builder.lib)
+    r.update()
+    root = builder.dir / "private"
+    assert len(list(root.iterdir())) == 1
+    r.close()
+    r.close()
+    assert list(root.iterdir()) == []
+    assert r.closed
+    assert r.watch_for_changes(timeout=0) == -1
+
+
+def test_interpreter_exit_removes_copies_and_runs_cleanup(builder: Builder) -> None:
+    root = builder.dir / "private"
+    run_python(
+        f"""
+        import hotr
+        lib = hotr.load({str(builder.lib)!r})
+        assert lib.value() == 1
+        """,
+        env={"HOTR_PRIVATE_DIR": str(root), "HOTR_TEST_MARK": str(builder.dir / "mark.txt")},
+    )
+    assert list(root.iterdir()) == []
+    assert (builder.dir / "mark.txt").read_text() == "cleanup 1\n"
+
+
+def test_copies_of_dead_process_are_swept(builder: Builder) -> None:
+    root = builder.dir / "private"
+    root.mkdir(mode=0o700)
+    dead = root / "99999-dead"
+    dead.mkdir()
+    (dead / "v1-libhot.so").write_bytes(b"old")
+    old = time.time() - 3600
+    os.utime(dead, (old, old))
+    run_python(  # a live process holds its directory's lock: it must survive the sweep
+        f"""
+        import os, subprocess, sys, time
+        import hotr
+        r = hotr.HotReloader({str(builder.lib)!r})
+        r.update()
+        mine = os.listdir({str(root)!r})
+        assert {dead.name!r} not in mine, mine
+        (own,) = mine
+        os.utime(os.path.join({str(root)!r}, own), (0, 0))
+        other = "import hotr; hotr.HotReloader({str(builder.lib)!r})"
+        subprocess.run([sys.executable, "-c", other], check=True)
+        assert own in os.listdir({str(root)!r}), "a live process's copies were swept"
+        r.close()
+        """,
+        env={"HOTR_PRIVATE_DIR": str(root)},
+    )
+    assert list(root.iterdir()) == []
+
+
+def test_forked_child_leaves_parent_copies(builder: Builder) -> None:
+    with hotr.HotReloader(builder.lib) as r:
+        lib = r.update()
+        pid = os.fork()
+        if pid == 0:
+            code = 0 if lib.value() == 1 else 1
+            hotr.HotReloader  # noqa: B018
+            import hotr._reloader as impl
+
+            impl._close_all()
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        copies = [f for d in (builder.dir / "private").iterdir() for f in os.listdir(d)]
+        assert copies == ["v1-libhot.so"]
+        assert lib.value() == 1
