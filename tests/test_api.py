@@ -8,12 +8,14 @@ import hotr
 def test_public_names_are_exactly_these() -> None:
     assert sorted(hotr.__all__) == hotr.__all__
     assert hotr.__all__ == [
+        "BuildError",
         "Function",
         "HotReloadError",
         "HotReloader",
         "Library",
         "LoadError",
         "SymbolNotFoundError",
+        "VersionInfo",
         "__version__",
         "hot_reload_cleanup",
         "hot_reload_init",
@@ -30,6 +32,7 @@ def test_exception_tree() -> None:
     assert issubclass(hotr.LoadError, hotr.HotReloadError)
     assert issubclass(hotr.SymbolNotFoundError, hotr.HotReloadError)
     assert issubclass(hotr.SymbolNotFoundError, AttributeError)
+    assert issubclass(hotr.BuildError, hotr.LoadError)
     err = hotr.LoadError("/x/libhot.so", "truncated: oops")
     assert str(err) == "cannot load '/x/libhot.so': truncated: oops"
     assert (err.path, err.reason) == ("/x/libhot.so", "truncated: oops")

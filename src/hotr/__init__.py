@@ -9,19 +9,21 @@ Edit and rebuild a C library while the program runs; the next call runs the new 
 """
 
 from ._background import load
-from ._exceptions import HotReloadError, LoadError, SymbolNotFoundError
-from ._reloader import Function, HotReloader, Library, reloader_of
+from ._exceptions import BuildError, HotReloadError, LoadError, SymbolNotFoundError
+from ._reloader import Function, HotReloader, Library, VersionInfo, reloader_of
 from ._seed import hot_reload_cleanup, hot_reload_init, hot_reload_update, watch_for_changes
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BuildError",
     "Function",
     "HotReloadError",
     "HotReloader",
     "Library",
     "LoadError",
     "SymbolNotFoundError",
+    "VersionInfo",
     "__version__",
     "hot_reload_cleanup",
     "hot_reload_init",

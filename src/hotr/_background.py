@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 
 from ._exceptions import HotReloadError
 from ._reloader import HotReloader, Library
@@ -12,8 +13,20 @@ from ._reloader import HotReloader, Library
 logger = logging.getLogger("hotr")
 
 
-def load(path: str | os.PathLike[str], *, debounce: float = 0.02) -> Library:
+def load(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    sources: Sequence[str | os.PathLike[str]] = (),
+    build: Sequence[str] | None = None,
+    cc: str | None = None,
+    flags: Sequence[str] = (),
+    build_timeout: float = 60.0,
+    debounce: float = 0.02,
+) -> Library:
     """Load the library at `path` now and reload it in the background whenever it changes.
+
+    The arguments are HotReloader's: `path` may be C sources, built now and rebuilt on every
+    save of them or of a header they include.
 
     A daemon thread waits on the watch and calls update(); a version that fails to load is
     logged (logger ``hotr``) and the previous one keeps running.  The reloader closes at
@@ -25,11 +38,19 @@ def load(path: str | os.PathLike[str], *, debounce: float = 0.02) -> Library:
 
     Example::
 
-        lib = hotr.load("./libhot.so")
+        lib = hotr.load("./libhot.so")  # or hotr.load("example.c")
         while True:
             lib.step()  # runs the newest build
     """
-    reloader = HotReloader(path, debounce=debounce)
+    reloader = HotReloader(
+        path,
+        sources=sources,
+        build=build,
+        cc=cc,
+        flags=flags,
+        build_timeout=build_timeout,
+        debounce=debounce,
+    )
     try:
         library = reloader.update()
     except BaseException:

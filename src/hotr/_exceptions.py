@@ -2,6 +2,7 @@
 
     HotReloadError                  anything hotr reports
      +-- LoadError                  a version could not be loaded; the previous one stays live
+     |    +-- BuildError            building it from its sources failed or timed out
      +-- SymbolNotFoundError        the loaded version has no such symbol (also an AttributeError)
 
 Messages are full sentences that name the file or symbol and the likely cause.
@@ -23,9 +24,12 @@ class LoadError(HotReloadError):
     """
 
     def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"cannot load {path!r}: {reason}")
+        super().__init__(path, reason)
         self.path = path
         self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot load {self.path!r}: {self.reason}"
 
 
 class SymbolNotFoundError(HotReloadError, AttributeError):
@@ -36,3 +40,38 @@ class SymbolNotFoundError(HotReloadError, AttributeError):
         self.path = path
         self.name = name
         self.version = version
+
+
+class BuildError(LoadError):
+    """Building a new version from its sources failed; the previous version stays live.
+
+    Attributes:
+        command: the command that failed, as a shell would show it.
+        returncode: its exit status (None when it timed out or could not start).
+        diagnostics: everything it printed (the compiler's messages, in full).
+        timeout: the time limit in seconds when the build was killed for exceeding it, else None.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        command: str,
+        returncode: int | None,
+        diagnostics: str,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        if timeout is not None:
+            reason = f"the build did not finish within {timeout:g} s and was killed"
+        elif returncode is None:
+            reason = "the build command could not be started"
+        else:
+            reason = f"the build failed (exit status {returncode})"
+        LoadError.__init__(self, path, reason)
+        self.command = command
+        self.returncode = returncode
+        self.diagnostics = diagnostics
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n$ {self.command}\n{self.diagnostics.rstrip()}"

@@ -15,6 +15,7 @@ The reload policy, in short:
 from __future__ import annotations
 
 import atexit
+import collections
 import ctypes
 import hashlib
 import logging
@@ -23,19 +24,23 @@ import threading
 import time
 import weakref
 from _ctypes import FUNCFLAG_CDECL, CFuncPtr
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, cast
 
 from . import _dl
+from ._build import Builder, is_source
 from ._elf import ElfError, check_shared_object
-from ._exceptions import HotReloadError, LoadError, SymbolNotFoundError
+from ._exceptions import BuildError, HotReloadError, LoadError, SymbolNotFoundError
 from ._shim import LiveFunction, Pin, retarget
 from ._store import PrivateStore
 from ._watch import ChangeKind, InotifyWatcher
 
 logger = logging.getLogger("hotr")
 
+# How many versions r.history remembers.
+_HISTORY = 100
 # How many times update() re-reads a file whose writer overtook the read, on the first load.
 _OVERTAKEN_RETRIES = 3
 # How often a waiting watcher re-checks retired versions whose calls are still running (seconds).
@@ -62,6 +67,32 @@ class _Version:
     digest: str
     loaded_at: float
     pin: Pin = field(default_factory=Pin)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A loaded version, as r.history reports it.
+
+    Attributes:
+        number: its version number (1 for the first load).
+        loaded_at: when it was loaded (seconds since the epoch).
+        digest: BLAKE2b hash (128-bit, hex) of the library file's content.
+        load_ms: milliseconds from reading the file to the new code being live.
+        build_ms: milliseconds the build took, or None when no build ran for it.
+        changed: the files whose change led to this version (empty for the first load).
+    """
+
+    number: int
+    loaded_at: float
+    digest: str
+    load_ms: float
+    build_ms: float | None
+    changed: tuple[str, ...]
+
+
+def _library_name(source: str) -> str:
+    stem = os.path.splitext(os.path.basename(source))[0]
+    return f"lib{stem}.so"
 
 
 # Versions that still had calls running when their reloader closed.  They stay mapped for the
@@ -136,7 +167,7 @@ class Library:
 
     def __repr__(self) -> str:
         r = self.__reloader
-        return f"<hotr.Library {r.path!r} version {r.version}>"
+        return f"<hotr.Library {r._label!r} version {r.version}>"
 
     def __enter__(self) -> Library:
         return self
@@ -154,13 +185,22 @@ class HotReloader:
     """Load the shared library at `path` and reload it whenever the file changes.
 
     Args:
-        path: the ``.so`` file.  Relative paths are resolved once, now.
+        path: the ``.so`` file, or C source file(s) to compile into a private library.  Relative
+            paths are resolved once, now.
+        sources: files to build `path` from when they change (C sources for the default
+            compiler command, anything for `build`).  Headers they include are watched too.
+        build: a custom build command (argv list, run without a shell) that writes `path`,
+            e.g. ``["make"]`` or ``["cargo", "build"]``.  Default: ``$CC -shared -fPIC``.
+        cc: compiler for the default command (default ``$CC``, else ``cc``), e.g. ``"tcc"``.
+        flags: extra flags for the default command, after the sources (``["-O2", "-lm"]``).
+        build_timeout: seconds a build may run before it is killed and reported (default 60).
         debounce: minimum time between two reloads, in seconds (default 0.02).  The first change
             after a quiet spell is applied at once; changes arriving faster than this are
             coalesced into one reload of the final content.
 
     Raises:
-        FileNotFoundError: `path` does not exist.
+        FileNotFoundError: `path` (or a source) does not exist.
+        ValueError: the arguments do not name one library or some sources.
         HotReloadError: the private directory or the watch cannot be set up.
 
     Example::
@@ -173,10 +213,33 @@ class HotReloader:
                     r.update()
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, debounce: float = 0.02) -> None:
-        self.path = os.path.abspath(os.fspath(path))
-        if not os.path.exists(self.path):
-            raise FileNotFoundError(2, "No such shared library", self.path)
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        sources: Sequence[str | os.PathLike[str]] = (),
+        build: Sequence[str] | None = None,
+        cc: str | None = None,
+        flags: Sequence[str] = (),
+        build_timeout: float = 60.0,
+        debounce: float = 0.02,
+    ) -> None:
+        targets = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        paths = [os.path.abspath(os.fspath(p)) for p in targets]
+        inputs = [os.path.abspath(os.fspath(p)) for p in sources]
+        if build is None and all(is_source(p) for p in paths):
+            inputs, library = paths + inputs, None  # compile into the private directory
+        elif len(paths) == 1:
+            library = paths[0]
+        else:
+            raise ValueError("give one shared library, or C sources to build one from")
+        if build is not None and not inputs:
+            raise ValueError("a build command needs sources= to know when to run")
+        for source in inputs:
+            if not os.path.exists(source):
+                raise FileNotFoundError(2, "No such source file", source)
+        if library is not None and not inputs and not os.path.exists(library):
+            raise FileNotFoundError(2, "No such shared library", library)
         self.debounce = debounce
         self._lock = threading.RLock()
         self._pending = True  # the first update() loads
@@ -192,15 +255,40 @@ class HotReloader:
         self._lost = False  # the directory is gone; hotr retries every _REWATCH_INTERVAL
         self._lost_reported = False  # watch_for_changes() has returned -1 for that once
         self._store = PrivateStore()
+        self._label = library or ", ".join(inputs)  # what messages call this library
+        self.path = library or os.path.join(self._store.path, _library_name(inputs[0]))
+        self._builder = None
+        if inputs:
+            self._builder = Builder(
+                inputs,
+                self.path,
+                self._store.path,
+                list(build) if build else None,
+                cc,
+                flags,
+                build_timeout,
+            )
+        self._build_pending = bool(inputs)
+        self._build_seconds: float | None = None
+        self._inputs: set[str] = set()
+        self._changed: set[str] = set()
+        self._history: collections.deque[VersionInfo] = collections.deque(maxlen=_HISTORY)
         try:
             self._watch = InotifyWatcher()
         except OSError as exc:
             self._store.close()
-            raise HotReloadError(f"cannot watch {self.path!r}: {exc}") from exc
+            raise HotReloadError(f"cannot watch {self._label!r}: {exc}") from exc
         # Releases the descriptors and the private directory if the reloader is dropped unclosed;
         # the versions stay mapped then, since live functions may still point into them.
         self._release = weakref.finalize(self, _release, self._watch, self._store)
-        self._rewatch()
+        self._watch_library = library is not None
+        try:
+            self._watch_inputs()
+        except OSError as exc:
+            self._release()
+            raise HotReloadError(f"cannot watch {self._label!r}: {exc}") from exc
+        if self._watch_library:
+            self._rewatch()
         self.library = Library(self)
         _open_reloaders.add(self)
 
@@ -210,6 +298,11 @@ class HotReloader:
     def version(self) -> int:
         """Number of successful loads so far (1 after the first)."""
         return self._loads
+
+    @property
+    def history(self) -> list[VersionInfo]:
+        """The versions loaded so far, oldest first (the last 100)."""
+        return list(self._history)
 
     @property
     def closed(self) -> bool:
@@ -233,13 +326,15 @@ class HotReloader:
         with self._lock:
             self._check_open()
             self._read_events()
+            if self._builder is not None and (self._build_pending or self._current is None):
+                self._build(self._builder)
             for _ in range(_OVERTAKEN_RETRIES):
                 if not (self._pending or self._current is None):
                     break
                 self._pending = False
                 self._reload()
             if self._current is None:
-                raise LoadError(self.path, "it kept changing while being read")
+                raise LoadError(self._label, "it kept changing while being read")
             self._collect()
             return self.library
 
@@ -249,7 +344,7 @@ class HotReloader:
             self._check_open()
             self._read_events()
             self._collect()
-            return self._pending
+            return self._pending or self._build_pending
 
     def watch_for_changes(self, timeout: float | None = None) -> int:
         """Block until the file changed (1), `timeout` seconds passed (0), or an error (-1).
@@ -273,7 +368,7 @@ class HotReloader:
                     return -1
                 now = time.monotonic()
                 wait = None if deadline is None else deadline - now
-                if self._pending:
+                if self._pending or self._build_pending:
                     ready_in = self._last_reload + self.debounce - now
                     if ready_in <= 0:
                         return 1
@@ -324,7 +419,7 @@ class HotReloader:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"version {self._loads}"
-        return f"<hotr.HotReloader {self.path!r} {state}>"
+        return f"<hotr.HotReloader {self._label!r} {state}>"
 
     # -- watching -----------------------------------------------------------------------------
 
@@ -348,9 +443,25 @@ class HotReloader:
         self._lost = self._lost_reported = False
         self._watched = wanted
 
+    def _watch_inputs(self) -> None:
+        """Watch the sources and the headers the last build used (from its dependency files)."""
+        wanted = self._builder.inputs() if self._builder is not None else set()
+        for gone in self._inputs - wanted:
+            self._watch.remove(gone)
+        for path in wanted - self._inputs:
+            self._watch.add(path)
+        self._inputs = wanted
+
     def _read_events(self) -> None:
         for change in self._watch.read():
-            if change.kind is ChangeKind.LOST:
+            if change.key in self._inputs:
+                if change.kind is ChangeKind.WRITTEN:
+                    self._build_pending = True
+                    self._changed.add(change.key)
+                elif change.kind is ChangeKind.LOST:
+                    logger.error("the directory of %s was removed or renamed", change.key)
+                    self._inputs.discard(change.key)
+            elif change.kind is ChangeKind.LOST:
                 logger.error(
                     "the directory of %s was removed or renamed; the loaded version stays live",
                     self.path,
@@ -359,10 +470,24 @@ class HotReloader:
                 self._watched = set()
             elif change.kind is ChangeKind.WRITTEN:
                 self._pending = True
+                self._changed.add(self.path)
         if self._lost:
             self._rewatch()
         elif self._pending and os.path.islink(self.path):
             self._rewatch()  # a retargeted symlink moves the file to watch
+
+    def _build(self, builder: Builder) -> None:
+        self._build_pending = False
+        try:
+            self._build_seconds = builder.run()
+        except BuildError as exc:
+            exc.path = self._label
+            logger.error("%s", exc)
+            raise
+        finally:
+            self._watch_inputs()
+        logger.info("built %s in %.1f ms", self._label, self._build_seconds * 1000)
+        self._pending = True
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -374,11 +499,11 @@ class HotReloader:
                 data = f.read()
         except FileNotFoundError:
             if self._current is None:
-                raise LoadError(self.path, "the file does not exist") from None
+                raise LoadError(self._label, "the file does not exist") from None
             logger.info("%s was removed; version %d stays live", self.path, self._loads)
             return
         except OSError as exc:
-            raise LoadError(self.path, f"cannot read it: {exc.strerror}") from exc
+            raise LoadError(self._label, f"cannot read it: {exc.strerror}") from exc
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
         if self._current is not None and digest == self._current.digest:
             logger.debug("%s was written with the same content; not reloading", self.path)
@@ -390,30 +515,40 @@ class HotReloader:
             if self._pending:  # a newer write is already in: this one was overtaken
                 logger.debug("%s: %s; a newer write follows", self.path, exc)
                 return
-            raise LoadError(self.path, str(exc)) from None
+            raise LoadError(self._label, str(exc)) from None
         copy = self._store.write(name, data)
         try:
             handle = _dl.dlopen(copy)
         except OSError as exc:
             self._store.remove(copy)
             reason = str(exc).replace(f"{copy}: ", "")
-            raise LoadError(self.path, reason) from None
+            raise LoadError(self._label, reason) from None
         self._last_reload = time.monotonic()
         version = _Version(self._loads + 1, handle, copy, digest, time.time())
         self._switch_to(version)
         self._loads += 1
+        load_seconds = time.perf_counter() - started
+        self._history.append(
+            VersionInfo(
+                version.number,
+                version.loaded_at,
+                digest,
+                load_seconds * 1000,
+                None if self._build_seconds is None else self._build_seconds * 1000,
+                tuple(sorted(self._changed)),
+            )
+        )
+        self._changed.clear()
+        self._build_seconds = None
         logger.info(
-            "loaded version %d of %s in %.2f ms",
-            self._loads,
-            self.path,
-            (time.perf_counter() - started) * 1000,
+            "loaded version %d of %s in %.2f ms", self._loads, self._label, load_seconds * 1000
         )
 
     def _switch_to(self, version: _Version) -> None:
         names = list(self._functions)
         functions = [self._functions[n] for n in names]
         addresses = [_dl.dlsym(version.handle, n) or 0 for n in names]
-        missing = [SymbolNotFoundError(self.path, n, version.number) for n in names]
+        missing = [SymbolNotFoundError(self._label, n, version.number) for n in names]
         for n, address in zip(names, addresses, strict=True):
             if not address:
                 logger.warning(
@@ -433,14 +568,14 @@ class HotReloader:
             if function is not None:
                 return function
             if self._current is None:
-                raise HotReloadError(f"{self.path!r} is not loaded: call update() first")
+                raise HotReloadError(f"{self._label!r} is not loaded: call update() first")
             address = _dl.dlsym(self._current.handle, name)
             if address is None:
-                raise SymbolNotFoundError(self.path, name, self._current.number)
+                raise SymbolNotFoundError(self._label, name, self._current.number)
             cfunc = _CFunc(address)
             function = Function(cfunc, ctypes.addressof(cfunc))
             function.__name__ = name
-            missing = SymbolNotFoundError(self.path, name, self._current.number)
+            missing = SymbolNotFoundError(self._label, name, self._current.number)
             retarget([function], [address], self._current.pin, [missing])
             self._functions[name] = function
             return function
@@ -448,7 +583,7 @@ class HotReloader:
     def _handle(self) -> int:
         with self._lock:
             if self._current is None:
-                raise HotReloadError(f"{self.path!r} is not loaded: call update() first")
+                raise HotReloadError(f"{self._label!r} is not loaded: call update() first")
             return self._current.handle
 
     # -- unloading ----------------------------------------------------------------------------
@@ -471,7 +606,7 @@ class HotReloader:
         logger.debug("unloaded version %d of %s", version.number, self.path)
 
     def _unload_all(self) -> None:
-        closed = [HotReloadError(f"{self.path!r} was closed") for _ in self._functions]
+        closed = [HotReloadError(f"{self._label!r} was closed") for _ in self._functions]
         retarget(list(self._functions.values()), [0] * len(closed), Pin(), closed)
         versions = [*self._retired, *([self._current] if self._current else [])]
         self._retired, self._current = [], None
@@ -488,7 +623,7 @@ class HotReloader:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise HotReloadError(f"the reloader for {self.path!r} is closed")
+            raise HotReloadError(f"the reloader for {self._label!r} is closed")
 
     def _detach(self) -> None:
         """In a forked child: stop using what the parent owns, keep the mapped code."""

@@ -1,0 +1,210 @@
+"""Building from C sources on save, with the real compiler: sources, headers, errors, bursts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import reload_next
+
+import hotr
+
+
+def save(path: Path, text: str) -> None:
+    """Save as editors do: write a temporary file, rename it over the original."""
+    tmp = path.with_name(f".{path.name}.swp")
+    tmp.write_text(text)
+    os.rename(tmp, path)
+
+
+@pytest.fixture
+def src(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HOTR_PRIVATE_DIR", str(tmp_path / "private"))
+    path = tmp_path / "kernel.c"
+    path.write_text('#include "params.h"\nint value(void) { return BASE + 1; }\n')
+    (tmp_path / "params.h").write_text("#define BASE 100\n")
+    return path
+
+
+def test_source_edit_rebuilds_and_reloads(src: Path) -> None:
+    with hotr.HotReloader(src) as r:
+        lib = r.update()
+        assert lib.value() == 101
+        save(src, '#include "params.h"\nint value(void) { return BASE + 2; }\n')
+        reload_next(r)
+        assert lib.value() == 102
+        info = r.history[-1]
+        assert info.number == 2 and info.changed == (str(src),)
+        assert info.build_ms is not None and info.build_ms > 0
+
+
+def test_header_edit_rebuilds(src: Path) -> None:
+    with hotr.HotReloader(src) as r:
+        lib = r.update()
+        (src.parent / "params.h").write_text("#define BASE 200\n")  # in place
+        reload_next(r)
+        assert lib.value() == 201
+
+
+def test_header_added_later_is_watched(src: Path) -> None:
+    extra = src.parent / "extra.h"
+    extra.write_text("#define EXTRA 5\n")
+    with hotr.HotReloader(src) as r:
+        lib = r.update()
+        save(src, '#include "params.h"\n#include "extra.h"\nint value(void) { return EXTRA; }\n')
+        reload_next(r)
+        assert lib.value() == 5
+        save(extra, "#define EXTRA 6\n")
+        reload_next(r)
+        assert lib.value() == 6
+
+
+def test_syntax_error_keeps_old_version_and_shows_diagnostics(src: Path) -> None:
+    with hotr.HotReloader(src) as r:
+        lib = r.update()
+        save(src, "int value(void) { return 1 +; }\n")
+        assert r.watch_for_changes(timeout=5) == 1
+        with pytest.raises(hotr.BuildError) as info:
+            r.update()
+        err = info.value
+        assert f"{src}:1:" in err.diagnostics and "error" in err.diagnostics
+        assert err.returncode not in (0, None)
+        assert str(src) in str(err) and err.diagnostics.strip() in str(err)
+        assert lib.value() == 101
+        assert r.version == 1
+        save(src, "int value(void) { return 7; }\n")
+        reload_next(r)
+        assert lib.value() == 7
+
+
+def test_burst_of_20_saves_builds_at_most_twice(
+    src: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hotr")
+    with hotr.HotReloader(src) as r:
+        lib = r.update()
+        caplog.clear()
+        for n in range(1, 21):
+            save(src, f"int value(void) {{ return {n}; }}\n")
+        deadline = time.monotonic() + 10
+        while lib.value() != 20:
+            assert time.monotonic() < deadline, "the final save was not loaded"
+            if r.watch_for_changes(timeout=1) == 1:
+                r.update()
+        builds = [rec for rec in caplog.records if rec.getMessage().startswith("built ")]
+        assert 1 <= len(builds) <= 2
+        assert r.watch_for_changes(timeout=0.3) == 0
+
+
+def test_save_during_build_leads_to_one_more_build(tmp_path: Path, src: Path) -> None:
+    gate = tmp_path / "slow-cc"
+    gate.write_text('#!/bin/sh\nsleep 0.3\nexec cc "$@"\n')
+    gate.chmod(0o755)
+    with hotr.HotReloader(src, cc=str(gate)) as r:
+        lib = r.update()
+        save(src, "int value(void) { return 1; }\n")
+        assert r.watch_for_changes(timeout=5) == 1
+        t = threading.Thread(target=r.update)
+        t.start()
+        time.sleep(0.1)  # the build is running (it takes 0.3 s): save again now
+        save(src, "int value(void) { return 2; }\n")
+        t.join()
+        reload_next(r)
+        assert lib.value() == 2
+
+
+def test_custom_build_command(tmp_path: Path, src: Path) -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    (tmp_path / "Makefile").write_text(
+        "libk.so: kernel.c params.h\n\tcc -shared -fPIC kernel.c -o libk.so\n"
+    )
+    with hotr.HotReloader(
+        tmp_path / "libk.so",
+        sources=[src, tmp_path / "params.h"],
+        build=["make", "-s", "-C", str(tmp_path)],
+    ) as r:
+        lib = r.update()
+        assert lib.value() == 101
+        save(tmp_path / "params.h", "#define BASE 300\n")
+        reload_next(r)
+        assert lib.value() == 301
+
+
+def test_build_timeout_is_reported(tmp_path: Path, src: Path) -> None:
+    out = tmp_path / "libnever.so"
+    with hotr.HotReloader(out, sources=[src], build=["sleep", "30"], build_timeout=0.3) as r:
+        started = time.monotonic()
+        with pytest.raises(hotr.BuildError, match="did not finish within 0.3 s") as info:
+            r.update()
+        assert time.monotonic() - started < 5
+        assert info.value.returncode is None
+
+
+def test_missing_build_tool_is_reported(tmp_path: Path, src: Path) -> None:
+    with hotr.HotReloader(tmp_path / "l.so", sources=[src], build=["no-such-tool-hotr"]) as r:
+        with pytest.raises(hotr.BuildError, match="could not be started") as info:
+            r.update()
+        assert "no-such-tool-hotr" in info.value.diagnostics
+
+
+def test_several_sources(tmp_path: Path, src: Path) -> None:
+    other = tmp_path / "other.c"
+    other.write_text('#include "params.h"\nint other(void) { return BASE * 2; }\n')
+    with hotr.HotReloader([src, other], flags=["-O2"]) as r:
+        lib = r.update()
+        assert (lib.value(), lib.other()) == (101, 200)
+        save(tmp_path / "params.h", "#define BASE 10\n")
+        reload_next(r)
+        assert (lib.value(), lib.other()) == (11, 20)
+
+
+def test_sources_beside_a_library_path(tmp_path: Path, src: Path) -> None:
+    out = tmp_path / "libhot.so"
+    with hotr.HotReloader(out, sources=[src]) as r:
+        lib = r.update()
+        assert out.exists() and lib.value() == 101
+        save(src, "int value(void) { return 5; }\n")
+        reload_next(r)
+        assert lib.value() == 5
+
+
+def test_flags_and_cflags(src: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CFLAGS", "-DBONUS=1000")
+    save(src, "#include <math.h>\nint value(void) { return BONUS + (int)sqrt(16.0); }\n")
+    with hotr.HotReloader(src, flags=["-lm"]) as r:
+        assert r.update().value() == 1004
+
+
+@pytest.mark.skipif(shutil.which("tcc") is None, reason="tcc is not installed")
+def test_tcc_as_compiler(src: Path) -> None:
+    with hotr.HotReloader(src, cc="tcc") as r:
+        lib = r.update()
+        assert lib.value() == 101
+        (src.parent / "params.h").write_text("#define BASE 1\n")
+        reload_next(r)
+        assert lib.value() == 2
+
+
+def test_load_rebuilds_in_background(src: Path) -> None:
+    with hotr.load(src) as lib:
+        assert lib.value() == 101
+        save(src, "int value(void) { return 9; }\n")
+        deadline = time.monotonic() + 10
+        while lib.value() != 9:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+
+def test_arguments_are_checked(tmp_path: Path, src: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nothere"):
+        hotr.HotReloader(tmp_path / "nothere.c")
+    with pytest.raises(ValueError, match="needs sources"):
+        hotr.HotReloader(tmp_path / "x.so", build=["make"])
+    with pytest.raises(ValueError, match="one shared library"):
+        hotr.HotReloader([tmp_path / "a.so", tmp_path / "b.so"])
