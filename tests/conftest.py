@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -153,3 +157,28 @@ def run_python(
         f"child exited with {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
     )
     return proc
+
+
+class Lines:
+    """Lines of a child's stdout, read in a thread so waits can have deadlines."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        assert proc.stdout is not None
+        threading.Thread(target=self._read, args=(proc.stdout,), daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        with contextlib.suppress(ValueError, OSError):  # the stream closes when the child ends
+            for line in stream:
+                self._queue.put(line)
+
+    def wait_for(self, text: str, timeout: float = 10) -> None:
+        while True:
+            try:
+                line = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"{text!r} not printed; output so far: {self.seen}") from None
+            self.seen.append(line.rstrip("\n"))
+            if text in line:
+                return

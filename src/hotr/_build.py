@@ -149,6 +149,10 @@ class Builder:
             raise BuildError(
                 self.output, shlex.join(argv), None, output, timeout=self.timeout
             ) from None
+        except BaseException:  # Ctrl-C: the build is in its own session, so stop it here
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         if proc.returncode != 0:
             raise BuildError(self.output, shlex.join(argv), proc.returncode, output)
 

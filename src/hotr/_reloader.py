@@ -482,7 +482,6 @@ class HotReloader:
             self._build_seconds = builder.run()
         except BuildError as exc:
             exc.path = self._label
-            logger.error("%s", exc)
             raise
         finally:
             self._watch_inputs()
