@@ -35,7 +35,7 @@ def test_example_reloads_after_rebuild(tmp_path: Path) -> None:
             )
             lines.wait_for("Detected change, reloading...")
             lines.wait_for("hello hotr!")
-            assert lines.seen[-2:] == ["cleanup", "hello hotr!"]
+            lines.wait_for("cleanup")  # the old version, unloaded once the loop waits again
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=10) == 0
             lines.wait_for("cleanup")

@@ -168,6 +168,8 @@ def test_cleanup_hook_runs_before_unload(builder: Builder) -> None:
     r.update()
     builder.rename(source(2))
     reload_next(r)
+    assert marks(builder) == []  # unloading is housekeeping, done at the next call
+    assert r.poll() is False
     assert marks(builder) == ["cleanup 1"]
     r.close()
     assert marks(builder) == ["cleanup 1", "cleanup 2"]

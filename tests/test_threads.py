@@ -121,6 +121,7 @@ def test_long_call_survives_several_newer_versions(builder: Builder) -> None:
             assert r.watch_for_changes(timeout=5) == 1
             r.update()
         assert lib.value() == 6
+        r.poll()
         maps = open("/proc/self/maps").read()
         assert "v1-libhot.so" in maps, "version 1 was unmapped during a call"
         for n in range(2, 6):

@@ -102,8 +102,8 @@ def check_shared_object(data: bytes) -> None:
     _check_table(size, e_phoff, e_phnum, e_phentsize, struct.calcsize(phdr), "program header")
     _check_table(size, e_shoff, e_shnum, e_shentsize, struct.calcsize(shdr), "section header")
     has_dynamic = False
-    for i in range(e_phnum):
-        fields = struct.unpack_from(phdr, data, e_phoff + i * e_phentsize)
+    table = data[e_phoff : e_phoff + e_phnum * e_phentsize]
+    for fields in struct.iter_unpack(phdr, table):
         if ei_class == 2:
             p_type, _pflags, p_offset, _va, _pa, p_filesz = fields[:6]
         else:
@@ -117,8 +117,8 @@ def check_shared_object(data: bytes) -> None:
             )
     if not has_dynamic:
         raise ElfError("not a shared object (no dynamic section)")
-    for i in range(e_shnum):
-        fields = struct.unpack_from(shdr, data, e_shoff + i * e_shentsize)
+    table = data[e_shoff : e_shoff + e_shnum * e_shentsize]
+    for i, fields in enumerate(struct.iter_unpack(shdr, table)):
         sh_type, sh_offset, sh_size = fields[1], fields[4], fields[5]
         if sh_type != SHT_NOBITS and sh_offset + sh_size > size:
             raise ElfError(
@@ -127,7 +127,7 @@ def check_shared_object(data: bytes) -> None:
 
 
 def _check_table(size: int, offset: int, count: int, entsize: int, minsize: int, what: str) -> None:
-    if count and entsize < minsize:
+    if count and entsize != minsize:
         raise ElfError(f"not a valid ELF file ({what} entries of {entsize} bytes)")
     if count and offset + count * entsize > size:
         raise ElfError(f"truncated: the {what} table ends past the end of the file ({size} bytes)")

@@ -59,12 +59,12 @@ _VOID_FN = ctypes.CFUNCTYPE(None)
 
 @dataclass(eq=False)
 class _Version:
-    """One loaded version: its handle, private copy, content hash and in-flight counter."""
+    """One loaded version: its handle, private copy, content and in-flight counter."""
 
     number: int
     handle: int
     copy: str
-    digest: str
+    data: bytes  # kept to tell a rewrite with the same bytes from a change, by one memcmp
     loaded_at: float
     pin: Pin = field(default_factory=Pin)
 
@@ -76,7 +76,7 @@ class VersionInfo:
     Attributes:
         number: its version number (1 for the first load).
         loaded_at: when it was loaded (seconds since the epoch).
-        digest: BLAKE2b hash (128-bit, hex) of the library file's content.
+        sha256: SHA-256 of the library file's content, hex (as sha256sum prints it).
         load_ms: milliseconds from reading the file to the new code being live.
         build_ms: milliseconds the build took, or None when no build ran for it.
         changed: the files whose change led to this version (empty for the first load).
@@ -84,7 +84,7 @@ class VersionInfo:
 
     number: int
     loaded_at: float
-    digest: str
+    sha256: str
     load_ms: float
     build_ms: float | None
     changed: tuple[str, ...]
@@ -325,7 +325,11 @@ class HotReloader:
         """
         with self._lock:
             self._check_open()
-            self._read_events()
+            # Unload what drained since the last call first: the version this call replaces
+            # is unloaded by the next update(), poll() or watch, off the path to the new code.
+            self._collect()
+            if not (self._pending or self._build_pending):
+                self._read_events()
             if self._builder is not None and (self._build_pending or self._current is None):
                 self._build(self._builder)
             for _ in range(_OVERTAKEN_RETRIES):
@@ -335,7 +339,6 @@ class HotReloader:
                 self._reload()
             if self._current is None:
                 raise LoadError(self._label, "it kept changing while being read")
-            self._collect()
             return self.library
 
     def poll(self) -> bool:
@@ -503,8 +506,7 @@ class HotReloader:
             return
         except OSError as exc:
             raise LoadError(self._label, f"cannot read it: {exc.strerror}") from exc
-        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-        if self._current is not None and digest == self._current.digest:
+        if self._current is not None and data == self._current.data:
             logger.debug("%s was written with the same content; not reloading", self.path)
             return
         try:
@@ -523,7 +525,7 @@ class HotReloader:
             reason = str(exc).replace(f"{copy}: ", "")
             raise LoadError(self._label, reason) from None
         self._last_reload = time.monotonic()
-        version = _Version(self._loads + 1, handle, copy, digest, time.time())
+        version = _Version(self._loads + 1, handle, copy, data, time.time())
         self._switch_to(version)
         self._loads += 1
         load_seconds = time.perf_counter() - started
@@ -531,7 +533,7 @@ class HotReloader:
             VersionInfo(
                 version.number,
                 version.loaded_at,
-                digest,
+                hashlib.sha256(data).hexdigest(),
                 load_seconds * 1000,
                 None if self._build_seconds is None else self._build_seconds * 1000,
                 tuple(sorted(self._changed)),
@@ -547,9 +549,10 @@ class HotReloader:
         names = list(self._functions)
         functions = [self._functions[n] for n in names]
         addresses = [_dl.dlsym(version.handle, n) or 0 for n in names]
-        missing = [SymbolNotFoundError(self._label, n, version.number) for n in names]
-        for n, address in zip(names, addresses, strict=True):
+        missing: list[BaseException | None] = [None] * len(names)
+        for i, (n, address) in enumerate(zip(names, addresses, strict=True)):
             if not address:
+                missing[i] = SymbolNotFoundError(self._label, n, version.number)
                 logger.warning(
                     "version %d of %s has no %r; calling it raises until a version provides it",
                     version.number,

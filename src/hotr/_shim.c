@@ -153,7 +153,8 @@ retarget(PyObject *module, PyObject *args)
     /* retarget(functions, addresses, pin, missing): point every function at
      * its new address in one step, so no Python thread can observe a mix of
      * versions.  An address of 0 marks the function missing: calls raise the
-     * matching entry of `missing` until a later version provides it. */
+     * matching entry of `missing` until a later version provides it (entries
+     * for present functions are ignored, usually None). */
     PyObject *funcs, *addrs, *pin, *missing;
     if (!PyArg_ParseTuple(args, "O!O!OO!", &PyList_Type, &funcs, &PyList_Type,
                           &addrs, &pin, &PyList_Type, &missing))
@@ -181,6 +182,11 @@ retarget(PyObject *module, PyObject *args)
         values[i] = PyLong_AsVoidPtr(PyList_GET_ITEM(addrs, i));
         if (values[i] == NULL && PyErr_Occurred()) {
             PyMem_Free(values);
+            return NULL;
+        }
+        if (values[i] == NULL && !PyExceptionInstance_Check(PyList_GET_ITEM(missing, i))) {
+            PyMem_Free(values);
+            PyErr_SetString(PyExc_TypeError, "retarget: a missing function needs an exception");
             return NULL;
         }
     }

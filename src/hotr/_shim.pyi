@@ -21,5 +21,5 @@ def retarget(
     functions: Sequence[LiveFunction],
     addresses: Sequence[int],
     pin: Pin,
-    missing: Sequence[BaseException],
+    missing: Sequence[BaseException | None],
 ) -> None: ...

@@ -13,6 +13,8 @@ import contextlib
 import enum
 import os
 import select
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from inotify_simple import INotify
@@ -29,6 +31,8 @@ _DIR_MASK = (
     | F.ONLYDIR
 )
 _LOST = F.DELETE_SELF | F.MOVE_SELF | F.IGNORED | F.UNMOUNT
+_EVENT = struct.Struct("iIII")  # struct inotify_event without its name: wd, mask, cookie, len
+_READ_SIZE = 64 * 1024  # many events a read; the kernel never splits one
 
 
 class ChangeKind(enum.Enum):
@@ -100,11 +104,25 @@ class InotifyWatcher:
                     with contextlib.suppress(OSError):
                         self._inotify.rm_watch(wd)
 
+    def _events(self) -> Iterator[tuple[int, int, str]]:
+        """(wd, mask, name) of each event waiting now: one read(2), parsed as in inotify(7)."""
+        try:
+            data = os.read(self._inotify.fileno(), _READ_SIZE)
+        except BlockingIOError:
+            return
+        offset = 0
+        while offset < len(data):
+            wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+            offset += _EVENT.size
+            name = data[offset : offset + length].rstrip(b"\0")
+            offset += length
+            yield wd, mask, os.fsdecode(name)
+
     def read(self) -> list[Change]:
         """Return the changes waiting now, without blocking."""
         changes: list[Change] = []
-        for event in self._inotify.read(timeout=0):
-            if event.wd == -1:  # IN_Q_OVERFLOW: events were dropped, assume everything changed
+        for wd, mask, name in self._events():
+            if wd == -1:  # IN_Q_OVERFLOW: events were dropped, assume everything changed
                 changes.extend(
                     Change(key, ChangeKind.WRITTEN)
                     for names in self._names.values()
@@ -112,18 +130,18 @@ class InotifyWatcher:
                     for key in keys
                 )
                 continue
-            directory = self._dirs.get(event.wd)
+            directory = self._dirs.get(wd)
             if directory is None:
                 continue
-            if event.mask & _LOST:
+            if mask & _LOST:
                 keys = [k for ks in self._names.get(directory, {}).values() for k in ks]
                 changes.extend(Change(key, ChangeKind.LOST) for key in keys)
-                self._forget(directory, rm_watch=not event.mask & F.IGNORED)
+                self._forget(directory, rm_watch=not mask & F.IGNORED)
                 continue
-            keys_for_name = self._names[directory].get(event.name)
+            keys_for_name = self._names[directory].get(name)
             if not keys_for_name:
                 continue
-            kind = _kind(event.mask, os.path.join(directory, event.name))
+            kind = _kind(mask, os.path.join(directory, name))
             if kind is not None:
                 changes.extend(Change(key, kind) for key in keys_for_name)
         return changes

@@ -1,0 +1,1 @@
+"""hotr's benchmarks: run ``python -m bench`` (``--quick`` for a smoke run under a minute)."""

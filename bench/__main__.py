@@ -1,0 +1,172 @@
+"""Run every benchmark in one process run and print medians, p90s and ratios to a baseline.
+
+python -m bench                 # full run (a few minutes)
+python -m bench --quick         # smoke run, under a minute; numbers are rough
+python -m bench --write         # also write BENCHMARKS.md and bench/reload-latency.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import cases
+from .cases import Row
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few trials; checks it still runs")
+    parser.add_argument("--write", action="store_true", help="write BENCHMARKS.md and the plot")
+    parser.add_argument("--only", metavar="WORD", help="run only the steps whose name has WORD")
+    options = parser.parse_args()
+    q = options.quick
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="hotr-bench-"))
+    os.environ["HOTR_PRIVATE_DIR"] = str(work / "private")
+    rows: list[Row] = []
+    try:
+        steps = [
+            (
+                "reload latency (rename)",
+                lambda: cases.reload_latency(work, 30 if q else 300, "rename"),
+            ),
+            (
+                "reload latency (linker)",
+                lambda: cases.reload_latency(work, 10 if q else 60, "link"),
+            ),
+            ("call overhead", lambda: cases.call_overhead(work, 3 if q else 15)),
+            ("idle cost", lambda: cases.idle_cost(work, 1.0 if q else 10.0)),
+            ("scale", lambda: cases.scale(work, 20 if q else 200)),
+            ("endurance", lambda: cases.endurance(work, 200 if q else 1000)),
+            ("edit to answer (gcc)", lambda: cases.edit_to_answer(work, 5 if q else 40, "gcc")),
+        ]
+        if shutil.which("tcc"):
+            steps.append(
+                ("edit to answer (tcc)", lambda: cases.edit_to_answer(work, 5 if q else 40, "tcc"))
+            )
+        step: Callable[[], list[Row]]
+        for label, step in steps:
+            if options.only and options.only not in label:
+                continue
+            print(f"... {label}", file=sys.stderr, flush=True)
+            rows.extend(step())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    table = render(rows)
+    header = describe_machine(time.monotonic() - started, q)
+    print(header)
+    print(table)
+    if options.write:
+        (ROOT / "BENCHMARKS.md").write_text(markdown(header, table))
+        plot(rows, ROOT / "bench" / "reload-latency.png")
+    return 0
+
+
+def scaled(row: Row, value: float) -> float:
+    return value * {"ms": 1e3, "ns": 1e9}.get(row.unit, 1.0)
+
+
+def render(rows: list[Row]) -> str:
+    medians = {r.name: statistics.median(r.samples) for r in rows}
+    lines = [
+        "| section | measurement | median | p90 | n | ratio to baseline |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        med = medians[r.name]
+        if r.section == "endurance":
+            lines.append(f"| {r.section} | {r.name} | {r.extra['before']:.1f} -> {med:.1f} | | | |")
+            continue
+        p90 = statistics.quantiles(r.samples, n=10)[-1] if len(r.samples) >= 10 else max(r.samples)
+        ratio = ""
+        if r.baseline is not None:
+            ratio = f"{med / medians[r.baseline]:.3g}x of `{r.baseline}`"
+            if r.section == "edit":
+                ratio = f"{ratio}; hotr's overhead {(med - medians[r.baseline]) * 1e3:.2f} ms"
+        unit = f" {r.unit}" if r.unit else ""
+        lines.append(
+            f"| {r.section} | {r.name} | {scaled(r, med):.3g}{unit} | {scaled(r, p90):.3g}{unit} "
+            f"| {len(r.samples)} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def describe_machine(seconds: float, quick: bool) -> str:
+    with open("/proc/cpuinfo") as f:
+        models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    cpu = models[0] if models else platform.processor()
+    return (
+        f"{datetime.date.today()} · {cpu} ({os.cpu_count()} cores) · Linux "
+        f"{platform.release()} · Python {platform.python_version()} · "
+        f"{'quick' if quick else 'full'} run in {seconds:.0f} s"
+    )
+
+
+def markdown(header: str, table: str) -> str:
+    return f"""# hotr benchmarks
+
+Produced by `python -m bench --write` (nothing here is typed in by hand). Every ratio compares
+medians measured in the same run. Times are wall-clock; "p90" is the 90th percentile.
+
+{header}
+
+{table}
+
+![reload latency distributions](bench/reload-latency.png)
+
+What the rows measure:
+- **reload**: a new `.so` lands (renamed into place, or written by the linker; timed from the
+  rename, or from the linker's exit) until a function obtained before the change returns the new
+  value. The floor is a bare script doing only inotify wait + copy + dlopen + dlsym + call.
+  `watchfiles.watch()` runs with its defaults (50 ms step). The restarts kill and respawn a
+  minimal `host.py` that loads the library with ctypes, either at once on the inotify event
+  (the lower bound of any restart) or through `watchfiles 'python host.py'`.
+- **calls**: per-call time of a live function and of a plain ctypes function of the same library.
+- **idle**: CPU per 10 s of a process watching unchanging libraries with `hotr.load`, against
+  watchfiles' polling watcher.
+- **scale**: one library of 1 or 100 watched (one reloader each, one selector) changes.
+- **endurance**: resources after 10 reloads and after many more in one process.
+- **edit**: the compiler run alone against saving the source until the new code answers
+  (hotr runs the same compiler command; the difference is hotr's overhead).
+"""
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install -e '.[bench]')", file=sys.stderr)
+        return
+    reload_rows = [r for r in rows if r.section == "reload"]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    ax.boxplot(
+        [[s * 1e3 for s in r.samples] for r in reload_rows],
+        vert=False,
+        whis=(5, 95),
+        showfliers=False,
+    )
+    ax.set_yticks(range(1, len(reload_rows) + 1), [r.name for r in reload_rows], fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("milliseconds from the new .so landing to the new code answering (log)")
+    ax.set_title("hotr reload latency against the floor and the alternatives")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

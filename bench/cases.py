@@ -1,0 +1,540 @@
+"""The measurements.  Each returns rows of samples; baselines are measured in the same run."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import selectors
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import timeit
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hotr
+from hotr import _dl
+
+CC = os.environ.get("CC", "cc")
+LIB_SOURCE = (
+    "int value(void) {{ return {n}; }}\nint add3(int a, int b, int c) {{ return a + b + c; }}\n"
+)
+
+
+@dataclass
+class Row:
+    """One line of the result table: samples in seconds, compared with the row named `baseline`."""
+
+    section: str
+    name: str
+    samples: list[float]
+    baseline: str | None = None
+    unit: str = "ms"
+    note: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def compile_lib(work: Path, n: int, cc: str = CC) -> bytes:
+    src = work / f"v{n}.c"
+    out = work / f"v{n}.so"
+    if not out.exists():
+        src.write_text(LIB_SOURCE.format(n=n))
+        subprocess.run([cc, "-shared", "-fPIC", str(src), "-o", str(out)], check=True)
+    return out.read_bytes()
+
+
+def place(lib: Path, data: bytes) -> None:
+    """A new library lands by rename, as install(1) and editors do."""
+    tmp = lib.with_name(lib.name + ".tmp")
+    tmp.write_bytes(data)
+    os.rename(tmp, lib)
+
+
+def link(lib: Path, work: Path, n: int) -> None:
+    """A new library lands by the linker writing it (GNU ld unlinks and re-creates)."""
+    src = work / f"link{n % 2}.c"
+    src.write_text(LIB_SOURCE.format(n=n % 2 + 1))
+    subprocess.run([CC, "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
+
+
+# -- 1. reload latency ---------------------------------------------------------------------------
+
+
+def reload_latency(work: Path, trials: int, way: str) -> list[Row]:
+    """New library lands -> the new code answers through a function taken before the change.
+
+    The floor and hotr take turns, trial by trial, so machine noise hits both alike.
+    """
+    variants = [compile_lib(work, n) for n in (1, 2)]
+
+    def lander(lib: Path) -> Callable[[int], float]:
+        def land(n: int) -> float:
+            if way == "rename":
+                started = time.perf_counter()
+                place(lib, variants[n % 2])
+                return started
+            link(lib, work, n)
+            return time.perf_counter()  # from the moment the linker has exited
+
+        return land
+
+    floor_dir, hotr_dir = work / f"floor-{way}", work / f"hotr-{way}"
+    floor_dir.mkdir()
+    hotr_dir.mkdir()
+    floor = _Floor(floor_dir / "libhot.so", variants[0], lander(floor_dir / "libhot.so"))
+    mine = _Hotr(hotr_dir / "libhot.so", variants[0], lander(hotr_dir / "libhot.so"))
+    floor_samples, hotr_samples = [], []
+    try:
+        for n in range(1, trials + 1):
+            floor_samples.append(floor.trial(n))
+            hotr_samples.append(mine.trial(n))
+    finally:
+        floor.close()
+        mine.close()
+    floor_name = f"floor: inotify+copy+dlopen+dlsym+call ({way})"
+    rows = [
+        Row("reload", floor_name, floor_samples),
+        Row("reload", f"hotr ({way})", hotr_samples, baseline=floor_name),
+    ]
+    if way == "rename":
+        lib = work / "libhot.so"
+        land = lander(lib)
+        few = max(5, trials // 10)
+        rows.append(
+            Row(
+                "reload",
+                "watchfiles.watch() defaults + load (rename)",
+                _watchfiles(lib, variants, few, land),
+                baseline=f"hotr ({way})",
+            )
+        )
+        rows.append(
+            Row(
+                "reload",
+                "process restart, minimal (inotify + spawn python + load)",
+                _restart(lib, variants, few, land, via_watchfiles=False),
+                baseline=f"hotr ({way})",
+            )
+        )
+        rows.append(
+            Row(
+                "reload",
+                "process restart via `watchfiles 'python host.py'`",
+                _restart(lib, variants, few, land, via_watchfiles=True),
+                baseline=f"hotr ({way})",
+            )
+        )
+    return rows
+
+
+class _Floor:
+    """The least any reloader can do: inotify wait, copy, dlopen, dlsym, call."""
+
+    def __init__(self, lib: Path, first: bytes, land: Callable[[int], float]) -> None:
+        from inotify_simple import INotify
+        from inotify_simple import flags as F
+
+        place(lib, first)
+        self.lib, self.land = lib, land
+        self.inotify = INotify()
+        self.inotify.add_watch(str(lib.parent), F.CLOSE_WRITE | F.MOVED_TO)
+        self.copies = lib.parent / "copies"
+        self.copies.mkdir()
+        self.handles: list[int] = []
+
+    def trial(self, n: int) -> float:
+        started = self.land(n)
+        while not any(e.name == self.lib.name for e in self.inotify.read()):
+            pass
+        copy = self.copies / f"{n}.so"
+        shutil.copyfile(self.lib, copy)
+        handle = _dl.dlopen(str(copy))
+        fn = ctypes.CFUNCTYPE(ctypes.c_int)(_dl.dlsym(handle, "value") or 0)
+        assert fn() == n % 2 + 1
+        elapsed = time.perf_counter() - started
+        self.handles.append(handle)
+        if len(self.handles) > 1:
+            _dl.dlclose(self.handles.pop(0))  # housekeeping, outside the timed part
+        copy.unlink()
+        return elapsed
+
+    def close(self) -> None:
+        self.inotify.close()
+
+
+class _Hotr:
+    """hotr driven from one thread: watch_for_changes(), update(), call."""
+
+    def __init__(self, lib: Path, first: bytes, land: Callable[[int], float]) -> None:
+        place(lib, first)
+        self.land = land
+        self.reloader = hotr.HotReloader(lib, debounce=0)
+        self.value = self.reloader.update().value
+
+    def trial(self, n: int) -> float:
+        started = self.land(n)
+        while self.reloader.watch_for_changes() != 1:
+            pass
+        self.reloader.update()
+        assert self.value() == n % 2 + 1
+        elapsed = time.perf_counter() - started
+        self.reloader.poll()  # housekeeping a program does while idle: unload the old version
+        return elapsed
+
+    def close(self) -> None:
+        self.reloader.close()
+
+
+def _watchfiles(
+    lib: Path, variants: list[bytes], trials: int, land: Callable[[int], float]
+) -> list[float]:
+    import watchfiles
+
+    place(lib, variants[0])
+    stop = threading.Event()
+    answered = threading.Event()
+    ready = threading.Event()
+    expected = [0]
+
+    def watcher() -> None:
+        copies = lib.parent / "wf-copies"
+        copies.mkdir(exist_ok=True)
+        ready.set()
+        for i, changes in enumerate(watchfiles.watch(lib.parent, stop_event=stop)):
+            if not any(path.endswith(lib.name) for _, path in changes):
+                continue
+            copy = copies / f"{i}.so"
+            shutil.copyfile(lib, copy)
+            handle = _dl.dlopen(str(copy))
+            if ctypes.CFUNCTYPE(ctypes.c_int)(_dl.dlsym(handle, "value") or 0)() == expected[0]:
+                answered.set()
+
+    thread = threading.Thread(target=watcher, daemon=True)
+    thread.start()
+    ready.wait()
+    time.sleep(0.5)  # let the watcher start
+    samples = []
+    for n in range(1, trials + 1):
+        expected[0] = n % 2 + 1
+        answered.clear()
+        started = land(n)
+        assert answered.wait(10), "watchfiles did not report the change"
+        samples.append(time.perf_counter() - started)
+        time.sleep(0.2)
+    stop.set()
+    thread.join(5)
+    return samples
+
+
+HOST = """
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+print(lib.value(), flush=True)
+sys.stdin.read()
+"""
+
+
+def _restart(
+    lib: Path,
+    variants: list[bytes],
+    trials: int,
+    land: Callable[[int], float],
+    *,
+    via_watchfiles: bool,
+) -> list[float]:
+    place(lib, variants[0])
+    host = lib.parent / "host.py"
+    host.write_text(HOST)
+    samples = []
+    if via_watchfiles:
+        cmd = [
+            sys.executable,
+            "-m",
+            "watchfiles",
+            "--filter",
+            "all",
+            "--ignore-paths",
+            str(lib.parent / "wf-copies"),
+            shlex.join([sys.executable, str(host), str(lib)]),
+            str(lib.parent),
+        ]
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        for n in range(1, trials + 1):
+            started = land(n)
+            while proc.stdout.readline().strip() != str(n % 2 + 1):
+                pass
+            samples.append(time.perf_counter() - started)
+            time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+        proc.stdout.close()
+        assert proc.stdin is not None
+        proc.stdin.close()
+        return samples
+    from inotify_simple import INotify
+    from inotify_simple import flags as F
+
+    inotify = INotify()
+    inotify.add_watch(str(lib.parent), F.CLOSE_WRITE | F.MOVED_TO)
+    proc = _spawn_host(host, lib)
+    for n in range(1, trials + 1):
+        started = land(n)
+        while not any(e.name == lib.name for e in inotify.read()):
+            pass
+        proc.kill()
+        proc.wait()
+        _close(proc)
+        proc = _spawn_host(host, lib)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == str(n % 2 + 1)
+        samples.append(time.perf_counter() - started)
+    proc.kill()
+    proc.wait()
+    _close(proc)
+    inotify.close()
+    return samples
+
+
+def _spawn_host(host: Path, lib: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(host), str(lib)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _close(proc: subprocess.Popen[str]) -> None:
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            stream.close()
+
+
+# -- 2. call overhead ----------------------------------------------------------------------------
+
+
+def call_overhead(work: Path, repeat: int) -> list[Row]:
+    """A live function against a plain ctypes function of the same library, same run."""
+    data = compile_lib(work, 1)
+    lib_path = work / "libcalls.so"
+    lib_path.write_bytes(data)
+    plain = ctypes.CDLL(str(lib_path))
+    rows = []
+    with hotr.HotReloader(lib_path) as r:
+        live = r.update()
+        for label, call, plain_fn, live_fn in (
+            ("int f(void)", "f()", plain.value, live.value),
+            ("int f(int, int, int)", "f(1, 2, 3)", plain.add3, live.add3),
+        ):
+            number = 20000
+            base: list[float] = []
+            mine: list[float] = []
+            for _ in range(repeat):  # interleaved, so drift hits both alike
+                for fn, out in ((plain_fn, base), (live_fn, mine)):
+                    best = min(timeit.repeat(call, globals={"f": fn}, number=number, repeat=3))
+                    out.append(best / number)
+            rows.append(Row("calls", f"ctypes {label}", base, unit="ns"))
+            rows.append(
+                Row("calls", f"hotr live {label}", mine, baseline=f"ctypes {label}", unit="ns")
+            )
+    return rows
+
+
+# -- 3. idle cost --------------------------------------------------------------------------------
+
+IDLE = """
+import os, sys, threading, time
+kind, count, seconds, work = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+paths = [os.path.join(work, f"idle{i}.so") for i in range(count)]
+if kind == "hotr":
+    import hotr
+    libs = [hotr.load(p) for p in paths]
+else:
+    import watchfiles
+    stop = threading.Event()
+    dirs = sorted({os.path.dirname(p) for p in paths})
+    def run():
+        for _ in watchfiles.watch(*dirs, stop_event=stop, force_polling=True):
+            pass
+    threading.Thread(target=run, daemon=True).start()
+time.sleep(0.5)
+start = time.process_time()
+time.sleep(seconds)
+print(time.process_time() - start)
+"""
+
+
+def idle_cost(work: Path, seconds: float) -> list[Row]:
+    """CPU seconds a process spends watching libraries that do not change."""
+    data = compile_lib(work, 1)
+    rows = []
+    for count in (1, 100):
+        for i in range(count):
+            (work / f"idle{i}.so").write_bytes(data)
+        for kind in ("hotr", "polling"):
+            proc = subprocess.run(
+                [sys.executable, "-c", IDLE, kind, str(count), str(seconds), str(work)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            cpu = float(proc.stdout.split()[-1]) * 10 / seconds  # per 10 s
+            who = "hotr" if kind == "hotr" else "watchfiles force_polling (300 ms)"
+            name = f"{who}, {count} librar{'y' if count == 1 else 'ies'}"
+            rows.append(Row("idle", name, [cpu], unit="ms CPU/10 s"))
+    return rows
+
+
+# -- 4. scale ------------------------------------------------------------------------------------
+
+
+def scale(work: Path, trials: int) -> list[Row]:
+    """Latency of one change among 1 or 100 watched libraries (one reloader each)."""
+    variants = [compile_lib(work, n) for n in (1, 2)]
+    rows = []
+    for count in (1, 100):
+        libs = []
+        for i in range(count):
+            d = work / f"scale{count}-{i % 10}"
+            d.mkdir(exist_ok=True)
+            p = d / f"lib{i}.so"
+            p.write_bytes(variants[0])
+            libs.append(p)
+        reloaders = [hotr.HotReloader(p, debounce=0) for p in libs]
+        try:
+            sel = selectors.DefaultSelector()
+            for r in reloaders:
+                r.update()
+                sel.register(r, selectors.EVENT_READ, data=r)
+            target = count // 2
+            value = reloaders[target].library.value
+            samples = []
+            for n in range(1, trials + 1):
+                started = time.perf_counter()
+                place(libs[target], variants[n % 2])
+                done = False
+                while not done:
+                    for key, _ in sel.select():
+                        r = key.data
+                        if r.poll():
+                            r.update()
+                            done = r is reloaders[target]
+                assert value() == n % 2 + 1
+                samples.append(time.perf_counter() - started)
+            sel.close()
+        finally:
+            for r in reloaders:
+                r.close()
+        rows.append(
+            Row(
+                "scale",
+                f"reload latency, {count} librar{'y' if count == 1 else 'ies'} watched",
+                samples,
+                baseline=None if count == 1 else "reload latency, 1 library watched",
+            )
+        )
+    return rows
+
+
+# -- 5. endurance --------------------------------------------------------------------------------
+
+
+def endurance(work: Path, reloads: int) -> list[Row]:
+    """Resources before and after many reloads in one process."""
+    variants = [compile_lib(work, n) for n in (1, 2)]
+    lib = work / "libendure.so"
+    place(lib, variants[0])
+    private = Path(os.environ["HOTR_PRIVATE_DIR"])
+
+    def measure(r: hotr.HotReloader) -> dict[str, float]:
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        with open("/proc/self/maps") as f:
+            mapped = {line.split()[-1] for line in f if str(private) in line}
+        copies = sum(len(os.listdir(d)) for d in private.iterdir())
+        return {
+            "RSS MiB": rss,
+            "open fds": len(os.listdir("/proc/self/fd")),
+            "mapped versions": len(mapped),
+            "private files": copies,
+        }
+
+    rows = []
+    with hotr.HotReloader(lib, debounce=0) as r:
+        value = r.update().value
+        for n in range(1, 11):
+            place(lib, variants[n % 2])
+            r.watch_for_changes(5)
+            r.update()
+        before = measure(r)
+        for n in range(11, reloads + 11):
+            place(lib, variants[n % 2])
+            r.watch_for_changes(5)
+            r.update()
+        assert value() == n % 2 + 1
+        after = measure(r)
+    for key in before:
+        rows.append(
+            Row(
+                "endurance",
+                f"{key} after 10 / after {reloads + 10} reloads",
+                [after[key]],
+                unit="",
+                extra={"before": before[key]},
+            )
+        )
+    return rows
+
+
+# -- 6. edit to answer ---------------------------------------------------------------------------
+
+
+def edit_to_answer(work: Path, trials: int, cc: str) -> list[Row]:
+    """Save of a C source -> new code answering, against the compiler run alone."""
+    src = work / f"edit-{os.path.basename(cc)}.c"
+    src.write_text(LIB_SOURCE.format(n=0))
+    out = work / f"edit-{os.path.basename(cc)}.so"
+    # The very command hotr runs, dependency output included: the rest is hotr's overhead.
+    # Compiler runs and saves take turns, so machine noise hits both alike.
+    deps = ["-MD" if os.path.basename(cc).startswith("tcc") else "-MMD", "-MF", str(out) + ".d"]
+    compile_alone, answer = [], []
+    with hotr.HotReloader(src, cc=cc, debounce=0) as r:
+        value = r.update().value
+        for n in range(1, trials + 1):
+            started = time.perf_counter()
+            subprocess.run([cc, "-shared", "-fPIC", str(src), "-o", str(out), *deps], check=True)
+            compile_alone.append(time.perf_counter() - started)
+            tmp = src.with_name(src.name + ".swp")
+            tmp.write_text(LIB_SOURCE.format(n=n))
+            started = time.perf_counter()
+            os.rename(tmp, src)
+            while r.watch_for_changes() != 1:
+                pass
+            r.update()
+            assert value() == n
+            answer.append(time.perf_counter() - started)
+            r.poll()
+    name = os.path.basename(cc)
+    return [
+        Row("edit", f"{name}: compile alone", compile_alone),
+        Row(
+            "edit",
+            f"{name}: save -> new code answering (hotr)",
+            answer,
+            baseline=f"{name}: compile alone",
+        ),
+    ]
