@@ -75,7 +75,8 @@ def main() -> int:
 
 
 def scaled(row: Row, value: float) -> float:
-    return value * {"ms": 1e3, "ns": 1e9}.get(row.unit, 1.0)
+    unit = row.unit.split()[0] if row.unit else ""
+    return value * {"ms": 1e3, "ns": 1e9}.get(unit, 1.0)
 
 
 def render(rows: list[Row]) -> str:
@@ -150,7 +151,7 @@ def plot(rows: list[Row], path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: no plot (pip install -e '.[bench]')", file=sys.stderr)
+        print("matplotlib is not installed: no plot (pip install -e '.[plot]')", file=sys.stderr)
         return
     reload_rows = [r for r in rows if r.section == "reload"]
     fig, ax = plt.subplots(figsize=(9, 4.5))

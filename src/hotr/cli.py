@@ -113,16 +113,17 @@ def _run(options: argparse.Namespace, compiler_flags: list[str]) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     with reloader:
         try:
-            _step(reloader, options.call)
+            name = ", ".join(os.path.basename(t) for t in targets)
+            _step(reloader, options.call, name)
             while True:
                 if reloader.watch_for_changes() > 0:
-                    _step(reloader, options.call)
+                    _step(reloader, options.call, name)
         except KeyboardInterrupt:
             _status("stopped")
     return 0
 
 
-def _step(reloader: HotReloader, calls: list[str] | None) -> None:
+def _step(reloader: HotReloader, calls: list[str] | None, name: str) -> None:
     """Apply a change and print one status line; call the functions if a new version loaded."""
     before = reloader.version
     try:
@@ -139,7 +140,7 @@ def _step(reloader: HotReloader, calls: list[str] | None) -> None:
     if reloader.version == before:
         return
     info = reloader.history[-1]
-    what = ", ".join(os.path.basename(p) for p in info.changed) or "started"
+    what = ", ".join(os.path.basename(p) for p in info.changed) or name
     built = "" if info.build_ms is None else f"built in {info.build_ms:.1f} ms, "
     _status(f"{what}: {built}loaded version {info.number} in {info.load_ms:.2f} ms")
     library = reloader.library
