@@ -154,10 +154,10 @@ def plot(rows: list[Row], path: Path) -> None:
         print("matplotlib is not installed: no plot (pip install -e '.[plot]')", file=sys.stderr)
         return
     reload_rows = [r for r in rows if r.section == "reload"]
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = plt.subplots(figsize=(11, 4.5))
     ax.boxplot(
         [[s * 1e3 for s in r.samples] for r in reload_rows],
-        vert=False,
+        orientation="horizontal",
         whis=(5, 95),
         showfliers=False,
     )
