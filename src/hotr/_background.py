@@ -21,6 +21,7 @@ def load(
     cc: str | None = None,
     flags: Sequence[str] = (),
     build_timeout: float = 60.0,
+    keep_globals: bool = False,
     debounce: float = 0.02,
 ) -> Library:
     """Load the library at `path` now and reload it in the background whenever it changes.
@@ -49,8 +50,10 @@ def load(
         cc=cc,
         flags=flags,
         build_timeout=build_timeout,
+        keep_globals=keep_globals,
         debounce=debounce,
     )
+
     try:
         library = reloader.update()
     except BaseException:

@@ -1,6 +1,7 @@
 """Build a shared library from its sources: the default C compiler command or the user's own.
 
-The default command is ``$CC`` (else ``cc``) ``-shared -fPIC $CFLAGS <sources> -o <output>``
+The default command is ``$CC`` (else ``cc``) ``-shared -fPIC -I<hotr.h's directory> $CFLAGS
+<sources> -o <output>``
 with the compiler's dependency output (``-MMD -MF``; ``-MD`` for tcc, which lists only user
 headers with it), then the user's flags and ``$LDFLAGS``, so libraries (``-lm``) come after the
 sources.  Headers found in the dependency files are watched too.  Several sources are compiled
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from ._exceptions import BuildError
 
 SOURCE_SUFFIXES = (".c", ".cc", ".cpp", ".cxx", ".C")
+# hotr.h lives here; the default command puts it on the include path (`hotr --include` prints it).
+INCLUDE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
 
 
 def is_source(path: str) -> bool:
@@ -90,7 +93,7 @@ class Builder:
     def _compile_prefix(self) -> list[str]:
         colour = ["-fdiagnostics-color=always"] if _colour_wanted(self._compiler()) else []
         cflags = shlex.split(os.environ.get("CFLAGS", ""))
-        return [*self._compiler(), "-shared", "-fPIC", *colour, *cflags]
+        return [*self._compiler(), "-shared", "-fPIC", *colour, f"-I{INCLUDE_DIR}", *cflags]
 
     def _link_flags(self) -> list[str]:
         return [*self.flags, *shlex.split(os.environ.get("LDFLAGS", ""))]

@@ -58,3 +58,23 @@ def dlclose(handle: int) -> None:
     """Drop the reference `handle` holds; glibc unmaps the file when it was the last one."""
     if _dlclose(handle) != 0:
         raise _error("dlclose failed")
+
+
+class _LinkMap(ctypes.Structure):
+    """The public head of glibc's struct link_map (<link.h>)."""
+
+    _fields_ = [("l_addr", ctypes.c_size_t), ("l_name", ctypes.c_char_p)]
+
+
+_RTLD_DI_LINKMAP = 2  # <dlfcn.h>
+_dlinfo = _libc_with_gil.dlinfo
+_dlinfo.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+_dlinfo.restype = ctypes.c_int
+
+
+def base_address(handle: int) -> int:
+    """The load base of library `handle`: add a symbol's ELF st_value to get its address."""
+    link_map = ctypes.POINTER(_LinkMap)()
+    if _dlinfo(handle, _RTLD_DI_LINKMAP, ctypes.byref(link_map)) != 0:
+        raise _error("dlinfo failed")
+    return int(link_map.contents.l_addr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import struct
 import sys
+from dataclasses import dataclass
 
 ELFMAG = b"\x7fELF"
 ET_EXEC = 2
@@ -131,3 +132,86 @@ def _check_table(size: int, offset: int, count: int, entsize: int, minsize: int,
         raise ElfError(f"not a valid ELF file ({what} entries of {entsize} bytes)")
     if count and offset + count * entsize > size:
         raise ElfError(f"truncated: the {what} table ends past the end of the file ({size} bytes)")
+
+
+SHT_SYMTAB = 2
+SHT_DYNSYM = 11
+SHF_WRITE = 0x1
+SHF_ALLOC = 0x2
+STT_OBJECT = 1
+RESET_SECTION = "hotr_reset"  # where hotr.h's HOTR_RESET puts a global
+
+
+@dataclass(frozen=True)
+class Globals:
+    """Global variables of a shared object that can be carried to a new version.
+
+    Attributes:
+        variables: name -> (offset from the load base, size in bytes), writable data only.
+        reset: names marked HOTR_RESET (never carried).
+        ambiguous: names defined more than once (file-scope statics of several files).
+    """
+
+    variables: dict[str, tuple[int, int]]
+    reset: frozenset[str]
+    ambiguous: frozenset[str]
+
+
+def read_globals(data: bytes) -> Globals:
+    """Read the writable global and static variables from the ELF symbol table of `data`.
+
+    The full table (.symtab) also has file-scope statics; a stripped file has only the exported
+    symbols (.dynsym).  Names the toolchain owns (leading double underscore, crtstuff's
+    ``completed.*``) are left out: copying them (``__dso_handle``) would break the new version.
+    `data` must already have passed check_shared_object().
+    """
+    endian = "<" if data[5] == 1 else ">"
+    wide = data[4] == 2
+    if wide:
+        (e_shoff,) = struct.unpack_from(endian + "Q", data, 0x28)
+        e_shentsize, e_shnum, e_shstrndx = struct.unpack_from(endian + "HHH", data, 0x3A)
+        shdr, sym = struct.Struct(endian + "IIQQQQIIQQ"), struct.Struct(endian + "IBBHQQ")
+    else:
+        (e_shoff,) = struct.unpack_from(endian + "I", data, 0x20)
+        e_shentsize, e_shnum, e_shstrndx = struct.unpack_from(endian + "HHH", data, 0x2E)
+        shdr, sym = struct.Struct(endian + "IIIIIIIIII"), struct.Struct(endian + "IIIBBH")
+    sections = [shdr.unpack_from(data, e_shoff + i * e_shentsize) for i in range(e_shnum)]
+    names_at = sections[e_shstrndx][4] if e_shstrndx < e_shnum else 0
+
+    def c_string(offset: int) -> str:
+        return data[offset : data.index(b"\0", offset)].decode(errors="replace")
+
+    section_names = [c_string(names_at + s[0]) if names_at else "" for s in sections]
+    tables = [s for s in sections if s[1] == SHT_SYMTAB] or [
+        s for s in sections if s[1] == SHT_DYNSYM
+    ]
+    variables: dict[str, tuple[int, int]] = {}
+    reset: set[str] = set()
+    seen: set[str] = set()
+    ambiguous: set[str] = set()
+    for table in tables:
+        offset, size, link = table[4], table[5], table[6]
+        strings = sections[link][4]
+        for entry in struct.iter_unpack(sym.format, data[offset : offset + size]):
+            if wide:
+                st_name, st_info, _other, st_shndx, st_value, st_size = entry
+            else:
+                st_name, st_value, st_size, st_info, _other, st_shndx = entry
+            if st_info & 0xF != STT_OBJECT or st_size == 0 or not 0 < st_shndx < e_shnum:
+                continue
+            flags = sections[st_shndx][2]
+            if flags & (SHF_WRITE | SHF_ALLOC) != SHF_WRITE | SHF_ALLOC:
+                continue
+            name = c_string(strings + st_name)
+            if name.startswith("__") or name.startswith("completed."):
+                continue
+            if section_names[st_shndx] == RESET_SECTION:
+                reset.add(name)
+                continue
+            if name in seen:
+                ambiguous.add(name)
+            seen.add(name)
+            variables[name] = (st_value, st_size)
+    for name in ambiguous:
+        del variables[name]
+    return Globals(variables, frozenset(reset), frozenset(ambiguous))

@@ -24,14 +24,14 @@ import threading
 import time
 import weakref
 from _ctypes import FUNCFLAG_CDECL, CFuncPtr
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, cast
 
 from . import _dl
 from ._build import Builder, is_source
-from ._elf import ElfError, check_shared_object
+from ._elf import ElfError, Globals, check_shared_object, read_globals
 from ._exceptions import BuildError, HotReloadError, LoadError, SymbolNotFoundError
 from ._shim import LiveFunction, Pin, retarget
 from ._store import PrivateStore
@@ -55,6 +55,10 @@ class _CFunc(CFuncPtr):  # the flags and default restype of ctypes.CDLL's functi
 
 
 _VOID_FN = ctypes.CFUNCTYPE(None)
+# int hotr_load(void **state, int version, int reloading), and hotr_unload alike (hotr.h).
+_HOOK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int)
+# How many earlier contents rollback() can go back through.
+_ROLLBACK_DEPTH = 8
 
 
 @dataclass(eq=False)
@@ -67,6 +71,13 @@ class _Version:
     data: bytes  # kept to tell a rewrite with the same bytes from a change, by one memcmp
     loaded_at: float
     pin: Pin = field(default_factory=Pin)
+    _globals: Globals | None = None
+
+    def globals(self) -> Globals:
+        """The variables keep_globals may carry, read from the symbol table once."""
+        if self._globals is None:
+            self._globals = read_globals(self.data)
+        return self._globals
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,9 @@ class VersionInfo:
         load_ms: milliseconds from reading the file to the new code being live.
         build_ms: milliseconds the build took, or None when no build ran for it.
         changed: the files whose change led to this version (empty for the first load).
+        rollback: True when rollback() loaded it (the content of an earlier version).
+        carried: with keep_globals, the globals copied over from the previous version.
+        not_carried: with keep_globals, (name, reason) of the globals that were not.
     """
 
     number: int
@@ -88,6 +102,9 @@ class VersionInfo:
     load_ms: float
     build_ms: float | None
     changed: tuple[str, ...]
+    rollback: bool = False
+    carried: tuple[str, ...] = ()
+    not_carried: tuple[tuple[str, str], ...] = ()
 
 
 def _library_name(source: str) -> str:
@@ -194,6 +211,9 @@ class HotReloader:
         cc: compiler for the default command (default ``$CC``, else ``cc``), e.g. ``"tcc"``.
         flags: extra flags for the default command, after the sources (``["-O2", "-lm"]``).
         build_timeout: seconds a build may run before it is killed and reported (default 60).
+        keep_globals: copy global and static variables with the same name and size from the old
+            version into the new one before its hotr_load runs (see hotr.h); r.history says what
+            was carried and what was not.
         debounce: minimum time between two reloads, in seconds (default 0.02).  The first change
             after a quiet spell is applied at once; changes arriving faster than this are
             coalesced into one reload of the final content.
@@ -222,6 +242,7 @@ class HotReloader:
         cc: str | None = None,
         flags: Sequence[str] = (),
         build_timeout: float = 60.0,
+        keep_globals: bool = False,
         debounce: float = 0.02,
     ) -> None:
         targets = [path] if isinstance(path, (str, os.PathLike)) else list(path)
@@ -241,7 +262,12 @@ class HotReloader:
         if library is not None and not inputs and not os.path.exists(library):
             raise FileNotFoundError(2, "No such shared library", library)
         self.debounce = debounce
+        self.keep_globals = keep_globals
         self._lock = threading.RLock()
+        self._state = ctypes.c_void_p()  # the library's own slot, kept across versions (hotr.h)
+        self._contents: collections.deque[bytes] = collections.deque(maxlen=_ROLLBACK_DEPTH)
+        self._on_reload: list[Callable[[int, int], object]] = []
+        self._on_error: list[Callable[[HotReloadError], object]] = []
         self._pending = True  # the first update() loads
         self._current: _Version | None = None
         self._retired: list[_Version] = []
@@ -330,16 +356,77 @@ class HotReloader:
             self._collect()
             if not (self._pending or self._build_pending):
                 self._read_events()
-            if self._builder is not None and (self._build_pending or self._current is None):
-                self._build(self._builder)
-            for _ in range(_OVERTAKEN_RETRIES):
-                if not (self._pending or self._current is None):
-                    break
-                self._pending = False
-                self._reload()
-            if self._current is None:
-                raise LoadError(self._label, "it kept changing while being read")
+            before = self._loads
+            try:
+                if self._builder is not None and (self._build_pending or self._current is None):
+                    self._build(self._builder)
+                for _ in range(_OVERTAKEN_RETRIES):
+                    if not (self._pending or self._current is None):
+                        break
+                    self._pending = False
+                    self._reload()
+                if self._current is None:
+                    raise LoadError(self._label, "it kept changing while being read")
+            except HotReloadError as exc:
+                self._notify(self._on_error, exc)
+                raise
+            if before and self._loads != before:
+                self._notify(self._on_reload, before, self._loads)
             return self.library
+
+    def rollback(self) -> Library:
+        """Go back to the content of the previous good version, loaded again as a new version.
+
+        Calling it again goes one further back (up to 8 versions).  The file on disk is not
+        touched: its next change loads as usual.
+
+        Raises:
+            HotReloadError: there is no earlier version to go back to.
+            LoadError: the earlier content cannot be loaded now (its hotr_load refused).
+        """
+        with self._lock:
+            self._check_open()
+            self._collect()
+            if len(self._contents) < 2:
+                raise HotReloadError(f"{self._label!r} has no earlier version to roll back to")
+            before = self._loads
+            current = self._contents.pop()
+            previous = self._contents.pop()
+            try:
+                self._install(previous, time.perf_counter(), rollback=True)
+            except HotReloadError as exc:
+                self._contents.extend((previous, current))
+                self._notify(self._on_error, exc)
+                raise
+            self._notify(self._on_reload, before, self._loads)
+            return self.library
+
+    def on_reload(self, callback: Callable[[int, int], object]) -> Callable[[int, int], object]:
+        """Call `callback(old_version, new_version)` after each successful reload or rollback.
+
+        Runs in the thread that reloaded; an exception it raises is logged, not propagated.
+        Returns `callback`, so it works as a decorator.
+        """
+        self._on_reload.append(callback)
+        return callback
+
+    def on_error(
+        self, callback: Callable[[HotReloadError], object]
+    ) -> Callable[[HotReloadError], object]:
+        """Call `callback(error)` when a reload fails (the error is still raised or logged).
+
+        Runs in the thread that reloaded; an exception it raises is logged, not propagated.
+        Returns `callback`, so it works as a decorator.
+        """
+        self._on_error.append(callback)
+        return callback
+
+    def _notify(self, callbacks: Sequence[Callable[..., object]], *args: object) -> None:
+        for callback in callbacks:
+            try:
+                callback(*args)
+            except Exception:
+                logger.exception("callback %r for %s raised", callback, self._label)
 
     def poll(self) -> bool:
         """Return True if a change is waiting for update(); never blocks."""
@@ -495,7 +582,6 @@ class HotReloader:
 
     def _reload(self) -> None:
         started = time.perf_counter()
-        name = os.path.basename(self.path)
         try:
             with open(self.path, "rb") as f:
                 data = f.read()
@@ -517,17 +603,36 @@ class HotReloader:
                 logger.debug("%s: %s; a newer write follows", self.path, exc)
                 return
             raise LoadError(self._label, str(exc)) from None
-        copy = self._store.write(name, data)
+        self._install(data, started)
+
+    def _install(self, data: bytes, started: float, *, rollback: bool = False) -> None:
+        """Load checked bytes as the next version, hand the state over, switch to it."""
+        copy = self._store.write(os.path.basename(self.path), data)
         try:
             handle = _dl.dlopen(copy)
         except OSError as exc:
             self._store.remove(copy)
             reason = str(exc).replace(f"{copy}: ", "")
             raise LoadError(self._label, reason) from None
-        self._last_reload = time.monotonic()
         version = _Version(self._loads + 1, handle, copy, data, time.time())
+        old = self._current
+        carried: tuple[str, ...] = ()
+        skipped: tuple[tuple[str, str], ...] = ()
+        if old is not None:
+            self._call_hook(old, "hotr_unload", reloading=1)
+            if self.keep_globals:
+                carried, skipped = self._carry_globals(old, version)
+        status = self._call_hook(version, "hotr_load", reloading=int(old is not None))
+        if status != 0:
+            self._unload(version)
+            if old is not None:
+                self._call_hook(old, "hotr_load", reloading=1)
+            stays = f"version {old.number} stays live" if old else "nothing was loaded"
+            raise LoadError(self._label, f"its hotr_load returned {status}; {stays}")
+        self._last_reload = time.monotonic()
         self._switch_to(version)
         self._loads += 1
+        self._contents.append(data)
         load_seconds = time.perf_counter() - started
         self._history.append(
             VersionInfo(
@@ -537,13 +642,63 @@ class HotReloader:
                 load_seconds * 1000,
                 None if self._build_seconds is None else self._build_seconds * 1000,
                 tuple(sorted(self._changed)),
+                rollback,
+                carried,
+                skipped,
             )
         )
         self._changed.clear()
         self._build_seconds = None
         logger.info(
-            "loaded version %d of %s in %.2f ms", self._loads, self._label, load_seconds * 1000
+            "%s version %d of %s in %.2f ms",
+            "rolled back to the previous content as" if rollback else "loaded",
+            self._loads,
+            self._label,
+            load_seconds * 1000,
         )
+
+    def _call_hook(self, version: _Version, name: str, *, reloading: int) -> int:
+        """Call hotr_load / hotr_unload of `version` if it exports it; return its status."""
+        address = _dl.dlsym(version.handle, name)
+        if not address:
+            return 0
+        status = int(_HOOK(address)(ctypes.byref(self._state), version.number, reloading))
+        if status != 0 and name == "hotr_unload":
+            logger.warning("hotr_unload of version %d returned %d", version.number, status)
+        return status
+
+    def _carry_globals(
+        self, old: _Version, new: _Version
+    ) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+        """Copy same-name, same-size globals from `old` to `new`; report what was not."""
+        before, after = old.globals(), new.globals()
+        old_base, new_base = _dl.base_address(old.handle), _dl.base_address(new.handle)
+        carried: list[str] = []
+        skipped: dict[str, str] = {}
+        for name, (offset, size) in after.variables.items():
+            if name not in before.variables:
+                skipped[name] = "new in this version"
+                continue
+            old_offset, old_size = before.variables[name]
+            if old_size != size:
+                skipped[name] = f"size changed from {old_size} to {size} bytes"
+                continue
+            ctypes.memmove(new_base + offset, old_base + old_offset, size)
+            carried.append(name)
+        for name in before.variables.keys() - after.variables.keys():
+            skipped[name] = "removed in this version"
+        for name in after.reset:
+            skipped[name] = "marked HOTR_RESET"
+        for name in after.ambiguous:
+            skipped[name] = "defined more than once (static in several files)"
+        if carried or skipped:
+            logger.info(
+                "globals carried into version %d: %s; not carried: %s",
+                new.number,
+                ", ".join(sorted(carried)) or "none",
+                "; ".join(f"{n} ({why})" for n, why in sorted(skipped.items())) or "none",
+            )
+        return tuple(sorted(carried)), tuple(sorted(skipped.items()))
 
     def _switch_to(self, version: _Version) -> None:
         names = list(self._functions)
@@ -610,6 +765,8 @@ class HotReloader:
     def _unload_all(self) -> None:
         closed = [HotReloadError(f"{self._label!r} was closed") for _ in self._functions]
         retarget(list(self._functions.values()), [0] * len(closed), Pin(), closed)
+        if self._current is not None:
+            self._call_hook(self._current, "hotr_unload", reloading=0)
         versions = [*self._retired, *([self._current] if self._current else [])]
         self._retired, self._current = [], None
         for version in versions:

@@ -20,7 +20,7 @@ from importlib.resources import as_file, files
 from types import FrameType
 
 from . import __version__
-from ._build import is_source
+from ._build import INCLUDE_DIR, is_source
 from ._exceptions import BuildError, HotReloadError, LoadError
 from ._reloader import HotReloader
 
@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cut = args.index("--")
         args, compiler_flags = args[:cut], args[cut + 1 :]
     options = _parser().parse_args(args)
+    if options.include:
+        print(INCLUDE_DIR)
+        return 0
     if options.command is None:
         _parser().print_help()
         return 2
@@ -50,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 stopped by Ctrl-C or SIGTERM, 1 user error, 2 usage error.",
     )
     parser.add_argument("--version", action="version", version=f"hotr {__version__}")
+    parser.add_argument(
+        "--include",
+        action="store_true",
+        help="print the directory of hotr.h (for cc -I) and exit",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser(
         "run",
@@ -60,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
             "and call them again.  With no TARGET, run the bundled example from a copy you "
             "can edit.  Arguments after -- go to the compiler."
         ),
-        usage="hotr run [TARGET ...] [--call SYMBOL] [--build CMD] [--output PATH] [-- FLAGS]",
+        usage="hotr run [TARGET ...] [--call SYMBOL] [--build CMD] [--output PATH] "
+        "[--keep-globals] [-- FLAGS]",
     )
     run.add_argument("targets", nargs="*", metavar="TARGET", help=".c source file(s) or a .so")
     run.add_argument(
@@ -85,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="kill a build that runs longer (default 60)",
     )
+    run.add_argument(
+        "--keep-globals",
+        action="store_true",
+        help="carry global variables (same name and size) into each new version",
+    )
     return parser
 
 
@@ -107,6 +121,7 @@ def _run(options: argparse.Namespace, compiler_flags: list[str]) -> int:
             cc=options.cc,
             flags=compiler_flags,
             build_timeout=options.timeout,
+            keep_globals=options.keep_globals,
         )
     except (OSError, ValueError, HotReloadError) as exc:
         return _fail(str(exc))
