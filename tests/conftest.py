@@ -113,6 +113,31 @@ class Builder:
 
 WAYS = ["link", "rename", "in_place", "recreate", "copy"]
 
+TAG_MARKER = 0x5EED0000
+TAGGED = """
+static const volatile int tag = 0x5EED0000;  /* patched to each version's number */
+int value(void) { return tag; }
+void fill(int *out) { *out = tag; }
+void noop(void) {}
+"""
+
+
+def tagged_versions(code: bytes, count: int) -> list[bytes]:
+    """`count` distinct libraries made from one build of TAGGED: version n returns n.
+
+    Patching the constant in the file gives a thousand versions for one compiler run.
+    """
+    marker = TAG_MARKER.to_bytes(4, "little")
+    assert code.count(marker) == 1, "the tag constant must appear once in the library"
+    at = code.index(marker)
+    return [code[:at] + n.to_bytes(4, "little") + code[at + 4 :] for n in range(1, count + 1)]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long", action="store_true", help="run the stress suite at full size (minutes)"
+    )
+
 
 @pytest.fixture
 def builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Builder:

@@ -194,8 +194,9 @@ def test_reloads_are_logged(builder: Builder, caplog: pytest.LogCaptureFixture) 
         r.update()
         builder.rename(source(2))
         reload_next(r)
-    loaded = [rec for rec in caplog.records if rec.name == "hotr" and "loaded version" in rec.getMessage()
-]
+    loaded = [
+        rec for rec in caplog.records if rec.name == "hotr" and "loaded version" in rec.getMessage()
+    ]
     assert len(loaded) == 2
 
 

@@ -70,8 +70,12 @@ class _Version:
     copy: str
     data: bytes  # kept to tell a rewrite with the same bytes from a change, by one memcmp
     loaded_at: float
-    pin: Pin = field(default_factory=Pin)
+    pin: Pin = field(init=False)
     _globals: Globals | None = None
+
+    def __post_init__(self) -> None:
+        self.pin = Pin(self.number)
+
 
     def globals(self) -> Globals:
         """The variables keep_globals may carry, read from the symbol table once."""
@@ -273,6 +277,8 @@ class HotReloader:
         self._retired: list[_Version] = []
         self._functions: dict[str, Function] = {}
         self._loads = 0
+        self._live: list[Pin | None] = [None]  # the live version's pin, set by retarget()
+
         self._last_reload = -float("inf")
         self._waiters = 0
         self._closed = False
@@ -323,7 +329,9 @@ class HotReloader:
     @property
     def version(self) -> int:
         """Number of successful loads so far (1 after the first)."""
-        return self._loads
+        pin = self._live[0]
+        return pin.number if pin is not None else 0
+
 
     @property
     def history(self) -> list[VersionInfo]:
@@ -714,7 +722,7 @@ class HotReloader:
                     self.path,
                     n,
                 )
-        retarget(functions, addresses, version.pin, missing)
+        retarget(functions, addresses, version.pin, missing, self._live)
         if self._current is not None:
             self._retired.append(self._current)
         self._current = version

@@ -20,7 +20,16 @@
 typedef struct {
     PyObject_HEAD
     Py_ssize_t inflight;
+    Py_ssize_t number;
 } Pin;
+
+static int
+pin_init(Pin *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"number", NULL};
+    self->number = 0;
+    return PyArg_ParseTupleAndKeywords(args, kwds, "|n", kwlist, &self->number) ? 0 : -1;
+}
 
 static PyObject *
 pin_get_inflight(Pin *self, void *closure)
@@ -28,11 +37,19 @@ pin_get_inflight(Pin *self, void *closure)
     return PyLong_FromSsize_t(self->inflight);
 }
 
+static PyObject *
+pin_get_number(Pin *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->number);
+}
+
 static PyGetSetDef pin_getset[] = {
     {"inflight", (getter)pin_get_inflight, NULL,
      "Number of calls currently running in this version.", NULL},
+    {"number", (getter)pin_get_number, NULL, "The version's number.", NULL},
     {NULL}
 };
+
 
 static PyTypeObject PinType = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -41,7 +58,9 @@ static PyTypeObject PinType = {
     .tp_basicsize = sizeof(Pin),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)pin_init,
     .tp_getset = pin_getset,
+
 };
 
 typedef struct {
@@ -150,15 +169,22 @@ static PyTypeObject LiveFunctionType = {
 static PyObject *
 retarget(PyObject *module, PyObject *args)
 {
-    /* retarget(functions, addresses, pin, missing): point every function at
-     * its new address in one step, so no Python thread can observe a mix of
-     * versions.  An address of 0 marks the function missing: calls raise the
-     * matching entry of `missing` until a later version provides it (entries
-     * for present functions are ignored, usually None). */
-    PyObject *funcs, *addrs, *pin, *missing;
-    if (!PyArg_ParseTuple(args, "O!O!OO!", &PyList_Type, &funcs, &PyList_Type,
-                          &addrs, &pin, &PyList_Type, &missing))
+    /* retarget(functions, addresses, pin, missing, live=None): point every
+     * function at its new address in one step, so no Python thread can observe
+     * a mix of versions.  An address of 0 marks the function missing: calls
+     * raise the matching entry of `missing` until a later version provides it
+     * (entries for present functions are ignored, usually None).  `live`, a
+     * one-item list, gets `pin` in the same step: the reloader reads the live
+     * version from it, so it never disagrees with what the functions call. */
+    PyObject *funcs, *addrs, *pin, *missing, *live = Py_None;
+    if (!PyArg_ParseTuple(args, "O!O!OO!|O", &PyList_Type, &funcs, &PyList_Type,
+                          &addrs, &pin, &PyList_Type, &missing, &live))
         return NULL;
+    if (live != Py_None && (!PyList_Check(live) || PyList_GET_SIZE(live) != 1)) {
+        PyErr_SetString(PyExc_TypeError, "retarget: live must be a one-item list");
+        return NULL;
+    }
+
     Py_ssize_t n = PyList_GET_SIZE(funcs);
     if (PyList_GET_SIZE(addrs) != n || PyList_GET_SIZE(missing) != n) {
         PyErr_SetString(PyExc_ValueError, "retarget: list lengths differ");
@@ -206,7 +232,15 @@ retarget(PyObject *module, PyObject *args)
         }
     }
     PyMem_Free(values);
+    if (live != Py_None) {
+        PyObject *old = PyList_GET_ITEM(live, 0);
+        Py_INCREF(pin);
+        PyList_SET_ITEM(live, 0, pin);
+        Py_XDECREF(old);  /* a Pin or None: freeing either runs no Python code */
+    }
+
     Py_RETURN_NONE;
+
 }
 
 static PyMethodDef shim_methods[] = {

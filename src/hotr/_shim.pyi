@@ -6,8 +6,12 @@ from typing import Any
 class Pin:
     """In-flight call counter of one loaded version."""
 
+    def __init__(self, number: int = 0) -> None: ...
     @property
     def inflight(self) -> int: ...
+    @property
+    def number(self) -> int: ...
+
 
 class LiveFunction:
     """A callable that follows reloads and counts calls in flight."""
@@ -22,4 +26,6 @@ def retarget(
     addresses: Sequence[int],
     pin: Pin,
     missing: Sequence[BaseException | None],
+    live: list[Pin | None] | None = None,
 ) -> None: ...
+
