@@ -168,11 +168,15 @@ def marks(builder: Builder) -> list[str]:
 
 
 def run_python(
-    code: str, *, timeout: float = 120, env: dict[str, str] | None = None
+    code: str,
+    *,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+    argv: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `code` in a child interpreter (it may crash); fail with its output unless it exits 0."""
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", textwrap.dedent(code), *(argv or [])],
         capture_output=True,
         text=True,
         timeout=timeout,

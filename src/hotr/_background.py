@@ -22,6 +22,7 @@ def load(
     flags: Sequence[str] = (),
     build_timeout: float = 60.0,
     keep_globals: bool = False,
+    probe: bool = False,
     debounce: float = 0.02,
 ) -> Library:
     """Load the library at `path` now and reload it in the background whenever it changes.
@@ -51,6 +52,7 @@ def load(
         flags=flags,
         build_timeout=build_timeout,
         keep_globals=keep_globals,
+        probe=probe,
         debounce=debounce,
     )
 

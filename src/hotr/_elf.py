@@ -17,7 +17,6 @@ ET_EXEC = 2
 ET_DYN = 3
 PT_LOAD = 1
 PT_DYNAMIC = 2
-PT_INTERP = 3
 SHT_NOBITS = 8
 
 _MACHINES = {
@@ -51,8 +50,12 @@ def host_header() -> tuple[int, int, int]:
     return head[4], head[5], machine
 
 
-def check_shared_object(data: bytes) -> None:
-    """Raise ElfError unless `data` is a whole ELF shared object for this process."""
+def check_shared_object(data: bytes) -> list[tuple[int, int]]:
+    """Raise ElfError unless `data` is a whole ELF shared object for this process.
+
+    Returns the address ranges (relative to the load base) of its executable segments: a
+    function outside them would fault when called.
+    """
     size = len(data)
     if size == 0:
         raise ElfError("the file is empty (a writer may still be creating it)")
@@ -102,22 +105,12 @@ def check_shared_object(data: bytes) -> None:
         raise ElfError(f"not a shared object (ELF type {e_type}; link it with -shared)")
     _check_table(size, e_phoff, e_phnum, e_phentsize, struct.calcsize(phdr), "program header")
     _check_table(size, e_shoff, e_shnum, e_shentsize, struct.calcsize(shdr), "section header")
-    has_dynamic = False
-    table = data[e_phoff : e_phoff + e_phnum * e_phentsize]
-    for fields in struct.iter_unpack(phdr, table):
-        if ei_class == 2:
-            p_type, _pflags, p_offset, _va, _pa, p_filesz = fields[:6]
-        else:
-            p_type, p_offset, _va, _pa, p_filesz = fields[:5]
-        if p_type == PT_INTERP:
-            raise ElfError("an executable (it names a program interpreter), not a shared object")
-        has_dynamic |= p_type == PT_DYNAMIC
-        if p_type in (PT_LOAD, PT_DYNAMIC) and p_offset + p_filesz > size:
-            raise ElfError(
-                f"truncated: a segment ends at byte {p_offset + p_filesz}, the file has {size}"
-            )
-    if not has_dynamic:
-        raise ElfError("not a shared object (no dynamic section)")
+    segments = [
+        _segment(fields, ei_class)
+        for fields in struct.iter_unpack(phdr, data[e_phoff : e_phoff + e_phnum * e_phentsize])
+    ]
+    _check_segments(segments, size)
+    _check_dynamic(data, segments, endian, ei_class)
     table = data[e_shoff : e_shoff + e_shnum * e_shentsize]
     for i, fields in enumerate(struct.iter_unpack(shdr, table)):
         sh_type, sh_offset, sh_size = fields[1], fields[4], fields[5]
@@ -125,6 +118,176 @@ def check_shared_object(data: bytes) -> None:
             raise ElfError(
                 f"truncated: section {i} ends at byte {sh_offset + sh_size}, the file has {size}"
             )
+    return [(g.vaddr, g.vaddr + g.memsz) for g in segments if g.type == PT_LOAD and g.flags & _PF_X]
+
+
+@dataclass(frozen=True)
+class _Segment:
+    type: int
+    offset: int
+    vaddr: int
+    filesz: int
+    memsz: int
+    align: int
+    flags: int
+
+
+def _segment(fields: tuple[int, ...], ei_class: int) -> _Segment:
+    if ei_class == 2:  # Elf64_Phdr: type, flags, offset, vaddr, paddr, filesz, memsz, align
+        return _Segment(fields[0], fields[2], fields[3], fields[5], fields[6], fields[7], fields[1])
+    # Elf32_Phdr: type, offset, vaddr, paddr, filesz, memsz, flags, align
+    return _Segment(fields[0], fields[1], fields[2], fields[4], fields[5], fields[7], fields[6])
+
+
+# glibc's loader trusts these headers (dl-load.c, dl-map-segments.h): a file size larger than the
+# memory size, or a dynamic section pointing outside the mapped image, crashes the process inside
+# dlopen.  So they are checked here first, against what the loader will map.
+_PT_TLS = 7
+_PT_GNU_EH_FRAME = 0x6474E550
+_PT_GNU_RELRO = 0x6474E552
+_MAX_IMAGE = 1 << 40
+_DT_POINTERS = {
+    3: "DT_PLTGOT",
+    4: "DT_HASH",
+    5: "DT_STRTAB",
+    6: "DT_SYMTAB",
+    7: "DT_RELA",
+    12: "DT_INIT",
+    13: "DT_FINI",
+    17: "DT_REL",
+    23: "DT_JMPREL",
+    25: "DT_INIT_ARRAY",
+    26: "DT_FINI_ARRAY",
+    32: "DT_PREINIT_ARRAY",
+    0x6FFFFEF5: "DT_GNU_HASH",
+    0x6FFFFFF0: "DT_VERSYM",
+    0x6FFFFFFC: "DT_VERDEF",
+    0x6FFFFFFE: "DT_VERNEED",
+}
+_DT_SIZES = {7: 8, 17: 18, 23: 2, 5: 10, 25: 27, 26: 28, 32: 33}  # table tag -> its size tag
+_DT_STRINGS = {1: "DT_NEEDED", 14: "DT_SONAME", 15: "DT_RPATH", 29: "DT_RUNPATH"}
+_DT_FLAGS_1 = 0x6FFFFFFB
+_PF_X, _PF_W = 1, 2
+# Relocation tables: (table tag, size tag, entry size tag); r_offset is each entry's first field.
+_RELOCATIONS = ((7, 8, 9), (17, 18, 19), (23, 2, None))
+_DT_PLTREL, _DT_TEXTREL, _DT_FLAGS, _DF_TEXTREL, _DT_RELA = 20, 22, 30, 0x4, 7
+_DF_1_PIE = 0x08000000
+
+
+def _check_segments(segments: list[_Segment], size: int) -> None:
+    loads = [s for s in segments if s.type == PT_LOAD]
+    if not loads:
+        raise ElfError("not a loadable object (no PT_LOAD segment)")
+    end = -1
+    for s in segments:
+        if s.type in (PT_LOAD, PT_DYNAMIC, _PT_TLS) and s.offset + s.filesz > size:
+            raise ElfError(
+                f"truncated: a segment ends at byte {s.offset + s.filesz}, the file has {size}"
+            )
+        if s.type in (PT_LOAD, _PT_TLS):
+            if s.filesz > s.memsz:
+                raise ElfError(
+                    "corrupt program header: a segment's file size exceeds its memory size"
+                )
+            if s.align & (s.align - 1):
+                raise ElfError("corrupt program header: an alignment is not a power of two")
+        if s.type == PT_LOAD:
+            if s.align > 1 and (s.vaddr - s.offset) % s.align:
+                raise ElfError(
+                    "corrupt program header: a segment's address and offset are not congruent"
+                )
+            if s.vaddr < end or s.vaddr + s.memsz > _MAX_IMAGE:
+                raise ElfError(
+                    "corrupt program header: segments overlap, are out of order or too large"
+                )
+            end = s.vaddr + s.memsz
+        if s.type in (PT_DYNAMIC, _PT_GNU_RELRO, _PT_GNU_EH_FRAME) and not _mapped(
+            loads, s.vaddr, s.memsz
+        ):
+            raise ElfError("corrupt program header: a segment lies outside the loaded image")
+    if not any(s.type == PT_DYNAMIC for s in segments):
+        raise ElfError("not a shared object (no dynamic section)")
+
+
+def _mapped(loads: list[_Segment], vaddr: int, length: int) -> bool:
+    return any(s.vaddr <= vaddr and vaddr + length <= s.vaddr + s.memsz for s in loads)
+
+
+def _check_dynamic(data: bytes, segments: list[_Segment], endian: str, ei_class: int) -> None:
+    """Every address and string offset the dynamic section gives lies inside the image."""
+    loads = [s for s in segments if s.type == PT_LOAD]
+    dynamic = next(s for s in segments if s.type == PT_DYNAMIC)
+    backing = [
+        s
+        for s in loads
+        if s.vaddr <= dynamic.vaddr and dynamic.vaddr + dynamic.filesz <= s.vaddr + s.filesz
+    ]
+    if not backing or dynamic.offset - backing[0].offset != dynamic.vaddr - backing[0].vaddr:
+        raise ElfError("corrupt program header: the dynamic section is not where it is loaded")
+    entry = struct.Struct(endian + ("qQ" if ei_class == 2 else "iI"))
+    entries: dict[int, int] = {}
+    strings: list[int] = []
+    raw = data[dynamic.offset : dynamic.offset + dynamic.filesz]
+    for tag, value in entry.iter_unpack(raw[: len(raw) - len(raw) % entry.size]):
+        if tag == 0:
+            break
+        if tag in _DT_STRINGS:
+            strings.append(value)
+        else:
+            entries[tag] = value
+    else:
+        raise ElfError("corrupt dynamic section: no DT_NULL at its end")
+    for tag, name in _DT_POINTERS.items():
+        if tag in entries:
+            length = entries.get(_DT_SIZES.get(tag, -1), 1)
+            if not _mapped(loads, entries[tag], max(length, 1)):
+                raise ElfError(f"corrupt dynamic section: {name} points outside the image")
+    if entries.get(_DT_FLAGS_1, 0) & _DF_1_PIE:
+        raise ElfError(
+            "an executable (position-independent), not a shared object; link it with -shared"
+        )
+    if 5 not in entries or 6 not in entries:
+        raise ElfError("corrupt dynamic section: no string or symbol table")
+    if any(offset >= entries.get(10, 0) for offset in strings):
+        raise ElfError("corrupt dynamic section: a library name lies outside the string table")
+    code = [g for g in loads if g.flags & _PF_X]
+    if not code:
+        raise ElfError("corrupt program header: no executable segment")
+    for tag, name in ((12, "DT_INIT"), (13, "DT_FINI")):  # called by dlopen / dlclose
+        if tag in entries and not _mapped(code, entries[tag], 1):
+            raise ElfError(f"corrupt dynamic section: {name} is not in executable code")
+    if _DT_TEXTREL not in entries and not entries.get(_DT_FLAGS, 0) & _DF_TEXTREL:
+        _check_relocations(data, loads, entries, endian, ei_class)
+
+
+def _check_relocations(
+    data: bytes, loads: list[_Segment], entries: dict[int, int], endian: str, ei_class: int
+) -> None:
+    """Every place the loader will patch lies in a writable segment (else dlopen faults)."""
+    word = "Q" if ei_class == 2 else "I"
+    writable = [g for g in loads if g.flags & _PF_W]
+    for table, size_tag, entsize_tag in _RELOCATIONS:
+        if table not in entries or not entries.get(size_tag):
+            continue
+        rela = table == _DT_RELA or (table == 23 and entries.get(_DT_PLTREL) == _DT_RELA)
+        entsize = entries.get(entsize_tag or -1) or (3 if rela else 2) * (8 if ei_class == 2 else 4)
+        start = _file_offset(loads, entries[table], entries[size_tag])
+        if start is None or entsize < struct.calcsize(word):
+            raise ElfError("corrupt dynamic section: a relocation table is not in the file")
+        count = entries[size_tag] // entsize
+        entry = endian + word + f"{entsize - struct.calcsize(word)}x"
+        targets = [t for (t,) in struct.iter_unpack(entry, data[start : start + count * entsize])]
+        if targets and len(writable) == 1:  # the usual case: one RW segment, check the extremes
+            targets = [min(targets), max(targets)]
+        if not all(_mapped(writable, target, 1) for target in targets):
+            raise ElfError("corrupt relocation: it would write outside the writable segments")
+
+
+def _file_offset(loads: list[_Segment], vaddr: int, length: int) -> int | None:
+    for g in loads:
+        if g.vaddr <= vaddr and vaddr + length <= g.vaddr + g.filesz:
+            return g.offset + vaddr - g.vaddr
+    return None
 
 
 def _check_table(size: int, offset: int, count: int, entsize: int, minsize: int, what: str) -> None:

@@ -17,9 +17,14 @@ from __future__ import annotations
 import atexit
 import collections
 import ctypes
+import errno
 import hashlib
 import logging
 import os
+import signal
+import stat
+import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -57,6 +62,17 @@ class _CFunc(CFuncPtr):  # the flags and default restype of ctypes.CDLL's functi
 _VOID_FN = ctypes.CFUNCTYPE(None)
 # int hotr_load(void **state, int version, int reloading), and hotr_unload alike (hotr.h).
 _HOOK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int)
+# probe=True: a child interpreter dlopens each new version first (constructors run there too).
+_PROBE = (
+    "import ctypes, os, sys\n"
+    "try:\n"
+    "    ctypes.CDLL(sys.argv[1], mode=os.RTLD_NOW | os.RTLD_LOCAL)\n"
+    "except OSError as exc:\n"
+    "    sys.exit(str(exc))\n"
+)
+_PROBE_TIMEOUT = 10
+# Functions hotr itself calls in a version: checked to be code before the version is accepted.
+_HOOKS = ("hotr_load", "hotr_unload", "cleanup")
 # How many earlier contents rollback() can go back through.
 _ROLLBACK_DEPTH = 8
 
@@ -70,12 +86,18 @@ class _Version:
     copy: str
     data: bytes  # kept to tell a rewrite with the same bytes from a change, by one memcmp
     loaded_at: float
+    code: list[tuple[int, int]]  # executable ranges, relative to the load base
+    base: int = 0
     pin: Pin = field(init=False)
     _globals: Globals | None = None
 
     def __post_init__(self) -> None:
         self.pin = Pin(self.number)
 
+    def is_code(self, address: int) -> bool:
+        """True if `address` lies in one of this version's executable segments."""
+        offset = address - self.base
+        return any(low <= offset < high for low, high in self.code)
 
     def globals(self) -> Globals:
         """The variables keep_globals may carry, read from the symbol table once."""
@@ -218,6 +240,9 @@ class HotReloader:
         keep_globals: copy global and static variables with the same name and size from the old
             version into the new one before its hotr_load runs (see hotr.h); r.history says what
             was carried and what was not.
+        probe: load each new version in a child process first, so that a version whose
+            constructor crashes (abort, segfault) is refused instead of killing this process.
+            Costs a process start (about 20 ms) per reload; constructors run twice.
         debounce: minimum time between two reloads, in seconds (default 0.02).  The first change
             after a quiet spell is applied at once; changes arriving faster than this are
             coalesced into one reload of the final content.
@@ -247,6 +272,7 @@ class HotReloader:
         flags: Sequence[str] = (),
         build_timeout: float = 60.0,
         keep_globals: bool = False,
+        probe: bool = False,
         debounce: float = 0.02,
     ) -> None:
         targets = [path] if isinstance(path, (str, os.PathLike)) else list(path)
@@ -267,6 +293,7 @@ class HotReloader:
             raise FileNotFoundError(2, "No such shared library", library)
         self.debounce = debounce
         self.keep_globals = keep_globals
+        self.probe = probe
         self._lock = threading.RLock()
         self._state = ctypes.c_void_p()  # the library's own slot, kept across versions (hotr.h)
         self._contents: collections.deque[bytes] = collections.deque(maxlen=_ROLLBACK_DEPTH)
@@ -331,7 +358,6 @@ class HotReloader:
         """Number of successful loads so far (1 after the first)."""
         pin = self._live[0]
         return pin.number if pin is not None else 0
-
 
     @property
     def history(self) -> list[VersionInfo]:
@@ -401,7 +427,8 @@ class HotReloader:
             current = self._contents.pop()
             previous = self._contents.pop()
             try:
-                self._install(previous, time.perf_counter(), rollback=True)
+                code = check_shared_object(previous)
+                self._install(previous, code, time.perf_counter(), rollback=True)
             except HotReloadError as exc:
                 self._contents.extend((previous, current))
                 self._notify(self._on_error, exc)
@@ -591,8 +618,7 @@ class HotReloader:
     def _reload(self) -> None:
         started = time.perf_counter()
         try:
-            with open(self.path, "rb") as f:
-                data = f.read()
+            data = _read_regular_file(self.path)
         except FileNotFoundError:
             if self._current is None:
                 raise LoadError(self._label, "the file does not exist") from None
@@ -604,25 +630,41 @@ class HotReloader:
             logger.debug("%s was written with the same content; not reloading", self.path)
             return
         try:
-            check_shared_object(data)
+            code = check_shared_object(data)
         except ElfError as exc:
             self._read_events()
             if self._pending:  # a newer write is already in: this one was overtaken
                 logger.debug("%s: %s; a newer write follows", self.path, exc)
                 return
             raise LoadError(self._label, str(exc)) from None
-        self._install(data, started)
+        self._install(data, code, started)
 
-    def _install(self, data: bytes, started: float, *, rollback: bool = False) -> None:
+    def _install(
+        self, data: bytes, code: list[tuple[int, int]], started: float, *, rollback: bool = False
+    ) -> None:
         """Load checked bytes as the next version, hand the state over, switch to it."""
-        copy = self._store.write(os.path.basename(self.path), data)
+        try:
+            copy = self._store.write(os.path.basename(self.path), data)
+        except OSError as exc:
+            raise LoadError(
+                self._label, f"cannot write its private copy in {self._store.path!r}: {exc}"
+            ) from exc
+        if self.probe:
+            self._probe(copy)
         try:
             handle = _dl.dlopen(copy)
         except OSError as exc:
             self._store.remove(copy)
             reason = str(exc).replace(f"{copy}: ", "")
             raise LoadError(self._label, reason) from None
-        version = _Version(self._loads + 1, handle, copy, data, time.time())
+        version = _Version(self._loads + 1, handle, copy, data, time.time(), code)
+        version.base = _dl.base_address(handle)
+        for name in (*self._functions, *_HOOKS):
+            address = _dl.dlsym(handle, name)
+            if address and not version.is_code(address):
+                _dl.dlclose(handle)
+                self._store.remove(copy)
+                raise LoadError(self._label, f"{name!r} is not in an executable segment")
         old = self._current
         carried: tuple[str, ...] = ()
         skipped: tuple[tuple[str, str], ...] = ()
@@ -664,6 +706,31 @@ class HotReloader:
             self._label,
             load_seconds * 1000,
         )
+
+    def _probe(self, copy: str) -> None:
+        """Load `copy` in a child process first: a constructor that crashes kills only it."""
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-S", "-c", _PROBE, copy],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=_PROBE_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired:
+            self._store.remove(copy)
+            raise LoadError(
+                self._label, f"loading it in a probe process did not finish in {_PROBE_TIMEOUT} s"
+            ) from None
+        if proc.returncode < 0:
+            self._store.remove(copy)
+            name = signal.Signals(-proc.returncode).name
+            raise LoadError(self._label, f"loading it crashed a probe process ({name})")
+        if proc.returncode != 0:
+            self._store.remove(copy)
+            reason = proc.stderr.strip().replace(f"{copy}: ", "") or f"exit {proc.returncode}"
+            raise LoadError(self._label, reason)
 
     def _call_hook(self, version: _Version, name: str, *, reloading: int) -> int:
         """Call hotr_load / hotr_unload of `version` if it exports it; return its status."""
@@ -737,6 +804,10 @@ class HotReloader:
             address = _dl.dlsym(self._current.handle, name)
             if address is None:
                 raise SymbolNotFoundError(self._label, name, self._current.number)
+            if not self._current.is_code(address):
+                raise HotReloadError(
+                    f"{name!r} in {self._label!r} is not a function (not in executable code)"
+                )
             cfunc = _CFunc(address)
             function = Function(cfunc, ctypes.addressof(cfunc))
             function.__name__ = name
@@ -796,6 +867,21 @@ class HotReloader:
         """In a forked child: stop using what the parent owns, keep the mapped code."""
         self._closed = True
         self._release()
+
+
+def _read_regular_file(path: str) -> bytes:
+    """Read a whole regular file; O_NONBLOCK so a FIFO put in its place cannot hang hotr."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks = []
+        while chunk := os.read(fd, max(info.st_size, 1 << 16)):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _release(watch: InotifyWatcher, store: PrivateStore) -> None:

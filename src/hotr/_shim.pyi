@@ -12,7 +12,6 @@ class Pin:
     @property
     def number(self) -> int: ...
 
-
 class LiveFunction:
     """A callable that follows reloads and counts calls in flight."""
 
@@ -28,4 +27,3 @@ def retarget(
     missing: Sequence[BaseException | None],
     live: list[Pin | None] | None = None,
 ) -> None: ...
-

@@ -99,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="carry global variables (same name and size) into each new version",
     )
+    run.add_argument(
+        "--probe",
+        action="store_true",
+        help="load each new version in a child process first (survives crashing constructors)",
+    )
     return parser
 
 
@@ -122,6 +127,7 @@ def _run(options: argparse.Namespace, compiler_flags: list[str]) -> int:
             flags=compiler_flags,
             build_timeout=options.timeout,
             keep_globals=options.keep_globals,
+            probe=options.probe,
         )
     except (OSError, ValueError, HotReloadError) as exc:
         return _fail(str(exc))

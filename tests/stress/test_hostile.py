@@ -1,0 +1,188 @@
+"""Crashing constructors, odd files, permissions, security and shutdown: the host survives."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import Builder, reload_next, run_python, source
+
+import hotr
+import hotr._reloader
+
+CONSTRUCTOR = "__attribute__((constructor)) static void boom(void) { %s; }\n"
+CRASHES = {
+    "abort": ("#include <stdlib.h>\n", "abort()", "SIGABRT"),
+    "segfault": ("#include <signal.h>\n", "raise(SIGSEGV)", "SIGSEGV"),
+}
+
+
+@pytest.mark.parametrize("crash", sorted(CRASHES))
+def test_probe_refuses_a_crashing_constructor(builder: Builder, crash: str) -> None:
+    include, statement, name = CRASHES[crash]
+    with hotr.HotReloader(builder.lib, probe=True) as r:
+        lib = r.update()
+        builder.write_bytes(builder.compile(include + source(2, CONSTRUCTOR % statement)))
+        assert r.watch_for_changes(timeout=5) == 1
+        with pytest.raises(hotr.LoadError, match=f"crashed a probe process \\({name}\\)"):
+            r.update()
+        assert lib.value() == 1
+        (own,) = (builder.dir / "private").iterdir()
+        assert os.listdir(own) == ["v1-libhot.so"]
+        builder.rename(source(3))
+        reload_next(r)
+        assert lib.value() == 3
+
+
+def test_probe_reports_loader_errors(builder: Builder) -> None:
+    with hotr.HotReloader(builder.lib, probe=True) as r:
+        r.update()
+        code = source(2, "int missing_fn(void);\nint use(void) { return missing_fn(); }\n")
+        builder.write_bytes(builder.compile(code))
+        assert r.watch_for_changes(timeout=5) == 1
+        with pytest.raises(hotr.LoadError, match="undefined symbol: missing_fn"):
+            r.update()
+
+
+def test_without_probe_a_crashing_constructor_kills_the_host(builder: Builder) -> None:
+    # The documented limit: dlopen runs constructors in-process.
+    include, statement, _ = CRASHES["abort"]
+    bad = builder.compile_to_file(include + source(2, CONSTRUCTOR % statement))
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import hotr; hotr.HotReloader({bad!r}).update()"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == -signal.SIGABRT
+
+
+def test_fifo_or_directory_in_place_of_the_library(builder: Builder) -> None:
+    with hotr.HotReloader(builder.lib) as r:
+        lib = r.update()
+        builder.lib.unlink()
+        os.mkfifo(builder.lib)  # opening a FIFO for reading would block: it must not
+        tmp = builder.dir / "other"
+        tmp.mkdir()
+        with pytest.raises(hotr.LoadError, match="not a regular file"):
+            r._pending = True  # the FIFO gave no close-write event; ask for a reload anyway
+            r.update()
+        assert lib.value() == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file(builder: Builder) -> None:
+    with hotr.HotReloader(builder.lib) as r:
+        lib = r.update()
+        builder.rename(source(2))
+        builder.lib.chmod(0)
+        assert r.watch_for_changes(timeout=5) == 1
+        with pytest.raises(hotr.LoadError, match="cannot read it"):
+            r.update()
+        assert lib.value() == 1
+
+
+def test_unusable_private_directory(builder: Builder, monkeypatch: pytest.MonkeyPatch) -> None:
+    not_a_dir = builder.dir / "plain-file"
+    not_a_dir.write_text("x")
+    monkeypatch.setenv("HOTR_PRIVATE_DIR", str(not_a_dir / "private"))
+    with pytest.raises(hotr.HotReloadError, match="HOTR_PRIVATE_DIR") as info:
+        hotr.HotReloader(builder.lib)
+    assert str(not_a_dir) in str(info.value)
+
+
+def test_copies_never_follow_a_planted_symlink(builder: Builder) -> None:
+    with hotr.HotReloader(builder.lib) as r:
+        lib = r.update()
+        (own,) = (builder.dir / "private").iterdir()
+        victim = builder.dir / "victim"
+        victim.write_text("untouched")
+        (own / "v2-libhot.so").symlink_to(victim)  # the name the next copy will take
+        builder.rename(source(2))
+        assert r.watch_for_changes(timeout=5) == 1
+        with pytest.raises(hotr.LoadError, match="cannot write its private copy"):
+            r.update()
+        assert victim.read_text() == "untouched"
+        assert lib.value() == 1
+
+
+def test_loads_the_bytes_it_checked(builder: Builder, monkeypatch: pytest.MonkeyPatch) -> None:
+    checked = hotr._reloader.check_shared_object
+    evil = builder.compile(source(666))
+
+    def check_then_swap(data: bytes) -> list[tuple[int, int]]:
+        code = checked(data)
+        builder.lib.write_bytes(evil)  # an attacker swaps the file right after the check
+        return code
+
+    with hotr.HotReloader(builder.lib) as r:
+        lib = r.update()
+        monkeypatch.setattr(hotr._reloader, "check_shared_object", check_then_swap)
+        builder.rename(source(2))
+        reload_next(r)
+        assert lib.value() == 2, "hotr loaded something other than what it checked"
+
+
+def test_no_shell_anywhere() -> None:
+    package = pathlib.Path(hotr.__file__).parent
+    for path in package.rglob("*.py"):
+        text = path.read_text()
+        for needle in ("shell=True", "os.system(", "os.popen("):
+            assert needle not in text, f"{path.name} uses {needle}"
+
+
+def test_close_from_another_thread_wakes_a_waiting_watcher(reloader: hotr.HotReloader) -> None:
+    result: list[int] = []
+    waiter = threading.Thread(target=lambda: result.append(reloader.watch_for_changes()))
+    waiter.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    reloader.close()
+    waiter.join(timeout=1)
+    assert not waiter.is_alive(), "the waiting watcher did not wake up"
+    assert result == [-1]
+    assert time.monotonic() - started < 1
+
+
+def test_exit_with_background_reloader_running(builder: Builder) -> None:
+    root = builder.dir / "private"
+    started = time.monotonic()
+    run_python(
+        f"""
+        import threading, hotr
+        lib = hotr.load({str(builder.lib)!r})
+        busy = threading.Thread(target=lambda: [lib.value() for _ in iter(int, 1)], daemon=True)
+        busy.start()
+        """,
+        env={"HOTR_PRIVATE_DIR": str(root)},
+    )
+    assert time.monotonic() - started < 10
+    assert list(root.iterdir()) == []
+
+
+def test_fork_after_start(builder: Builder) -> None:
+    root = builder.dir / "private"
+    run_python(
+        f"""
+        import os, hotr
+        lib = hotr.load({str(builder.lib)!r})
+        pid = os.fork()
+        if pid == 0:
+            assert lib.value() == 1  # the child keeps the loaded code...
+            r = hotr.reloader_of(lib)
+            assert r.closed  # ...but does not reload or touch the parent's files
+            raise SystemExit(0)  # normal exit: atexit runs in the child
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        (own,) = os.listdir({str(root)!r})
+        assert os.listdir(os.path.join({str(root)!r}, own)) == ["v1-libhot.so"]
+        assert lib.value() == 1
+        """,
+        env={"HOTR_PRIVATE_DIR": str(root)},
+    )
+    assert list(root.iterdir()) == []
