@@ -14,6 +14,7 @@ import pytest
 from conftest import Builder, reload_next, run_python, source
 
 import hotr
+import hotr._elf
 import hotr._reloader
 
 CONSTRUCTOR = "__attribute__((constructor)) static void boom(void) { %s; }\n"
@@ -112,7 +113,7 @@ def test_copies_never_follow_a_planted_symlink(builder: Builder) -> None:
 
 
 def test_loads_the_bytes_it_checked(builder: Builder, monkeypatch: pytest.MonkeyPatch) -> None:
-    checked = hotr._reloader.check_shared_object
+    checked = hotr._elf.check_shared_object
     evil = builder.compile(source(666))
 
     def check_then_swap(data: bytes) -> list[tuple[int, int]]:
