@@ -111,13 +111,24 @@ def check_shared_object(data: bytes) -> list[tuple[int, int]]:
     ]
     _check_segments(segments, size)
     _check_dynamic(data, segments, endian, ei_class)
+    loads = [g for g in segments if g.type == PT_LOAD]
     table = data[e_shoff : e_shoff + e_shnum * e_shentsize]
     for i, fields in enumerate(struct.iter_unpack(shdr, table)):
-        sh_type, sh_offset, sh_size = fields[1], fields[4], fields[5]
+        sh_type, sh_flags, sh_addr, sh_offset, sh_size = fields[1:6]
         if sh_type != SHT_NOBITS and sh_offset + sh_size > size:
             raise ElfError(
                 f"truncated: section {i} ends at byte {sh_offset + sh_size}, the file has {size}"
             )
+        # The sections (when the file has them) say where the code and data really are: a
+        # loaded section must sit in a segment that maps it from the same file offset.
+        if sh_flags & SHF_ALLOC and sh_type != SHT_NOBITS and sh_size:
+            home = [
+                g for g in loads if g.vaddr <= sh_addr and sh_addr + sh_size <= g.vaddr + g.filesz
+            ]
+            if not home or home[0].vaddr - home[0].offset != sh_addr - sh_offset:
+                raise ElfError(
+                    f"corrupt headers: section {i} is not loaded from where the file has it"
+                )
     return [(g.vaddr, g.vaddr + g.memsz) for g in segments if g.type == PT_LOAD and g.flags & _PF_X]
 
 
@@ -185,9 +196,12 @@ def _check_segments(segments: list[_Segment], size: int) -> None:
                 f"truncated: a segment ends at byte {s.offset + s.filesz}, the file has {size}"
             )
         if s.type in (PT_LOAD, _PT_TLS):
-            if s.filesz > s.memsz:
+            if s.filesz > s.memsz or (
+                s.type == PT_LOAD and s.flags & _PF_X and s.filesz != s.memsz
+            ):
                 raise ElfError(
-                    "corrupt program header: a segment's file size exceeds its memory size"
+                    "corrupt program header: a segment's file and memory sizes do not fit "
+                    "(larger in the file, or code not all in the file)"
                 )
             if s.align & (s.align - 1):
                 raise ElfError("corrupt program header: an alignment is not a power of two")

@@ -55,7 +55,12 @@ def place(data):
         f.write(data)
     os.rename(tmp, lib_path)
 
+trace = os.environ.get("HOTR_FUZZ_TRACE")  # set it to keep the case being tried (to debug a crash)
+
 def attempt(name, data):
+    if trace:
+        with open(trace, "wb") as f:
+            f.write(name.encode() + b"\\n" + data)
     place(data)
     assert r.watch_for_changes(timeout=5) == 1, name
     try:
@@ -84,7 +89,8 @@ print("fixed-seed cases", len(cases), outcomes)
 header = st.integers(0, 0x3F) | st.integers(phoff, phoff + phnum * phentsize - 1) \\
     | st.integers(shoff, shoff + shnum * shentsize - 1)
 
-@settings(max_examples=examples, deadline=None, database=None, derandomize=True,
+@settings(max_examples=examples, deadline=None, database=None,
+          derandomize="HOTR_FUZZ_RANDOM" not in os.environ,  # set it to explore new inputs
           suppress_health_check=list(HealthCheck))
 @given(st.lists(st.tuples(header, st.integers(0, 255)), min_size=1, max_size=8))
 def fuzz(edits):
