@@ -8,10 +8,11 @@ Edit and rebuild a C library while the program runs; the next call runs the new 
     lib.hello_world_func()
 """
 
-from ._background import load
+from ._background import aload, load
 from ._exceptions import BuildError, HotReloadError, LoadError, SymbolNotFoundError
 from ._reloader import Function, HotReloader, Library, VersionInfo, reloader_of
 from ._seed import hot_reload_cleanup, hot_reload_init, hot_reload_update, watch_for_changes
+from ._watcher import Watcher
 
 __version__ = "0.1.0"
 
@@ -24,7 +25,9 @@ __all__ = [
     "LoadError",
     "SymbolNotFoundError",
     "VersionInfo",
+    "Watcher",
     "__version__",
+    "aload",
     "hot_reload_cleanup",
     "hot_reload_init",
     "hot_reload_update",

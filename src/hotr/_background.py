@@ -1,42 +1,45 @@
-"""hotr.load(): a library that reloads itself from a daemon thread."""
+"""hotr.load() and hotr.aload(): a library that reloads itself, from a thread or an event loop."""
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ._exceptions import HotReloadError
 from ._reloader import HotReloader, Library
 
-logger = logging.getLogger("hotr")
+Target = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 
 def load(
-    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    path: Target,
     *,
-    sources: Sequence[str | os.PathLike[str]] = (),
-    build: Sequence[str] | None = None,
-    cc: str | None = None,
-    flags: Sequence[str] = (),
-    build_timeout: float = 60.0,
-    keep_globals: bool = False,
-    probe: bool = False,
-    debounce: float = 0.02,
+    on_reload: Callable[[int, int], object] | None = None,
+    on_error: Callable[[HotReloadError], object] | None = None,
+    manual: bool = False,
+    **options: Any,
 ) -> Library:
     """Load the library at `path` now and reload it in the background whenever it changes.
 
-    The arguments are HotReloader's: `path` may be C sources, built now and rebuilt on every
-    save of them or of a header they include.
+    A daemon thread watches (and runs builds, when `path` is C sources); a version that fails
+    to load is logged (logger ``hotr``) and the previous one keeps running.  `options` are
+    HotReloader's (sources, build, cc, flags, build_timeout, keep_globals, probe, backend,
+    debounce).  ``hotr.reloader_of(lib)`` is the HotReloader: ``.stop()`` ends the watching
+    (the version stays live), ``.close()`` or ``with lib:`` unloads; both happen at exit anyway.
 
-    A daemon thread waits on the watch and calls update(); a version that fails to load is
-    logged (logger ``hotr``) and the previous one keeps running.  The reloader closes at
-    interpreter exit, or earlier with ``hotr.reloader_of(lib).close()`` or ``with lib:``.
+    Args:
+        on_reload: called with (old_version, new_version) after each reload, in the thread.
+        on_error: called with the error of each failed reload (build or load).
+        manual: watch and build in the background, but load a new version only when the
+            program calls ``hotr.reloader_of(lib).update()`` (once per frame, say): the switch
+            happens at a point the program chooses, and costs no build time there.
 
     Raises:
         FileNotFoundError: `path` does not exist.
-        LoadError: the first version cannot be loaded.
+        LoadError: the first version cannot be loaded (BuildError: cannot be built).
 
     Example::
 
@@ -44,39 +47,80 @@ def load(
         while True:
             lib.step()  # runs the newest build
     """
-    reloader = HotReloader(
-        path,
-        sources=sources,
-        build=build,
-        cc=cc,
-        flags=flags,
-        build_timeout=build_timeout,
-        keep_globals=keep_globals,
-        probe=probe,
-        debounce=debounce,
+    reloader = _start(path, on_reload, on_error, options)
+    reloader._background_builds = manual
+    thread = threading.Thread(
+        target=_follow,
+        args=(reloader, manual),
+        daemon=True,
+        name=f"hotr:{os.path.basename(reloader.path)}",
     )
+    thread.start()
+    return reloader.library
 
+
+async def aload(
+    path: Target,
+    *,
+    on_reload: Callable[[int, int], object] | None = None,
+    on_error: Callable[[HotReloadError], object] | None = None,
+    **options: Any,
+) -> Library:
+    """hotr.load() for asyncio: reloads happen on the running loop, in a task, with no thread.
+
+    The watch descriptor is on the loop (``loop.add_reader``); loads run on the loop between
+    other tasks, builds in the loop's default executor.  The task ends when the reloader is
+    stopped or closed (``with lib:``, ``hotr.reloader_of(lib).close()``).
+
+    Example::
+
+        lib = await hotr.aload("./libhot.so")
+    """
+    loop = asyncio.get_running_loop()
+    reloader = HotReloader(path, **options)
+    _register(reloader, on_reload, on_error)
     try:
-        library = reloader.update()
+        await loop.run_in_executor(None, reloader.update)
     except BaseException:
         reloader.close()
         raise
-    thread = threading.Thread(
-        target=_follow,
-        args=(reloader,),
-        name=f"hotr:{os.path.basename(reloader.path)}",
-        daemon=True,
-    )
-    thread.start()
-    return library
+    reloader._task = loop.create_task(_follow_on_loop(reloader), name=f"hotr:{reloader.path}")
+    return reloader.library
 
 
-def _follow(reloader: HotReloader) -> None:
-    while not reloader.closed:
-        if reloader.watch_for_changes() <= 0:
-            continue  # -1: closed (the loop ends) or the directory is gone (it waits inside)
-        try:
-            reloader.update()
-        except HotReloadError as exc:
-            if not reloader.closed:
-                logger.error("%s; the previous version stays live", exc)
+def _start(
+    path: Target,
+    on_reload: Callable[[int, int], object] | None,
+    on_error: Callable[[HotReloadError], object] | None,
+    options: dict[str, Any],
+) -> HotReloader:
+    reloader = HotReloader(path, **options)
+    _register(reloader, on_reload, on_error)
+    try:
+        reloader.update()
+    except BaseException:
+        reloader.close()
+        raise
+    return reloader
+
+
+def _register(
+    reloader: HotReloader,
+    on_reload: Callable[[int, int], object] | None,
+    on_error: Callable[[HotReloadError], object] | None,
+) -> None:
+    if on_reload is not None:
+        reloader.on_reload(on_reload)
+    if on_error is not None:
+        reloader.on_error(on_error)
+
+
+def _follow(reloader: HotReloader, manual: bool) -> None:
+    while not reloader.stopped:
+        reloader._wait(reloader._background_wait(manual=manual))
+        reloader._background_step(manual=manual)
+
+
+async def _follow_on_loop(reloader: HotReloader) -> None:
+    async for _ in reloader.changes():
+        pass

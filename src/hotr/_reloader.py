@@ -14,8 +14,10 @@ The reload policy, in short:
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import collections
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -29,18 +31,22 @@ import threading
 import time
 import weakref
 from _ctypes import FUNCFLAG_CDECL, CFuncPtr
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _dl
 from ._build import Builder, is_source
 from ._elf import ElfError, Globals, check_shared_object, read_globals
 from ._exceptions import BuildError, HotReloadError, LoadError, SymbolNotFoundError
+from ._polling import PollingWatcher
 from ._shim import LiveFunction, Pin, retarget
 from ._store import PrivateStore
-from ._watch import ChangeKind, InotifyWatcher
+from ._watch import DEFAULT_POLL_INTERVAL, Change, ChangeKind, FileWatcher, open_watcher
+
+if TYPE_CHECKING:
+    from ._watcher import Watcher
 
 logger = logging.getLogger("hotr")
 
@@ -243,6 +249,10 @@ class HotReloader:
         probe: load each new version in a child process first, so that a version whose
             constructor crashes (abort, segfault) is refused instead of killing this process.
             Costs a process start (about 20 ms) per reload; constructors run twice.
+        backend: how changes are seen: ``"inotify"``, ``"poll"`` (stat and hash every
+            ``$HOTR_POLL_INTERVAL`` seconds, default 0.5, for network file systems), or
+            ``"auto"`` (default): ``$HOTR_BACKEND`` if set, else inotify unless the directory
+            is on a network file system or inotify has no instances or watches left.
         debounce: minimum time between two reloads, in seconds (default 0.02).  The first change
             after a quiet spell is applied at once; changes arriving faster than this are
             coalesced into one reload of the final content.
@@ -273,7 +283,9 @@ class HotReloader:
         build_timeout: float = 60.0,
         keep_globals: bool = False,
         probe: bool = False,
+        backend: str = "auto",
         debounce: float = 0.02,
+        _shared: Watcher | None = None,
     ) -> None:
         targets = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         paths = [os.path.abspath(os.fspath(p)) for p in targets]
@@ -305,10 +317,14 @@ class HotReloader:
         self._functions: dict[str, Function] = {}
         self._loads = 0
         self._live: list[Pin | None] = [None]  # the live version's pin, set by retarget()
-
         self._last_reload = -float("inf")
         self._waiters = 0
         self._closed = False
+        self._stopped = False
+        self._building = False
+        self._built = threading.Condition(self._lock)
+        self._background_builds = False  # load(manual=True): a thread builds, update() loads
+        self._task: asyncio.Task[None] | None = None  # aload()'s task
         self._owner_pid = os.getpid()
         self._watched: set[str] = set()
         self._lost = False  # the directory is gone; hotr retries every _REWATCH_INTERVAL
@@ -332,22 +348,29 @@ class HotReloader:
         self._inputs: set[str] = set()
         self._changed: set[str] = set()
         self._history: collections.deque[VersionInfo] = collections.deque(maxlen=_HISTORY)
+        self._token = object()  # backend keys are (token, None) for the library, (token, path)
+        self._shared = _shared
+        self._watch_library = library is not None
+        watched = [*inputs, *([library] if library else [])]
         try:
-            self._watch = InotifyWatcher()
-        except OSError as exc:
+            self._watch = (
+                _shared.backend if _shared else open_watcher(backend, map(os.path.dirname, watched))
+            )
+        except (OSError, ValueError) as exc:
             self._store.close()
+            if isinstance(exc, ValueError):
+                raise
             raise HotReloadError(f"cannot watch {self._label!r}: {exc}") from exc
         # Releases the descriptors and the private directory if the reloader is dropped unclosed;
         # the versions stay mapped then, since live functions may still point into them.
-        self._release = weakref.finalize(self, _release, self._watch, self._store)
-        self._watch_library = library is not None
+        self._release = weakref.finalize(
+            self, _release, None if _shared else self._watch, self._store
+        )
         try:
-            self._watch_inputs()
+            self._start_watching(fallback=backend == "auto" and _shared is None)
         except OSError as exc:
             self._release()
             raise HotReloadError(f"cannot watch {self._label!r}: {exc}") from exc
-        if self._watch_library:
-            self._rewatch()
         self.library = Library(self)
         _open_reloaders.add(self)
 
@@ -369,9 +392,40 @@ class HotReloader:
         """True once close() has run."""
         return self._closed
 
+    @property
+    def backend(self) -> str:
+        """The watching backend in use: ``"inotify"`` or ``"poll"``."""
+        return self._watch.name
+
+    @property
+    def stopped(self) -> bool:
+        """True once stop() or close() has run: no more changes are seen."""
+        return self._stopped or self._closed
+
     def fileno(self) -> int:
-        """The inotify descriptor; it turns readable when the watched directory has events."""
-        return self._watch.fileno()
+        """The inotify descriptor; it turns readable when the watched directory has events.
+
+        Raises:
+            HotReloadError: the polling backend has no descriptor, and a reloader driven by a
+                hotr.Watcher shares the Watcher's.
+        """
+        if self._shared is not None:
+            raise HotReloadError(f"{self._label!r} is watched by a hotr.Watcher: it has no fileno")
+        try:
+            return self._watch.fileno()
+        except OSError as exc:
+            raise HotReloadError(f"{self._label!r} is watched by polling: {exc}") from None
+
+    def stop(self) -> None:
+        """Stop watching: no more changes are seen, no more reloads happen (the background
+        thread of hotr.load ends).  The loaded version stays live and callable until close().
+        """
+        with self._lock:
+            if self._stopped or self._closed:
+                return
+            self._stopped = True
+            self._unwatch()
+            self._watch.wake()
 
     def update(self) -> Library:
         """Load the library, or reload it if the file changed since the last load.
@@ -390,10 +444,14 @@ class HotReloader:
             self._collect()
             if not (self._pending or self._build_pending):
                 self._read_events()
+            build = not self._background_builds or self._current is None
+        if build:
+            self._build_if_needed()
+        with self._lock:
             before = self._loads
             try:
-                if self._builder is not None and (self._build_pending or self._current is None):
-                    self._build(self._builder)
+                while self._building and self._current is None:
+                    self._built.wait()  # another thread builds the first version
                 for _ in range(_OVERTAKEN_RETRIES):
                     if not (self._pending or self._current is None):
                         break
@@ -475,43 +533,176 @@ class HotReloader:
         """Block until the file changed (1), `timeout` seconds passed (0), or an error (-1).
 
         Changes closer together than `debounce` are reported once, `debounce` after the
-        previous reload.  Errors (the directory was removed, the reloader closed) are logged.
+        previous reload.  Errors (the directory was removed, the reloader stopped or closed)
+        are logged.
+
+        Raises:
+            HotReloadError: a hotr.Watcher drives this reloader (use poll() and update()).
         """
+        if self._shared is not None:
+            raise HotReloadError(f"{self._label!r} is watched by a hotr.Watcher: use poll()")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
-                if self._closed:
-                    return -1
-                try:
-                    self._read_events()
-                except OSError as exc:
-                    logger.error("watching %s failed: %s", self.path, exc)
-                    return -1
-                self._collect()
-                if self._lost and not self._lost_reported:
-                    self._lost_reported = True
-                    return -1
-                now = time.monotonic()
-                wait = None if deadline is None else deadline - now
-                if self._pending or self._build_pending:
-                    ready_in = self._last_reload + self.debounce - now
-                    if ready_in <= 0:
-                        return 1
-                    wait = ready_in if wait is None else min(wait, ready_in)
-                if self._retired:
-                    wait = _DRAIN_INTERVAL if wait is None else min(wait, _DRAIN_INTERVAL)
-                if self._lost:
-                    wait = _REWATCH_INTERVAL if wait is None else min(wait, _REWATCH_INTERVAL)
-                if wait is not None and wait <= 0:
-                    return 0
-                self._waiters += 1
+                step = self._ready(deadline)
+            if isinstance(step, int):
+                return step
+            self._wait(step)
+
+    async def wait_for_change(self, timeout: float | None = None) -> bool:
+        """Wait on the running event loop until a change is ready (True) or `timeout` (False).
+
+        The inotify descriptor is watched with ``loop.add_reader``: no thread, no polling (the
+        polling backend sleeps on the loop between its scans).  update() applies the change.
+
+        Raises:
+            HotReloadError: the reloader is stopped or closed, or its directory was removed.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                step = self._ready(deadline)
+            if step == 1:
+                return True
+            if step == 0:
+                return False
+            if step == -1:
+                raise HotReloadError(
+                    f"{self._label!r} is not being watched (stopped, closed "
+                    "or its directory is gone)"
+                )
+            assert not isinstance(step, int)
+            await self._sleep_on_loop(loop, step)
+
+    async def changes(self) -> AsyncIterator[VersionInfo]:
+        """Reload on every change, on the running loop; yield each new version.
+
+        ``async for version in r.changes(): ...``.  A version that fails to load is logged
+        (and passed to on_error callbacks) and the iteration goes on; it ends when the reloader
+        is stopped or closed.  Builds run in the loop's default executor, loads on the loop.
+        """
+        loop = asyncio.get_running_loop()
+        while not self.stopped:
             try:
-                self._watch.wait(wait)
-            finally:
-                with self._lock:
-                    self._waiters -= 1
-                    if self._closed and self._waiters == 0:
-                        self._release()
+                if not await self.wait_for_change():
+                    continue
+            except HotReloadError:
+                if self.stopped:
+                    return
+                await asyncio.sleep(_REWATCH_INTERVAL)  # the directory is gone: wait for it
+                continue
+            before = self.version
+            try:
+                if self._builder is not None and self._build_pending:
+                    await loop.run_in_executor(None, self.update)
+                else:
+                    self.update()
+            except HotReloadError as exc:
+                if self.stopped:
+                    return
+                logger.error("%s", exc)
+                continue
+            if self.version != before:
+                yield self._history[-1]
+
+    async def _sleep_on_loop(self, loop: asyncio.AbstractEventLoop, wait: float | None) -> None:
+        try:
+            fd = self._watch.fileno()
+        except OSError:  # the polling backend: sleep until its next scan is due
+            await asyncio.sleep(_REWATCH_INTERVAL if wait is None else wait)
+            return
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(fd, wake)
+        try:
+            await asyncio.wait_for(readable, wait)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            loop.remove_reader(fd)
+
+    def _ready(self, deadline: float | None, *, loads: bool = True) -> int | float | None:
+        """One step of waiting: 1 ready, 0 timed out, -1 error, else seconds to wait (None:
+        until an event).  With loads=False only a pending build counts.  Lock held."""
+        if self._closed or self._stopped:
+            return -1
+        try:
+            self._read_events()
+        except OSError as exc:
+            logger.error("watching %s failed: %s", self.path, exc)
+            return -1
+        self._collect()
+        if self._lost and not self._lost_reported:
+            self._lost_reported = True
+            return -1
+        now = time.monotonic()
+        wait = None if deadline is None else deadline - now
+        if (self._pending and loads) or self._build_pending:
+            ready_in = self._last_reload + self.debounce - now
+            if ready_in <= 0:
+                return 1
+            wait = ready_in if wait is None else min(wait, ready_in)
+        if self._retired:
+            wait = _DRAIN_INTERVAL if wait is None else min(wait, _DRAIN_INTERVAL)
+        if self._lost:
+            wait = _REWATCH_INTERVAL if wait is None else min(wait, _REWATCH_INTERVAL)
+        if wait is not None and wait <= 0:
+            return 0
+        return wait
+
+    def _deliver(self, changes: list[Change]) -> None:
+        """Changes for this reloader, read by its hotr.Watcher's thread."""
+        with self._lock:
+            if not self._closed and not self._stopped:
+                self._apply(changes)
+
+    def _background_wait(self, *, manual: bool) -> float | None:
+        """Seconds until a background thread should look at this reloader again."""
+        with self._lock:
+            step = self._ready(None, loads=not manual)
+        if step == 1:
+            return 0.0
+        return _REWATCH_INTERVAL if step == -1 else step
+
+    def _background_step(self, *, manual: bool) -> None:
+        """What a background thread (hotr.load's, a hotr.Watcher's) does after each wake-up:
+        reload when a change is ready; with manual=True only run the build, and leave the load
+        to the program's update()."""
+        with self._lock:
+            if self._closed or self._stopped:
+                return
+            if self._ready(None, loads=not manual) != 1:
+                return
+        try:
+            if manual:
+                self._build_if_needed()
+            else:
+                self.update()
+        except HotReloadError as exc:
+            if not self.stopped:
+                logger.error("%s; the previous version stays live", exc)
+
+    def _wait(self, timeout: float | None) -> None:
+        """Block on the backend; close() from another thread releases it only afterwards."""
+        with self._lock:
+            if self._closed or self._stopped:
+                return
+            self._waiters += 1
+        try:
+            self._watch.wait(timeout)
+        finally:
+            self._leave_wait()
+
+    def _leave_wait(self) -> None:
+        with self._lock:
+            self._waiters -= 1
+            if self._closed and self._waiters == 0:
+                self._release()
 
     def close(self) -> None:
         """Unload every version (cleanup hooks first) and remove the private copies.
@@ -524,6 +715,12 @@ class HotReloader:
                 return
             self._closed = True
             _open_reloaders.discard(self)
+            if self._shared is not None:
+                self._unwatch()
+                self._shared._forget(self)
+            if self._task is not None and not self._task.done():
+                with contextlib.suppress(RuntimeError):  # its loop is closed: nothing runs it
+                    self._task.get_loop().call_soon_threadsafe(self._task.cancel)
             if os.getpid() == self._owner_pid:
                 self._unload_all()
             self._watch.wake()
@@ -548,15 +745,36 @@ class HotReloader:
 
     # -- watching -----------------------------------------------------------------------------
 
+    def _start_watching(self, *, fallback: bool) -> None:
+        """Add the first watches; out of inotify watches (ENOSPC) in auto mode, poll instead."""
+        try:
+            self._watch_inputs()
+            if self._watch_library:
+                self._rewatch()
+        except OSError as exc:
+            if not fallback or exc.errno != errno.ENOSPC:
+                raise
+            interval = float(os.environ.get("HOTR_POLL_INTERVAL", DEFAULT_POLL_INTERVAL))
+            logger.warning("no inotify watches left (%s): polling every %g s", exc, interval)
+            self._watch.close()
+            self._watch = PollingWatcher(interval)
+            self._release.detach()
+            self._release = weakref.finalize(self, _release, self._watch, self._store)
+            self._inputs, self._watched = set(), set()
+            self._start_watching(fallback=False)
+
     def _rewatch(self) -> None:
         """Watch the directory of the path, and of its target when it is a symlink."""
         wanted = {self.path, os.path.realpath(self.path)}
+        key = (self._token, None)
         for gone in self._watched - wanted:
-            self._watch.remove(gone, key=self.path)
+            self._watch.remove(gone, key)
         for path in sorted(wanted - self._watched):
             try:
-                self._watch.add(path, key=self.path)
+                self._watch.add(path, key)
             except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise
                 if not self._lost:
                     logger.error("cannot watch the directory of %s: %s", path, exc.strerror)
                 self._lost = True
@@ -572,20 +790,34 @@ class HotReloader:
         """Watch the sources and the headers the last build used (from its dependency files)."""
         wanted = self._builder.inputs() if self._builder is not None else set()
         for gone in self._inputs - wanted:
-            self._watch.remove(gone)
+            self._watch.remove(gone, (self._token, gone))
         for path in wanted - self._inputs:
-            self._watch.add(path)
+            self._watch.add(path, (self._token, path))
         self._inputs = wanted
 
+    def _unwatch(self) -> None:
+        """Remove every watch of this reloader (the backend may serve others)."""
+        for path in self._watched:
+            self._watch.remove(path, (self._token, None))
+        for path in self._inputs:
+            self._watch.remove(path, (self._token, path))
+        self._watched, self._inputs = set(), set()
+
     def _read_events(self) -> None:
-        for change in self._watch.read():
-            if change.key in self._inputs:
+        if self._shared is None and not self._stopped:
+            self._apply(self._watch.read())
+
+    def _apply(self, changes: list[Change]) -> None:
+        """Take in changes of this reloader's files (from its backend or a Watcher)."""
+        for change in changes:
+            _, path = cast(tuple[object, str | None], change.key)
+            if path is not None:
                 if change.kind is ChangeKind.WRITTEN:
                     self._build_pending = True
-                    self._changed.add(change.key)
+                    self._changed.add(path)
                 elif change.kind is ChangeKind.LOST:
-                    logger.error("the directory of %s was removed or renamed", change.key)
-                    self._inputs.discard(change.key)
+                    logger.error("the directory of %s was removed or renamed", path)
+                    self._inputs.discard(path)
             elif change.kind is ChangeKind.LOST:
                 logger.error(
                     "the directory of %s was removed or renamed; the loaded version stays live",
@@ -596,22 +828,40 @@ class HotReloader:
             elif change.kind is ChangeKind.WRITTEN:
                 self._pending = True
                 self._changed.add(self.path)
+        if self._stopped or not self._watch_library:
+            return
         if self._lost:
             self._rewatch()
         elif self._pending and os.path.islink(self.path):
             self._rewatch()  # a retargeted symlink moves the file to watch
 
-    def _build(self, builder: Builder) -> None:
-        self._build_pending = False
+    def _build_if_needed(self) -> None:
+        """Run the build when sources changed, without holding the lock: other threads keep
+        calling poll() and update() (which loads nothing new meanwhile)."""
+        with self._lock:
+            builder = self._builder
+            if builder is None or self._building:
+                return
+            if not (self._build_pending or self._current is None):
+                return
+            self._build_pending = False
+            self._building = True
+        seconds = None
         try:
-            self._build_seconds = builder.run()
+            seconds = builder.run()
         except BuildError as exc:
             exc.path = self._label
+            self._notify(self._on_error, exc)
             raise
         finally:
-            self._watch_inputs()
-        logger.info("built %s in %.1f ms", self._label, self._build_seconds * 1000)
-        self._pending = True
+            with self._lock:
+                self._building = False
+                self._watch_inputs()
+                if seconds is not None:
+                    self._build_seconds = seconds
+                    self._pending = True
+                    logger.info("built %s in %.1f ms", self._label, seconds * 1000)
+                self._built.notify_all()
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -884,8 +1134,9 @@ def _read_regular_file(path: str) -> bytes:
         os.close(fd)
 
 
-def _release(watch: InotifyWatcher, store: PrivateStore) -> None:
-    watch.close()
+def _release(watch: FileWatcher | None, store: PrivateStore) -> None:
+    if watch is not None:
+        watch.close()
     store.close()
 
 

@@ -1,38 +1,27 @@
-"""Watch files through inotify on their directories (inotify(7)).
+"""How hotr learns that a file changed: the backend interface, and the choice of backend.
 
-Watching the file's inode would miss most rebuilds: GNU ld unlinks its output and creates a new
-file, editors and install(1) save by renaming a temporary file over the old one.  The directory sees
-all of these.  A change is reported only once the writer is done with the file: IN_CLOSE_WRITE for a
-write in place or a new file, IN_MOVED_TO for a rename, IN_CREATE only for a symlink (it has no
-writer).  Deletions are reported too, and so is the loss of a watched directory.
+Two backends report the same Change events: inotify (_inotify.py; instant, no CPU while idle)
+and polling (_polling.py; for file systems where inotify does not see changes, such as network
+file systems, and for when inotify cannot be used at all).  open_watcher() picks one: the
+explicit argument, else ``$HOTR_BACKEND``, else inotify unless a watched directory is on a
+network file system or inotify is out of instances or watches.
 """
 
 from __future__ import annotations
 
-import contextlib
+import ctypes
 import enum
+import errno
+import logging
 import os
-import select
-import struct
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
-from inotify_simple import INotify
-from inotify_simple import flags as F
+logger = logging.getLogger("hotr")
 
-_DIR_MASK = (
-    F.CLOSE_WRITE
-    | F.MOVED_TO
-    | F.CREATE
-    | F.DELETE
-    | F.MOVED_FROM
-    | F.DELETE_SELF
-    | F.MOVE_SELF
-    | F.ONLYDIR
-)
-_LOST = F.DELETE_SELF | F.MOVE_SELF | F.IGNORED | F.UNMOUNT
-_EVENT = struct.Struct("iIII")  # struct inotify_event without its name: wd, mask, cookie, len
-_READ_SIZE = 64 * 1024  # many events a read; the kernel never splits one
+BACKENDS = ("auto", "inotify", "poll")
+DEFAULT_POLL_INTERVAL = 0.5  # seconds; $HOTR_POLL_INTERVAL changes it
 
 
 class ChangeKind(enum.Enum):
@@ -47,138 +36,94 @@ class ChangeKind(enum.Enum):
 class Change:
     """One change to a watched file, reported under the key it was added with."""
 
-    key: str
+    key: Hashable
     kind: ChangeKind
 
 
-class InotifyWatcher:
-    """One inotify instance watching the directories of any number of files.
+class FileWatcher(Protocol):
+    """What a backend does.  Methods may be called from several threads."""
 
-    It is a file-like object: fileno() is the inotify descriptor, for select/poll/selectors.
-    """
-
-    def __init__(self) -> None:
-        self._inotify = INotify(nonblocking=True)
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._poller = select.poll()
-        self._poller.register(self._inotify.fileno(), select.POLLIN)
-        self._poller.register(self._wake_r, select.POLLIN)
-        self._dirs: dict[int, str] = {}  # watch descriptor -> directory
-        self._names: dict[str, dict[str, set[str]]] = {}  # directory -> file name -> keys
+    name: str
 
     def fileno(self) -> int:
-        """The inotify descriptor: readable when events are waiting."""
-        fd: int = self._inotify.fileno()
-        return fd
+        """A descriptor that turns readable when read() has something (OSError if none)."""
 
-    def add(self, path: str, key: str | None = None) -> None:
-        """Watch the file `path` (through its directory); report its changes under `key`.
+    def add(self, path: str, key: Hashable = None) -> None:
+        """Report changes of the file `path` under `key` (default: the path)."""
 
-        Raises OSError (ENOENT, ENOTDIR...) when the directory cannot be watched.
-        """
-        directory, name = os.path.split(os.path.abspath(path))
-        if directory not in self._names:
-            wd = self._inotify.add_watch(directory, _DIR_MASK)
-            self._dirs[wd] = directory
-            self._names[directory] = {}
-        self._names[directory].setdefault(name, set()).add(key or path)
-
-    def remove(self, path: str, key: str | None = None) -> None:
-        """Stop reporting `path` under `key`; drop the directory watch when nothing is left."""
-        directory, name = os.path.split(os.path.abspath(path))
-        names = self._names.get(directory)
-        if names is None or name not in names:
-            return
-        names[name].discard(key or path)
-        if not names[name]:
-            del names[name]
-        if not names:
-            self._forget(directory, rm_watch=True)
-
-    def _forget(self, directory: str, *, rm_watch: bool) -> None:
-        del self._names[directory]
-        for wd, watched in list(self._dirs.items()):
-            if watched == directory:
-                del self._dirs[wd]
-                if rm_watch:
-                    with contextlib.suppress(OSError):
-                        self._inotify.rm_watch(wd)
-
-    def _events(self) -> Iterator[tuple[int, int, str]]:
-        """(wd, mask, name) of each event waiting now: one read(2), parsed as in inotify(7)."""
-        try:
-            data = os.read(self._inotify.fileno(), _READ_SIZE)
-        except BlockingIOError:
-            return
-        offset = 0
-        while offset < len(data):
-            wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
-            offset += _EVENT.size
-            name = data[offset : offset + length].rstrip(b"\0")
-            offset += length
-            yield wd, mask, os.fsdecode(name)
+    def remove(self, path: str, key: Hashable = None) -> None:
+        """Stop reporting `path` under `key`."""
 
     def read(self) -> list[Change]:
-        """Return the changes waiting now, without blocking."""
-        changes: list[Change] = []
-        for wd, mask, name in self._events():
-            if wd == -1:  # IN_Q_OVERFLOW: events were dropped, assume everything changed
-                changes.extend(
-                    Change(key, ChangeKind.WRITTEN)
-                    for names in self._names.values()
-                    for keys in names.values()
-                    for key in keys
-                )
-                continue
-            directory = self._dirs.get(wd)
-            if directory is None:
-                continue
-            if mask & _LOST:
-                keys = [k for ks in self._names.get(directory, {}).values() for k in ks]
-                changes.extend(Change(key, ChangeKind.LOST) for key in keys)
-                self._forget(directory, rm_watch=not mask & F.IGNORED)
-                continue
-            keys_for_name = self._names[directory].get(name)
-            if not keys_for_name:
-                continue
-            kind = _kind(mask, os.path.join(directory, name))
-            if kind is not None:
-                changes.extend(Change(key, kind) for key in keys_for_name)
-        return changes
+        """The changes waiting now; never blocks."""
 
     def wait(self, timeout: float | None) -> bool:
-        """Block until events are waiting, wake() is called, or `timeout` seconds pass.
-
-        Returns True when inotify events are waiting.
-        """
-        ready = self._poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
-        for fd, _ in ready:
-            if fd == self._wake_r:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_r, 512)
-        return any(fd == self._inotify.fileno() for fd, _ in ready)
+        """Block until read() may have something, wake() is called, or `timeout` passes."""
 
     def wake(self) -> None:
         """Make a wait() in another thread return now."""
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"!")
 
     def close(self) -> None:
-        """Release the inotify instance and the wake-up pipe; safe to call twice."""
-        if self._wake_w < 0:
-            return
-        self.wake()
-        self._inotify.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        self._wake_r = self._wake_w = -1
+        """Release the backend's descriptors; safe to call twice."""
 
 
-def _kind(mask: int, path: str) -> ChangeKind | None:
-    if mask & (F.CLOSE_WRITE | F.MOVED_TO):
-        return ChangeKind.WRITTEN
-    if mask & (F.DELETE | F.MOVED_FROM):
-        return ChangeKind.DELETED
-    if mask & F.CREATE and os.path.islink(path):
-        return ChangeKind.WRITTEN  # a symlink is complete when created; no close will follow
-    return None
+# statfs(2) f_type of file systems whose changes may come from elsewhere, unseen by inotify.
+_REMOTE_FILE_SYSTEMS = {
+    0x6969: "NFS",
+    0x517B: "SMB",
+    0xFF534D42: "CIFS",
+    0xFE534D42: "SMB2",
+    0x01021997: "9p",
+    0x65735546: "FUSE",
+    0x00C36400: "Ceph",
+    0x5346414F: "AFS",
+}
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def file_system_type(path: str) -> int:
+    """statfs(2) f_type of the file system holding `path`."""
+    buffer = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
+    if _libc.statfs(os.fsencode(path), buffer) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), path)
+    return ctypes.c_long.from_buffer(buffer).value & 0xFFFFFFFF
+
+
+def remote_file_system(path: str) -> str | None:
+    """The name of the network file system holding `path`, or None (also when unknown)."""
+    try:
+        return _REMOTE_FILE_SYSTEMS.get(file_system_type(path))
+    except OSError:
+        return None
+
+
+def open_watcher(backend: str, directories: Iterable[str]) -> FileWatcher:
+    """Make the backend for watching files in `directories` (see the module docstring)."""
+    from ._inotify import InotifyWatcher
+    from ._polling import PollingWatcher
+
+    chosen = backend if backend != "auto" else os.environ.get("HOTR_BACKEND", "auto")
+    if chosen not in BACKENDS:
+        raise ValueError(f"unknown backend {chosen!r}: use one of {', '.join(BACKENDS)}")
+    interval = float(os.environ.get("HOTR_POLL_INTERVAL", DEFAULT_POLL_INTERVAL))
+    if chosen == "poll":
+        return PollingWatcher(interval)
+    if chosen == "auto":
+        for directory in directories:
+            remote = remote_file_system(directory)
+            if remote:
+                logger.info(
+                    "%s is on %s, which inotify cannot watch: polling every %g s",
+                    directory,
+                    remote,
+                    interval,
+                )
+                return PollingWatcher(interval)
+    try:
+        return InotifyWatcher()
+    except OSError as exc:
+        if chosen == "inotify" or exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOSYS):
+            raise
+        logger.warning("inotify is not available (%s): polling every %g s", exc, interval)
+        return PollingWatcher(interval)
