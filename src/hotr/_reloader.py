@@ -249,6 +249,8 @@ class HotReloader:
         probe: load each new version in a child process first, so that a version whose
             constructor crashes (abort, segfault) is refused instead of killing this process.
             Costs a process start (about 20 ms) per reload; constructors run twice.
+        ffi: a ``cffi.FFI`` whose ``cdef()`` declares the library's functions: they are then
+            called through cffi (live cdata functions, same reload guarantees) instead of ctypes.
         backend: how changes are seen: ``"inotify"``, ``"poll"`` (stat and hash every
             ``$HOTR_POLL_INTERVAL`` seconds, default 0.5, for network file systems), or
             ``"auto"`` (default): ``$HOTR_BACKEND`` if set, else inotify unless the directory
@@ -283,6 +285,7 @@ class HotReloader:
         build_timeout: float = 60.0,
         keep_globals: bool = False,
         probe: bool = False,
+        ffi: Any = None,
         backend: str = "auto",
         debounce: float = 0.02,
         _shared: Watcher | None = None,
@@ -306,6 +309,8 @@ class HotReloader:
         self.debounce = debounce
         self.keep_globals = keep_globals
         self.probe = probe
+        self._ffi = ffi
+        self._cffi_types: dict[str, Any] = {}
         self._lock = threading.RLock()
         self._state = ctypes.c_void_p()  # the library's own slot, kept across versions (hotr.h)
         self._contents: collections.deque[bytes] = collections.deque(maxlen=_ROLLBACK_DEPTH)
@@ -1029,6 +1034,9 @@ class HotReloader:
         names = list(self._functions)
         functions = [self._functions[n] for n in names]
         addresses = [_dl.dlsym(version.handle, n) or 0 for n in names]
+        targets = [
+            self._target(version, n, a) if a else 0 for n, a in zip(names, addresses, strict=True)
+        ]
         missing: list[BaseException | None] = [None] * len(names)
         for i, (n, address) in enumerate(zip(names, addresses, strict=True)):
             if not address:
@@ -1039,7 +1047,7 @@ class HotReloader:
                     self.path,
                     n,
                 )
-        retarget(functions, addresses, version.pin, missing, self._live)
+        retarget(functions, targets, version.pin, missing, self._live)
         if self._current is not None:
             self._retired.append(self._current)
         self._current = version
@@ -1058,13 +1066,37 @@ class HotReloader:
                 raise HotReloadError(
                     f"{name!r} in {self._label!r} is not a function (not in executable code)"
                 )
-            cfunc = _CFunc(address)
-            function = Function(cfunc, ctypes.addressof(cfunc))
+            target = self._target(self._current, name, address)
+            if self._ffi is None:
+                cfunc = _CFunc(address)
+                function = Function(cfunc, ctypes.addressof(cfunc))
+            else:
+                function = Function(target, 0)  # no slot: retarget() swaps the cdata itself
             function.__name__ = name
             missing = SymbolNotFoundError(self._label, name, self._current.number)
-            retarget([function], [address], self._current.pin, [missing])
+            retarget([function], [target], self._current.pin, [missing])
             self._functions[name] = function
             return function
+
+    def _target(self, version: _Version, name: str, address: int) -> object:
+        """What a live function is pointed at: the address (ctypes) or a new cdata (cffi)."""
+        if self._ffi is None:
+            return address
+        ctype = self._cffi_types.get(name)
+        if ctype is None:
+            # The declared type comes from the user's cdef(): ffi.dlopen of the same copy
+            # returns glibc's existing handle (no second mapping), closed again at once.
+            declared = self._ffi.dlopen(version.copy)
+            try:
+                ctype = self._ffi.typeof(getattr(declared, name))
+            except (AttributeError, TypeError, self._ffi.error) as exc:
+                raise HotReloadError(
+                    f"{name!r} is not a function declared in the ffi's cdef(): {exc}"
+                ) from None
+            finally:
+                self._ffi.dlclose(declared)
+            self._cffi_types[name] = ctype
+        return self._ffi.cast(ctype, address)
 
     def _handle(self) -> int:
         with self._lock:

@@ -110,7 +110,7 @@ live_init(LiveFunction *self, PyObject *args, PyObject *kwds)
         return -1;
     Py_INCREF(cfunc);
     Py_XSETREF(self->cfunc, cfunc);
-    self->slot = (void **)slot;
+    self->slot = (void **)slot;  /* 0: retarget() replaces cfunc instead (cffi) */
     return 0;
 }
 
@@ -127,12 +127,17 @@ live_call(LiveFunction *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     /* The reloader keeps a version's Pin alive until its count is zero, so
-     * the pin needs no reference of its own here.  tp_call is called directly:
-     * ctypes function objects have no vectorcall, and PyObject_Call would only
-     * add a second recursion check. */
+     * the pin needs no reference of its own here.  The callable does: with
+     * cffi, a reload replaces it while this call may still be running. */
+    PyObject *callable = self->cfunc;
+    Py_INCREF(callable);
     pin->inflight++;
-    result = Py_TYPE(self->cfunc)->tp_call(self->cfunc, args, kwds);
+    /* tp_call directly: ctypes and cffi functions have no vectorcall, and
+     * PyObject_Call would only add a second recursion check per call. */
+    ternaryfunc call = Py_TYPE(callable)->tp_call;
+    result = call != NULL ? call(callable, args, kwds) : PyObject_Call(callable, args, kwds);
     pin->inflight--;
+    Py_DECREF(callable);
     return result;
 }
 
@@ -194,18 +199,24 @@ retarget(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "retarget: pin must be a Pin");
         return NULL;
     }
-    /* Validate everything first: the swap below must not stop half-way. */
+    /* Validate everything first: the swap below must not stop half-way.  A
+     * function with a slot (ctypes) takes an address; one without (cffi)
+     * takes the new callable, or 0 when missing. */
     void **values = PyMem_Malloc(sizeof(void *) * (n ? n : 1));
     if (values == NULL)
         return PyErr_NoMemory();
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *f = PyList_GET_ITEM(funcs, i);
+        PyObject *target = PyList_GET_ITEM(addrs, i);
         if (!PyObject_TypeCheck(f, &LiveFunctionType)) {
             PyMem_Free(values);
             PyErr_SetString(PyExc_TypeError, "retarget: not a LiveFunction");
             return NULL;
         }
-        values[i] = PyLong_AsVoidPtr(PyList_GET_ITEM(addrs, i));
+        if (((LiveFunction *)f)->slot == NULL && !PyLong_Check(target))
+            values[i] = target;
+        else
+            values[i] = PyLong_AsVoidPtr(target);
         if (values[i] == NULL && PyErr_Occurred()) {
             PyMem_Free(values);
             return NULL;
@@ -225,7 +236,13 @@ retarget(PyObject *module, PyObject *args)
             Py_XSETREF(f->missing, err);
         }
         else {
-            *f->slot = values[i];
+            if (f->slot != NULL) {
+                *f->slot = values[i];
+            }
+            else {
+                Py_INCREF((PyObject *)values[i]);
+                Py_XSETREF(f->cfunc, (PyObject *)values[i]);
+            }
             Py_INCREF(pin);
             Py_XSETREF(f->pin, (Pin *)pin);
             Py_CLEAR(f->missing);

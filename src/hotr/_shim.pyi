@@ -22,7 +22,7 @@ class LiveFunction:
 
 def retarget(
     functions: Sequence[LiveFunction],
-    addresses: Sequence[int],
+    addresses: Sequence[object],
     pin: Pin,
     missing: Sequence[BaseException | None],
     live: list[Pin | None] | None = None,
