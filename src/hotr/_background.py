@@ -80,7 +80,10 @@ async def aload(
     reloader = HotReloader(path, **options)
     _register(reloader, on_reload, on_error)
     try:
-        await loop.run_in_executor(None, reloader.update)
+        if reloader._builder is None:
+            reloader.update()  # a load takes well under a millisecond: do it on the loop
+        else:
+            await loop.run_in_executor(None, reloader.update)  # a build may take seconds
     except BaseException:
         reloader.close()
         raise

@@ -1089,7 +1089,7 @@ class HotReloader:
             declared = self._ffi.dlopen(version.copy)
             try:
                 ctype = self._ffi.typeof(getattr(declared, name))
-            except (AttributeError, TypeError, self._ffi.error) as exc:
+            except (AttributeError, KeyError, TypeError) as exc:  # undeclared, variable, other
                 raise HotReloadError(
                     f"{name!r} is not a function declared in the ffi's cdef(): {exc}"
                 ) from None

@@ -1,0 +1,115 @@
+"""asyncio: waiting on the loop (add_reader, no thread), changes(), aload()."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from conftest import Builder, source
+
+import hotr
+
+
+def test_wait_for_change(builder: Builder) -> None:
+    async def main() -> None:
+        with hotr.HotReloader(builder.lib) as r:
+            lib = r.update()
+            started = time.monotonic()
+            assert await r.wait_for_change(timeout=0.1) is False
+            assert time.monotonic() - started >= 0.09
+            builder.rename(source(2))
+            assert await r.wait_for_change(timeout=5) is True
+            r.update()
+            assert lib.value() == 2
+            r.stop()
+            with pytest.raises(hotr.HotReloadError, match="not being watched"):
+                await r.wait_for_change(timeout=1)
+
+    asyncio.run(main())
+
+
+def test_other_tasks_run_while_waiting(builder: Builder) -> None:
+    async def main() -> int:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        with hotr.HotReloader(builder.lib) as r:
+            r.update()
+            await r.wait_for_change(timeout=0.3)
+        task.cancel()
+        return ticks
+
+    assert asyncio.run(main()) >= 10
+
+
+def test_changes_yields_each_new_version(builder: Builder) -> None:
+    async def main() -> list[int]:
+        seen: list[int] = []
+        with hotr.HotReloader(builder.lib) as r:
+            lib = r.update()
+
+            async def follow() -> None:
+                async for version in r.changes():
+                    seen.append(version.number)
+                    if version.number == 3:
+                        return
+
+            task = asyncio.create_task(follow())
+            await asyncio.sleep(0.05)
+            builder.rename(source(2))
+            while lib.value() != 2:
+                await asyncio.sleep(0.01)
+            builder.write_bytes(b"junk")  # a failure is logged, the iteration goes on
+            await asyncio.sleep(0.1)
+            builder.rename(source(3))
+            await asyncio.wait_for(task, 5)
+        return seen
+
+    assert asyncio.run(main()) == [2, 3]
+
+
+def test_aload_reloads_on_the_loop_without_threads(builder: Builder) -> None:
+    async def main() -> None:
+        threads = threading.active_count()
+        reloads: list[tuple[int, int]] = []
+        lib = await hotr.aload(builder.lib, on_reload=lambda old, new: reloads.append((old, new)))
+        assert lib.value() == 1
+        builder.rename(source(2))
+        deadline = time.monotonic() + 5
+        while lib.value() != 2:
+            assert time.monotonic() < deadline, "aload did not reload"
+            await asyncio.sleep(0.01)
+        assert threading.active_count() == threads, "aload started a thread"
+        assert reloads == [(1, 2)]
+        reloader = hotr.reloader_of(lib)
+        task = reloader._task
+        reloader.close()
+        assert task is not None
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+def test_aload_builds_sources(builder: Builder) -> None:
+    src = builder.dir / "k.c"
+    src.write_text("int value(void) { return 5; }\n")
+
+    async def main() -> None:
+        with await hotr.aload(src) as lib:
+            assert lib.value() == 5
+            src.write_text("int value(void) { return 6; }\n")
+            deadline = time.monotonic() + 10
+            while lib.value() != 6:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+
+    asyncio.run(main())

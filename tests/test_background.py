@@ -1,0 +1,70 @@
+"""Controlling the background reloader: callbacks, stop(), and manual (chosen-point) loads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from conftest import Builder, source
+
+import hotr
+
+
+def wait_until(check: object, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_load_callbacks(builder: Builder) -> None:
+    reloads: list[tuple[int, int]] = []
+    errors: list[hotr.HotReloadError] = []
+    with hotr.load(
+        builder.lib, on_reload=lambda o, n: reloads.append((o, n)), on_error=errors.append
+    ) as lib:
+        builder.write_bytes(b"junk")
+        wait_until(lambda: errors, "on_error was not called")
+        assert isinstance(errors[0], hotr.LoadError)
+        builder.rename(source(2))
+        wait_until(lambda: reloads, "on_reload was not called")
+        assert reloads == [(1, 2)] and lib.value() == 2
+
+
+def test_stop_keeps_the_version_and_ends_the_thread(builder: Builder) -> None:
+    lib = hotr.load(builder.lib)
+    reloader = hotr.reloader_of(lib)
+    thread = next(t for t in threading.enumerate() if t.name == "hotr:libhot.so")
+    reloader.stop()
+    thread.join(timeout=1)
+    assert not thread.is_alive()
+    assert reloader.stopped and not reloader.closed
+    builder.rename(source(2))
+    time.sleep(0.2)
+    assert lib.value() == 1, "a stopped reloader still reloaded"
+    assert reloader.poll() is False
+    reloader.close()
+
+
+def test_manual_loads_at_the_chosen_point_with_builds_in_background(tmp_path: Path) -> None:
+    slow_cc = tmp_path / "slow-cc"
+    slow_cc.write_text('#!/bin/sh\nsleep 0.3\nexec cc "$@"\n')
+    slow_cc.chmod(0o755)
+    src = tmp_path / "k.c"
+    src.write_text("int value(void) { return 1; }\n")
+    with hotr.load(src, manual=True, cc=str(slow_cc)) as lib:
+        reloader = hotr.reloader_of(lib)
+        src.write_text("int value(void) { return 2; }\n")
+        frames = 0
+        longest = 0.0
+        deadline = time.monotonic() + 10
+        while lib.value() != 2:  # the "game loop": one update() per frame
+            assert time.monotonic() < deadline, "the new version never loaded"
+            started = time.perf_counter()
+            reloader.update()
+            longest = max(longest, time.perf_counter() - started)
+            frames += 1
+            time.sleep(0.005)
+        assert frames > 10, "the change loaded before the build could have finished"
+        assert longest < 0.2, f"an update() waited for the build ({longest * 1000:.0f} ms)"
