@@ -10,8 +10,10 @@ Edit and rebuild a C library while the program runs; the next call runs the new 
 
 from ._background import aload, load
 from ._exceptions import BuildError, HotReloadError, LoadError, SymbolNotFoundError
-from ._reloader import Function, HotReloader, Library, VersionInfo, reloader_of
+from ._library import Function, Library, reloader_of
+from ._reloader import HotReloader
 from ._seed import hot_reload_cleanup, hot_reload_init, hot_reload_update, watch_for_changes
+from ._version import VersionInfo
 from ._watcher import Watcher
 
 __version__ = "0.1.0"

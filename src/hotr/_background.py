@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._exceptions import HotReloadError
-from ._reloader import HotReloader, Library
+from ._library import Library
+from ._reloader import HotReloader
 
 Target = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 

@@ -30,19 +30,19 @@ import sys
 import threading
 import time
 import weakref
-from _ctypes import FUNCFLAG_CDECL, CFuncPtr
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 from . import _dl
 from ._build import Builder, is_source
-from ._elf import ElfError, Globals, check_shared_object, read_globals
+from ._elf import ElfError, check_shared_object
 from ._exceptions import BuildError, HotReloadError, LoadError, SymbolNotFoundError
+from ._library import CFunc, Function, Library
 from ._polling import PollingWatcher
-from ._shim import LiveFunction, Pin, retarget
+from ._shim import Pin, retarget
 from ._store import PrivateStore
+from ._version import Version, VersionInfo, library_name, stranded
 from ._watch import DEFAULT_POLL_INTERVAL, Change, ChangeKind, FileWatcher, open_watcher
 
 if TYPE_CHECKING:
@@ -58,11 +58,6 @@ _OVERTAKEN_RETRIES = 3
 _DRAIN_INTERVAL = 0.05
 # How often a watcher whose directory disappeared tries to watch it again (seconds).
 _REWATCH_INTERVAL = 0.5
-
-
-class _CFunc(CFuncPtr):  # the flags and default restype of ctypes.CDLL's functions
-    _flags_ = FUNCFLAG_CDECL
-    _restype_ = ctypes.c_int
 
 
 _VOID_FN = ctypes.CFUNCTYPE(None)
@@ -81,153 +76,6 @@ _PROBE_TIMEOUT = 10
 _HOOKS = ("hotr_load", "hotr_unload", "cleanup")
 # How many earlier contents rollback() can go back through.
 _ROLLBACK_DEPTH = 8
-
-
-@dataclass(eq=False)
-class _Version:
-    """One loaded version: its handle, private copy, content and in-flight counter."""
-
-    number: int
-    handle: int
-    copy: str
-    data: bytes  # kept to tell a rewrite with the same bytes from a change, by one memcmp
-    loaded_at: float
-    code: list[tuple[int, int]]  # executable ranges, relative to the load base
-    base: int = 0
-    pin: Pin = field(init=False)
-    _globals: Globals | None = None
-
-    def __post_init__(self) -> None:
-        self.pin = Pin(self.number)
-
-    def is_code(self, address: int) -> bool:
-        """True if `address` lies in one of this version's executable segments."""
-        offset = address - self.base
-        return any(low <= offset < high for low, high in self.code)
-
-    def globals(self) -> Globals:
-        """The variables keep_globals may carry, read from the symbol table once."""
-        if self._globals is None:
-            self._globals = read_globals(self.data)
-        return self._globals
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    """A loaded version, as r.history reports it.
-
-    Attributes:
-        number: its version number (1 for the first load).
-        loaded_at: when it was loaded (seconds since the epoch).
-        sha256: SHA-256 of the library file's content, hex (as sha256sum prints it).
-        load_ms: milliseconds from reading the file to the new code being live.
-        build_ms: milliseconds the build took, or None when no build ran for it.
-        changed: the files whose change led to this version (empty for the first load).
-        rollback: True when rollback() loaded it (the content of an earlier version).
-        carried: with keep_globals, the globals copied over from the previous version.
-        not_carried: with keep_globals, (name, reason) of the globals that were not.
-    """
-
-    number: int
-    loaded_at: float
-    sha256: str
-    load_ms: float
-    build_ms: float | None
-    changed: tuple[str, ...]
-    rollback: bool = False
-    carried: tuple[str, ...] = ()
-    not_carried: tuple[tuple[str, str], ...] = ()
-
-
-def _library_name(source: str) -> str:
-    stem = os.path.splitext(os.path.basename(source))[0]
-    return f"lib{stem}.so"
-
-
-# Versions that still had calls running when their reloader closed.  They stay mapped for the
-# life of the process (unmapping them would crash those calls); this list keeps their pins alive.
-_stranded: list[_Version] = []
-
-
-class Function(LiveFunction):
-    """A C function of a hot-reloaded library that always calls the live version.
-
-    Set ``argtypes``, ``restype`` and ``errcheck`` as on a ctypes function; they are kept across
-    reloads.  Calling it costs about the same as calling a plain ctypes function.
-    """
-
-    __name__: str
-
-    @property
-    def argtypes(self) -> Any:
-        """ctypes argument types, as on a ctypes function (None: convert by value)."""
-        return self._cfunc.argtypes
-
-    @argtypes.setter
-    def argtypes(self, value: Any) -> None:
-        self._cfunc.argtypes = value
-
-    @property
-    def restype(self) -> Any:
-        """ctypes return type (default ctypes.c_int), as on a ctypes function."""
-        return self._cfunc.restype
-
-    @restype.setter
-    def restype(self, value: Any) -> None:
-        self._cfunc.restype = value
-
-    @property
-    def errcheck(self) -> Any:
-        """Called with (result, func, args) after each call, as on a ctypes function."""
-        return self._cfunc.errcheck
-
-    @errcheck.setter
-    def errcheck(self, value: Any) -> None:
-        self._cfunc.errcheck = value
-
-    def __repr__(self) -> str:
-        return f"<hotr.Function {self.__name__!r}>"
-
-
-class Library:
-    """The live library: ``lib.name`` is a Function that follows every reload.
-
-    Its only attributes are the library's symbols, so a C function called ``version`` or
-    ``close`` is ``lib.version`` / ``lib.close``; hotr's own state lives on the HotReloader.
-    ``ctypes.c_int.in_dll(lib, "name")`` works on the version live at that moment.
-    """
-
-    def __init__(self, reloader: HotReloader) -> None:
-        self.__reloader = reloader
-
-    def __getattr__(self, name: str) -> Function:
-        if name.startswith("__") and name.endswith("__"):
-            raise AttributeError(name)
-        function = self.__reloader._function(name)
-        setattr(self, name, function)  # later lookups are plain attribute hits
-        return function
-
-    def __getitem__(self, name: str) -> Function:
-        return getattr(self, name)  # type: ignore[no-any-return]
-
-    @property
-    def _handle(self) -> int:
-        return self.__reloader._handle()
-
-    def __repr__(self) -> str:
-        r = self.__reloader
-        return f"<hotr.Library {r._label!r} version {r.version}>"
-
-    def __enter__(self) -> Library:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__reloader.close()
 
 
 class HotReloader:
@@ -317,8 +165,8 @@ class HotReloader:
         self._on_reload: list[Callable[[int, int], object]] = []
         self._on_error: list[Callable[[HotReloadError], object]] = []
         self._pending = True  # the first update() loads
-        self._current: _Version | None = None
-        self._retired: list[_Version] = []
+        self._current: Version | None = None
+        self._retired: list[Version] = []
         self._functions: dict[str, Function] = {}
         self._loads = 0
         self._live: list[Pin | None] = [None]  # the live version's pin, set by retarget()
@@ -336,7 +184,7 @@ class HotReloader:
         self._lost_reported = False  # watch_for_changes() has returned -1 for that once
         self._store = PrivateStore()
         self._label = library or ", ".join(inputs)  # what messages call this library
-        self.path = library or os.path.join(self._store.path, _library_name(inputs[0]))
+        self.path = library or os.path.join(self._store.path, library_name(inputs[0]))
         self._builder = None
         if inputs:
             self._builder = Builder(
@@ -912,7 +760,7 @@ class HotReloader:
             self._store.remove(copy)
             reason = str(exc).replace(f"{copy}: ", "")
             raise LoadError(self._label, reason) from None
-        version = _Version(self._loads + 1, handle, copy, data, time.time(), code)
+        version = Version(self._loads + 1, handle, copy, data, time.time(), code)
         version.base = _dl.base_address(handle)
         for name in (*self._functions, *_HOOKS):
             address = _dl.dlsym(handle, name)
@@ -987,7 +835,7 @@ class HotReloader:
             reason = proc.stderr.strip().replace(f"{copy}: ", "") or f"exit {proc.returncode}"
             raise LoadError(self._label, reason)
 
-    def _call_hook(self, version: _Version, name: str, *, reloading: int) -> int:
+    def _call_hook(self, version: Version, name: str, *, reloading: int) -> int:
         """Call hotr_load / hotr_unload of `version` if it exports it; return its status."""
         address = _dl.dlsym(version.handle, name)
         if not address:
@@ -998,7 +846,7 @@ class HotReloader:
         return status
 
     def _carry_globals(
-        self, old: _Version, new: _Version
+        self, old: Version, new: Version
     ) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
         """Copy same-name, same-size globals from `old` to `new`; report what was not."""
         before, after = old.globals(), new.globals()
@@ -1030,7 +878,7 @@ class HotReloader:
             )
         return tuple(sorted(carried)), tuple(sorted(skipped.items()))
 
-    def _switch_to(self, version: _Version) -> None:
+    def _switch_to(self, version: Version) -> None:
         names = list(self._functions)
         functions = [self._functions[n] for n in names]
         addresses = [_dl.dlsym(version.handle, n) or 0 for n in names]
@@ -1068,7 +916,7 @@ class HotReloader:
                 )
             target = self._target(self._current, name, address)
             if self._ffi is None:
-                cfunc = _CFunc(address)
+                cfunc = CFunc(address)
                 function = Function(cfunc, ctypes.addressof(cfunc))
             else:
                 function = Function(target, 0)  # no slot: retarget() swaps the cdata itself
@@ -1078,7 +926,7 @@ class HotReloader:
             self._functions[name] = function
             return function
 
-    def _target(self, version: _Version, name: str, address: int) -> object:
+    def _target(self, version: Version, name: str, address: int) -> object:
         """What a live function is pointed at: the address (ctypes) or a new cdata (cffi)."""
         if self._ffi is None:
             return address
@@ -1112,7 +960,7 @@ class HotReloader:
             self._retired.remove(version)
             self._unload(version)
 
-    def _unload(self, version: _Version) -> None:
+    def _unload(self, version: Version) -> None:
         cleanup = _dl.dlsym(version.handle, "cleanup")
         if cleanup:
             _VOID_FN(cleanup)()
@@ -1139,7 +987,7 @@ class HotReloader:
                     version.number,
                     self.path,
                 )
-                _stranded.append(version)
+                stranded.append(version)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -1191,8 +1039,3 @@ def _detach_all_in_child() -> None:
 
 atexit.register(_close_all)
 os.register_at_fork(after_in_child=_detach_all_in_child)
-
-
-def reloader_of(library: Library) -> HotReloader:
-    """Return the HotReloader behind `library` (e.g. one made by hotr.load), to close it."""
-    return cast(HotReloader, vars(library)["_Library__reloader"])

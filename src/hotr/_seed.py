@@ -9,7 +9,8 @@ import logging
 import os
 
 from ._exceptions import HotReloadError
-from ._reloader import HotReloader, Library
+from ._library import Library
+from ._reloader import HotReloader
 
 logger = logging.getLogger("hotr")
 

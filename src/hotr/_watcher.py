@@ -11,7 +11,8 @@ from types import TracebackType
 from typing import Any, cast
 
 from ._exceptions import HotReloadError
-from ._reloader import HotReloader, Library, reloader_of
+from ._library import Library, reloader_of
+from ._reloader import HotReloader
 from ._watch import Change, FileWatcher, open_watcher
 
 logger = logging.getLogger("hotr")
