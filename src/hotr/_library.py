@@ -101,4 +101,4 @@ class Library:
 
 def reloader_of(library: Library) -> HotReloader:
     """Return the HotReloader behind `library` (e.g. one made by hotr.load), to close it."""
-    return cast(HotReloader, vars(library)["_Library__reloader"])
+    return cast("HotReloader", vars(library)["_Library__reloader"])
