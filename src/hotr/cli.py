@@ -100,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
         help="carry global variables (same name and size) into each new version",
     )
     run.add_argument(
+        "--backend",
+        choices=["auto", "inotify", "poll"],
+        default="auto",
+        help="how changes are seen (default auto: inotify, polling on network file systems)",
+    )
+    run.add_argument(
         "--probe",
         action="store_true",
         help="load each new version in a child process first (survives crashing constructors)",
@@ -128,6 +134,7 @@ def _run(options: argparse.Namespace, compiler_flags: list[str]) -> int:
             build_timeout=options.timeout,
             keep_globals=options.keep_globals,
             probe=options.probe,
+            backend=options.backend,
         )
     except (OSError, ValueError, HotReloadError) as exc:
         return _fail(str(exc))
