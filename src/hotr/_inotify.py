@@ -19,7 +19,7 @@ from collections.abc import Hashable, Iterator
 from inotify_simple import INotify
 from inotify_simple import flags as F
 
-from ._watch import Change, ChangeKind
+from ._watch import Change, ChangeKind, WakePipe
 
 _DIR_MASK = (
     F.CLOSE_WRITE
@@ -47,10 +47,10 @@ class InotifyWatcher:
 
     def __init__(self) -> None:
         self._inotify = INotify(nonblocking=True)
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake = WakePipe()
         self._poller = select.poll()
         self._poller.register(self._inotify.fileno(), select.POLLIN)
-        self._poller.register(self._wake_r, select.POLLIN)
+        self._poller.register(self._wake.fd, select.POLLIN)
         self._lock = threading.Lock()
         self._dirs: dict[int, str] = {}  # watch descriptor -> directory
         self._names: dict[str, dict[str, set[Hashable]]] = {}  # directory -> file name -> keys
@@ -149,25 +149,21 @@ class InotifyWatcher:
         """
         ready = self._poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
         for fd, _ in ready:
-            if fd == self._wake_r:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_r, 512)
+            if fd == self._wake.fd:
+                self._wake.drain()
         return any(fd == self._inotify.fileno() for fd, _ in ready)
 
     def wake(self) -> None:
         """Make a wait() in another thread return now."""
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"!")
+        self._wake.wake()
 
     def close(self) -> None:
         """Release the inotify instance and the wake-up pipe; safe to call twice."""
-        if self._wake_w < 0:
+        if self._wake.fd < 0:
             return
-        self.wake()
+        self._wake.wake()
         self._inotify.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        self._wake_r = self._wake_w = -1
+        self._wake.close()
 
 
 def _kind(mask: int, path: str) -> ChangeKind | None:

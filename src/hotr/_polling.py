@@ -9,7 +9,6 @@ a touch is not a change.  A change shows within one to two intervals.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import select
@@ -18,7 +17,7 @@ import time
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from ._watch import Change, ChangeKind
+from ._watch import Change, ChangeKind, WakePipe
 
 _Signature = tuple[int, int, int, int, int]
 
@@ -57,7 +56,9 @@ class PollingWatcher:
         self._keys: dict[str, set[Hashable]] = {}
         self._seen: dict[str, _Seen] = {}
         self._next_scan = time.monotonic() + interval
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake = WakePipe()
+        self._poller = select.poll()
+        self._poller.register(self._wake.fd, select.POLLIN)
 
     def fileno(self) -> int:
         """There is none: nothing tells the kernel to wake anyone, hotr looks by itself."""
@@ -120,22 +121,15 @@ class PollingWatcher:
         """Sleep until the next scan is due, wake() is called, or `timeout` passes."""
         due = max(0.0, self._next_scan - time.monotonic())
         limit = due if timeout is None else min(due, timeout)
-        ready = select.select([self._wake_r], [], [], limit)[0] if self._wake_r < 1024 else []
-        if ready:
-            with contextlib.suppress(BlockingIOError):
-                os.read(self._wake_r, 512)
+        if self._poller.poll(int(limit * 1000 + 0.999)):
+            self._wake.drain()
         return time.monotonic() >= self._next_scan
 
     def wake(self) -> None:
         """Make a wait() in another thread return now."""
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"!")
+        self._wake.wake()
 
     def close(self) -> None:
         """Release the wake-up pipe; safe to call twice."""
-        if self._wake_w < 0:
-            return
-        self.wake()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        self._wake_r = self._wake_w = -1
+        self._wake.wake()
+        self._wake.close()

@@ -9,6 +9,7 @@ network file system or inotify is out of instances or watches.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 import errno
@@ -65,6 +66,34 @@ class FileWatcher(Protocol):
 
     def close(self) -> None:
         """Release the backend's descriptors; safe to call twice."""
+
+
+class WakePipe:
+    """A self-pipe: wake() makes the read end readable, so a thread blocked in poll() returns.
+
+    Closing a descriptor another thread is polling is not a safe way to wake it (the number may
+    be reused at once), so every backend waits on one of these beside its own descriptor.
+    """
+
+    def __init__(self) -> None:
+        self.fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def wake(self) -> None:
+        """Make the read end readable (a full pipe is readable already)."""
+        with contextlib.suppress(OSError):
+            os.write(self._write_fd, b"!")
+
+    def drain(self) -> None:
+        """Read the wake-ups that arrived, so the next wait blocks again."""
+        with contextlib.suppress(OSError):
+            os.read(self.fd, 512)
+
+    def close(self) -> None:
+        """Close both ends; safe to call twice."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            os.close(self._write_fd)
+            self.fd = self._write_fd = -1
 
 
 # statfs(2) f_type of file systems whose changes may come from elsewhere, unseen by inotify.
