@@ -30,6 +30,8 @@ _dlerror.restype = ctypes.c_char_p
 
 
 def _error(default: str) -> OSError:
+    """The loader's message for the call that just failed (dlerror is per thread, so it is
+    this thread's last failure; a missing dlsym symbol is None, not an error, and leaves none)."""
     message = _dlerror()
     return OSError(message.decode(errors="replace") if message else default)
 
@@ -40,7 +42,6 @@ def dlopen(path: str) -> int:
     RTLD_NOW makes an undefined symbol fail here, as an error, instead of at its first call,
     where it would abort the process; RTLD_LOCAL keeps each version's symbols to itself.
     """
-    _dlerror()
     handle = _dlopen(os.fsencode(path), os.RTLD_NOW | os.RTLD_LOCAL)
     if not handle:
         raise _error(f"dlopen({path!r}) failed")
@@ -49,7 +50,6 @@ def dlopen(path: str) -> int:
 
 def dlsym(handle: int, name: str) -> int | None:
     """Return the address of `name` in the library `handle`, or None when it has none."""
-    _dlerror()
     address = _dlsym(handle, name.encode())
     return int(address) if address else None
 

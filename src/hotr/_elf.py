@@ -11,6 +11,7 @@ import functools
 import struct
 import sys
 from dataclasses import dataclass
+from typing import NamedTuple
 
 ELFMAG = b"\x7fELF"
 ET_EXEC = 2
@@ -75,8 +76,11 @@ def check_shared_object(data: bytes) -> list[tuple[int, int]]:
     endian = "<" if ei_data == 1 else ">"
     if ei_class == 2:
         ehdr, phdr, shdr = endian + "HHIQQQIHHHHHH", endian + "IIQQQQQQ", endian + "IIQQQQIIQQ"
+        # only type, flags, addr, offset, size of each section header
+        sections = endian + "4xIQQQQ24x"
     else:
         ehdr, phdr, shdr = endian + "HHIIIIIHHHHHH", endian + "IIIIIIII", endian + "IIIIIIIIII"
+        sections = endian + "4xIIIII16x"
     if size < 16 + struct.calcsize(ehdr):
         raise ElfError(f"truncated: {size} bytes is shorter than the ELF header")
     (
@@ -111,29 +115,35 @@ def check_shared_object(data: bytes) -> list[tuple[int, int]]:
     ]
     _check_segments(segments, size)
     _check_dynamic(data, segments, endian, ei_class)
-    loads = [g for g in segments if g.type == PT_LOAD]
+    spans = [
+        (g.vaddr, g.vaddr + g.filesz, g.vaddr - g.offset) for g in segments if g.type == PT_LOAD
+    ]
     table = data[e_shoff : e_shoff + e_shnum * e_shentsize]
-    for i, fields in enumerate(struct.iter_unpack(shdr, table)):
-        sh_type, sh_flags, sh_addr, sh_offset, sh_size = fields[1:6]
-        if sh_type != SHT_NOBITS and sh_offset + sh_size > size:
+    for i, (sh_type, sh_flags, sh_addr, sh_offset, sh_size) in enumerate(
+        struct.iter_unpack(sections, table)
+    ):
+        if sh_type == SHT_NOBITS:
+            continue
+        if sh_offset + sh_size > size:
             raise ElfError(
                 f"truncated: section {i} ends at byte {sh_offset + sh_size}, the file has {size}"
             )
         # The sections (when the file has them) say where the code and data really are: a
         # loaded section must sit in a segment that maps it from the same file offset.
-        if sh_flags & SHF_ALLOC and sh_type != SHT_NOBITS and sh_size:
-            home = [
-                g for g in loads if g.vaddr <= sh_addr and sh_addr + sh_size <= g.vaddr + g.filesz
-            ]
-            if not home or home[0].vaddr - home[0].offset != sh_addr - sh_offset:
-                raise ElfError(
-                    f"corrupt headers: section {i} is not loaded from where the file has it"
-                )
+        if sh_flags & SHF_ALLOC and sh_size:
+            for low, high, delta in spans:
+                if low <= sh_addr < high:
+                    if sh_addr + sh_size <= high and delta == sh_addr - sh_offset:
+                        break
+                    raise ElfError(
+                        f"corrupt headers: section {i} is not loaded from where the file has it"
+                    )
+            else:
+                raise ElfError(f"corrupt headers: section {i} lies outside the loaded segments")
     return [(g.vaddr, g.vaddr + g.memsz) for g in segments if g.type == PT_LOAD and g.flags & _PF_X]
 
 
-@dataclass(frozen=True)
-class _Segment:
+class _Segment(NamedTuple):  # a NamedTuple: built for every header of every reload, cheaply
     type: int
     offset: int
     vaddr: int
@@ -224,7 +234,11 @@ def _check_segments(segments: list[_Segment], size: int) -> None:
 
 
 def _mapped(loads: list[_Segment], vaddr: int, length: int) -> bool:
-    return any(s.vaddr <= vaddr and vaddr + length <= s.vaddr + s.memsz for s in loads)
+    end = vaddr + length
+    for s in loads:  # noqa: SIM110 (a plain loop: any() over a generator costs more per reload)
+        if s.vaddr <= vaddr and end <= s.vaddr + s.memsz:
+            return True
+    return False
 
 
 def _check_dynamic(data: bytes, segments: list[_Segment], endian: str, ei_class: int) -> None:

@@ -49,7 +49,8 @@ class InotifyWatcher:
         self._inotify = INotify(nonblocking=True)
         self._wake = WakePipe()
         self._poller = select.poll()
-        self._poller.register(self._inotify.fileno(), select.POLLIN)
+        self._fd: int = self._inotify.fileno()  # kept: the number stays valid for poll() results
+        self._poller.register(self._fd, select.POLLIN)
         self._poller.register(self._wake.fd, select.POLLIN)
         self._lock = threading.Lock()
         self._dirs: dict[int, str] = {}  # watch descriptor -> directory
@@ -57,8 +58,7 @@ class InotifyWatcher:
 
     def fileno(self) -> int:
         """The inotify descriptor: readable when events are waiting."""
-        fd: int = self._inotify.fileno()
-        return fd
+        return self._fd
 
     def add(self, path: str, key: Hashable = None) -> None:
         """Watch the file `path` (through its directory); report its changes under `key`.
@@ -98,7 +98,7 @@ class InotifyWatcher:
     def _events(self) -> Iterator[tuple[int, int, str]]:
         """(wd, mask, name) of each event waiting now: one read(2), parsed as in inotify(7)."""
         try:
-            data = os.read(self._inotify.fileno(), _READ_SIZE)
+            data = os.read(self._fd, _READ_SIZE)
         except BlockingIOError:
             return
         offset = 0
@@ -151,7 +151,7 @@ class InotifyWatcher:
         for fd, _ in ready:
             if fd == self._wake.fd:
                 self._wake.drain()
-        return any(fd == self._inotify.fileno() for fd, _ in ready)
+        return any(fd == self._fd for fd, _ in ready)
 
     def wake(self) -> None:
         """Make a wait() in another thread return now."""

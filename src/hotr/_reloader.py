@@ -19,6 +19,7 @@ import atexit
 import collections
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import hashlib
 import logging
@@ -50,12 +51,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("hotr")
 
+# Backend keys: (reloader token, None) for the library, (token, path) for a source or header.
+_Key = tuple[object, str | None]
 # How many versions r.history remembers.
 _HISTORY = 100
 # How many times update() re-reads a file whose writer overtook the read, on the first load.
 _OVERTAKEN_RETRIES = 3
 # How often a waiting watcher re-checks retired versions whose calls are still running (seconds).
 _DRAIN_INTERVAL = 0.05
+# How long interpreter exit waits for background threads to leave their waits (seconds).
+_EXIT_WAIT = 1.0
 # How often a watcher whose directory disappeared tries to watch it again (seconds).
 _REWATCH_INTERVAL = 0.5
 
@@ -201,6 +206,7 @@ class HotReloader:
         self._inputs: set[str] = set()
         self._changed: set[str] = set()
         self._history: collections.deque[VersionInfo] = collections.deque(maxlen=_HISTORY)
+        self._unhashed: dict[int, bytes] = {}  # version number -> content, until hashed
         self._token = object()  # backend keys are (token, None) for the library, (token, path)
         self._shared = _shared
         self._watch_library = library is not None
@@ -216,9 +222,8 @@ class HotReloader:
             raise HotReloadError(f"cannot watch {self._label!r}: {exc}") from exc
         # Releases the descriptors and the private directory if the reloader is dropped unclosed;
         # the versions stay mapped then, since live functions may still point into them.
-        self._release = weakref.finalize(
-            self, _release, None if _shared else self._watch, self._store
-        )
+        self._release_lock = threading.Lock()
+        self._finalizer = _finalizer(self, None if _shared else self._watch, self._store)
         try:
             self._start_watching(fallback=backend == "auto" and _shared is None)
         except OSError as exc:
@@ -238,7 +243,9 @@ class HotReloader:
     @property
     def history(self) -> list[VersionInfo]:
         """The versions loaded so far, oldest first (the last 100)."""
-        return list(self._history)
+        with self._lock:
+            self._hash_history()
+            return list(self._history)
 
     @property
     def closed(self) -> bool:
@@ -457,7 +464,7 @@ class HotReloader:
                 logger.error("%s", exc)
                 continue
             if self.version != before:
-                yield self._history[-1]
+                yield self.history[-1]
 
     async def _sleep_on_loop(self, loop: asyncio.AbstractEventLoop, wait: float | None) -> None:
         try:
@@ -611,8 +618,8 @@ class HotReloader:
             logger.warning("no inotify watches left (%s): polling every %g s", exc, interval)
             self._watch.close()
             self._watch = PollingWatcher(interval)
-            self._release.detach()
-            self._release = weakref.finalize(self, _release, self._watch, self._store)
+            self._finalizer.detach()
+            self._finalizer = _finalizer(self, self._watch, self._store)
             self._inputs, self._watched = set(), set()
             self._start_watching(fallback=False)
 
@@ -663,7 +670,7 @@ class HotReloader:
     def _apply(self, changes: list[Change]) -> None:
         """Take in changes of this reloader's files (from its backend or a Watcher)."""
         for change in changes:
-            _, path = cast(tuple[object, str | None], change.key)
+            _, path = cast(_Key, change.key)
             if path is not None:
                 if change.kind is ChangeKind.WRITTEN:
                     self._build_pending = True
@@ -763,7 +770,7 @@ class HotReloader:
         version = Version(self._loads + 1, handle, copy, data, time.time(), code)
         version.base = _dl.base_address(handle)
         for name in (*self._functions, *_HOOKS):
-            address = _dl.dlsym(handle, name)
+            address = version.symbol(name)
             if address and not version.is_code(address):
                 _dl.dlclose(handle)
                 self._store.remove(copy)
@@ -791,7 +798,7 @@ class HotReloader:
             VersionInfo(
                 version.number,
                 version.loaded_at,
-                hashlib.sha256(data).hexdigest(),
+                "",  # hashed by the next housekeeping, off the path to the new code
                 load_seconds * 1000,
                 None if self._build_seconds is None else self._build_seconds * 1000,
                 tuple(sorted(self._changed)),
@@ -800,6 +807,7 @@ class HotReloader:
                 skipped,
             )
         )
+        self._unhashed[version.number] = data
         self._changed.clear()
         self._build_seconds = None
         logger.info(
@@ -837,7 +845,7 @@ class HotReloader:
 
     def _call_hook(self, version: Version, name: str, *, reloading: int) -> int:
         """Call hotr_load / hotr_unload of `version` if it exports it; return its status."""
-        address = _dl.dlsym(version.handle, name)
+        address = version.symbol(name)
         if not address:
             return 0
         status = int(_HOOK(address)(ctypes.byref(self._state), version.number, reloading))
@@ -881,7 +889,7 @@ class HotReloader:
     def _switch_to(self, version: Version) -> None:
         names = list(self._functions)
         functions = [self._functions[n] for n in names]
-        addresses = [_dl.dlsym(version.handle, n) or 0 for n in names]
+        addresses = [version.symbol(n) or 0 for n in names]
         targets = [
             self._target(version, n, a) if a else 0 for n, a in zip(names, addresses, strict=True)
         ]
@@ -907,7 +915,7 @@ class HotReloader:
                 return function
             if self._current is None:
                 raise HotReloadError(f"{self._label!r} is not loaded: call update() first")
-            address = _dl.dlsym(self._current.handle, name)
+            address = self._current.symbol(name)
             if address is None:
                 raise SymbolNotFoundError(self._label, name, self._current.number)
             if not self._current.is_code(address):
@@ -954,14 +962,27 @@ class HotReloader:
 
     # -- unloading ----------------------------------------------------------------------------
 
+    def _hash_history(self) -> None:
+        """Fill in the SHA-256 of versions loaded since the last housekeeping."""
+        if not self._unhashed:
+            return
+        for i, info in enumerate(self._history):
+            data = self._unhashed.pop(info.number, None)
+            if data is not None:
+                self._history[i] = dataclasses.replace(
+                    info, sha256=hashlib.sha256(data).hexdigest()
+                )
+        self._unhashed.clear()  # versions already gone from the history
+
     def _collect(self) -> None:
-        """Unload retired versions that no call is running in."""
+        """Housekeeping: unload retired versions no call is running in, hash the history."""
+        self._hash_history()
         for version in [v for v in self._retired if v.pin.inflight == 0]:
             self._retired.remove(version)
             self._unload(version)
 
     def _unload(self, version: Version) -> None:
-        cleanup = _dl.dlsym(version.handle, "cleanup")
+        cleanup = version.symbol("cleanup")
         if cleanup:
             _VOID_FN(cleanup)()
         try:
@@ -993,8 +1014,26 @@ class HotReloader:
         if self._closed:
             raise HotReloadError(f"the reloader for {self._label!r} is closed")
 
+    def _release(self) -> None:
+        """Close the backend and remove the private directory, once; a second caller waits
+        until the first is done (interpreter exit must not end while a thread is at it)."""
+        # detach() and a call of our own, not self._finalizer(): once weakref's own exit hook
+        # has run (it runs before hotr's), calling a finalizer does nothing.
+        with self._release_lock:
+            detached = self._finalizer.detach()
+            if detached is not None:
+                _, release, args, _ = detached
+                release(*args)
+
     def _detach(self) -> None:
-        """In a forked child: stop using what the parent owns, keep the mapped code."""
+        """In a forked child: stop using what the parent owns, keep the mapped code.
+
+        Only the forking thread lives on in the child: a lock another thread held at the fork
+        stays held forever there, so the locks start anew.
+        """
+        self._lock = threading.RLock()
+        self._built = threading.Condition(self._lock)
+        self._release_lock = threading.Lock()
         self._closed = True
         self._release()
 
@@ -1006,12 +1045,27 @@ def _read_regular_file(path: str) -> bytes:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
-        chunks = []
-        while chunk := os.read(fd, max(info.st_size, 1 << 16)):
+        want = info.st_size + 1  # one read(2) for the whole file, unless it is still growing
+        chunks = [os.read(fd, want)]
+        while len(chunks[-1]) == want and (chunk := os.read(fd, 1 << 20)):
             chunks.append(chunk)
+            want = 1 << 20
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def _finalizer(
+    reloader: HotReloader, watch: FileWatcher | None, store: PrivateStore
+) -> weakref.finalize[[FileWatcher | None, PrivateStore], HotReloader]:
+    """Release `watch` and `store` when `reloader` is garbage-collected unclosed, or on demand.
+
+    Not at exit: weakref runs its exit finalizers before hotr's own atexit close(), which must
+    come first (cleanup hooks, then the files), with any background thread still waiting.
+    """
+    finalizer = weakref.finalize(reloader, _release, watch, store)
+    finalizer.atexit = False
+    return finalizer
 
 
 def _release(watch: FileWatcher | None, store: PrivateStore) -> None:
@@ -1024,11 +1078,18 @@ _open_reloaders: weakref.WeakSet[HotReloader] = weakref.WeakSet()
 
 
 def _close_all() -> None:
-    for reloader in list(_open_reloaders):
+    """At exit: close every open reloader, let waiting threads leave (up to 1 s), release."""
+    reloaders = list(_open_reloaders)
+    for reloader in reloaders:
         try:
             reloader.close()
         except Exception:
             logger.exception("closing %r at exit failed", reloader)
+    deadline = time.monotonic() + _EXIT_WAIT
+    while any(r._waiters for r in reloaders) and time.monotonic() < deadline:
+        time.sleep(0.005)  # daemon threads still run during atexit: they wake and leave
+    for reloader in reloaders:
+        reloader._release()
 
 
 def _detach_all_in_child() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ._dl import dlsym
 from ._elf import Globals, read_globals
 from ._shim import Pin
 
@@ -22,9 +23,16 @@ class Version:
     base: int = 0
     pin: Pin = field(init=False)
     _globals: Globals | None = None
+    _symbols: dict[str, int | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pin = Pin(self.number)
+
+    def symbol(self, name: str) -> int | None:
+        """dlsym(name) in this version, looked up once: reloads ask for the same names often."""
+        if name not in self._symbols:
+            self._symbols[name] = dlsym(self.handle, name)
+        return self._symbols[name]
 
     def is_code(self, address: int) -> bool:
         """True if `address` lies in one of this version's executable segments."""

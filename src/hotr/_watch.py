@@ -16,8 +16,7 @@ import errno
 import logging
 import os
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 logger = logging.getLogger("hotr")
 
@@ -33,8 +32,7 @@ class ChangeKind(enum.Enum):
     LOST = "lost"  # its directory was removed, renamed or unmounted: no more events
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """One change to a watched file, reported under the key it was added with."""
 
     key: Hashable
