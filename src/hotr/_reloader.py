@@ -7,9 +7,10 @@ The reload policy, in short:
   the previous version live.
 * Every live function is then pointed at the new version in one step under the GIL.
 * The old version is retired.  It is unloaded (its ``cleanup`` hook called, then dlclose, then its
-  copy deleted) as soon as no call is running in it: each live function counts calls in flight per
-  version (see _shim.c).  Only versions that still have calls running stay mapped, so the number
-  mapped is bounded by the calls in flight, however many reloads happen.
+  copy deleted) by the first housekeeping (update, poll, a watcher's wait) that finds no call
+  running in it: each live function counts calls in flight per version (see _shim.c).  Only
+  versions that still have calls running stay mapped, so the number mapped is bounded by the calls
+  in flight, however many reloads happen.
 """
 
 from __future__ import annotations
