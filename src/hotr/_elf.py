@@ -188,7 +188,7 @@ _DT_POINTERS = {
 _DT_SIZES = {7: 8, 17: 18, 23: 2, 5: 10, 25: 27, 26: 28, 32: 33}  # table tag -> its size tag
 _DT_STRINGS = {1: "DT_NEEDED", 14: "DT_SONAME", 15: "DT_RPATH", 29: "DT_RUNPATH"}
 _DT_FLAGS_1 = 0x6FFFFFFB
-_PF_X, _PF_W = 1, 2
+_PF_X, _PF_W, _PF_R = 1, 2, 4
 # Relocation tables: (table tag, size tag, entry size tag); r_offset is each entry's first field.
 _RELOCATIONS = ((7, 8, 9), (17, 18, 19), (23, 2, None))
 _DT_PLTREL, _DT_TEXTREL, _DT_FLAGS, _DF_TEXTREL, _DT_RELA = 20, 22, 30, 0x4, 7
@@ -216,6 +216,8 @@ def _check_segments(segments: list[_Segment], size: int) -> None:
             if s.align & (s.align - 1):
                 raise ElfError("corrupt program header: an alignment is not a power of two")
         if s.type == PT_LOAD:
+            if not s.flags & _PF_R:  # the loader reads its tables from these pages
+                raise ElfError("corrupt program header: a loadable segment is not readable")
             if s.align > 1 and (s.vaddr - s.offset) % s.align:
                 raise ElfError(
                     "corrupt program header: a segment's address and offset are not congruent"
