@@ -25,7 +25,9 @@ class Watcher:
     changes to one library wake the thread once and reload only that library.
 
     Args:
-        backend: ``"auto"`` (default), ``"inotify"`` or ``"poll"``, as for HotReloader.
+        backend: ``"inotify"``, ``"poll"`` or ``"auto"`` (default: ``$HOTR_BACKEND``, else
+            inotify unless it is unavailable).  Chosen once for all libraries: pass ``"poll"``
+            when they live on a network file system.
         manual: the thread only watches (and runs builds); each library is reloaded when the
             program calls ``hotr.reloader_of(lib).update()``, e.g. once per frame.
 
@@ -38,7 +40,9 @@ class Watcher:
 
     def __init__(self, *, backend: str = "auto", manual: bool = False) -> None:
         self.manual = manual
-        self.backend: FileWatcher = open_watcher(backend, [os.getcwd()])
+        # One backend serves every library added later, so "auto" cannot look at their file
+        # systems: it means inotify unless inotify is unavailable (pass "poll" for NFS & co.).
+        self.backend: FileWatcher = open_watcher(backend, [])
         self._lock = threading.Lock()
         self._reloaders: dict[object, HotReloader] = {}
         self._closed = False
