@@ -137,7 +137,8 @@ What the rows measure:
 - **calls**: per-call time of a live function and of a plain ctypes function of the same library.
 - **idle**: CPU per 10 s of a process watching unchanging libraries with `hotr.load`, against
   watchfiles' polling watcher.
-- **scale**: one library of 1 or 100 watched (one reloader each, one selector) changes.
+- **scale**: one library of 1 or 100 watched changes: reloaders of their own behind one selector,
+  and one `hotr.Watcher` (timed until its thread has reloaded, so it includes a thread hand-off).
 - **endurance**: resources after 10 reloads and after many more in one process.
 - **edit**: the compiler run alone against saving the source until the new code answers
   (hotr runs the same compiler command; the difference is hotr's overhead).

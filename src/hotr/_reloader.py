@@ -530,6 +530,13 @@ class HotReloader:
             return 0.0
         return _REWATCH_INTERVAL if step == -1 else step
 
+    def _has_work(self) -> bool:
+        """Something is waiting on a timer: a debounced change, a draining version, a lost
+        directory.  Read without the lock: a stale answer costs one more look."""
+        return bool(
+            self._pending or self._build_pending or self._retired or self._lost or self._unhashed
+        )
+
     def _background_step(self, *, manual: bool) -> None:
         """What a background thread (hotr.load's, a hotr.Watcher's) does after each wake-up:
         reload when a change is ready; with manual=True only run the build, and leave the load

@@ -118,8 +118,9 @@ class Watcher:
             self._reloaders.pop(reloader._token, None)
 
     def _run(self) -> None:
+        busy: list[HotReloader] = []  # reloaders with a timer running (debounce, drain, rewatch)
         while not self._closed:
-            self.backend.wait(self._next_wait())
+            self.backend.wait(self._next_wait(busy))
             if self._closed:
                 break
             try:
@@ -134,15 +135,18 @@ class Watcher:
             for change in changes:
                 owner, _ = cast(tuple[object, object], change.key)
                 by_owner.setdefault(owner, []).append(change)
+            # Only the reloaders that got changes or have a timer running are looked at: a
+            # change to one library costs the same with 1 or 100 watched.
+            due = {id(r): r for r in busy if not r.closed}
             for token, owned in by_owner.items():
                 if token in reloaders:
                     reloaders[token]._deliver(owned)
-            for reloader in reloaders.values():
+                    due[id(reloaders[token])] = reloaders[token]
+            for reloader in due.values():
                 reloader._background_step(manual=self.manual)
+            busy = [r for r in due.values() if r._has_work()]
 
-    def _next_wait(self) -> float | None:
-        with self._lock:
-            reloaders = list(self._reloaders.values())
-        waits = [r._background_wait(manual=self.manual) for r in reloaders]
+    def _next_wait(self, busy: list[HotReloader]) -> float | None:
+        waits = [r._background_wait(manual=self.manual) for r in busy]
         known = [w for w in waits if w is not None]
         return min(known) if known else None
