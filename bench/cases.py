@@ -105,30 +105,20 @@ def reload_latency(work: Path, trials: int, way: str) -> list[Row]:
         lib = work / "libhot.so"
         land = lander(lib)
         few = max(5, trials // 10)
-        rows.append(
-            Row(
-                "reload",
-                "watchfiles.watch() defaults + load (rename)",
-                _watchfiles(lib, variants, few, land),
-                baseline=f"hotr ({way})",
-            )
-        )
-        rows.append(
-            Row(
-                "reload",
-                "process restart, minimal (inotify + spawn python + load)",
-                _restart(lib, variants, few, land, via_watchfiles=False),
-                baseline=f"hotr ({way})",
-            )
-        )
-        rows.append(
-            Row(
-                "reload",
-                "process restart via `watchfiles 'python host.py'`",
-                _restart(lib, variants, few, land, via_watchfiles=True),
-                baseline=f"hotr ({way})",
-            )
-        )
+        others: dict[str, Callable[[], list[float]]] = {
+            "watchfiles.watch() defaults + load (rename)": lambda: _watchfiles(
+                lib, variants, few, land
+            ),
+            "process restart, minimal (inotify + spawn python + load)": lambda: _restart(
+                lib, variants, few, land, via_watchfiles=False
+            ),
+            "process restart via `watchfiles 'python host.py'`": lambda: _restart(
+                lib, variants, few, land, via_watchfiles=True
+            ),
+        }
+        rows += [
+            Row("reload", name, run(), baseline=f"hotr ({way})") for name, run in others.items()
+        ]
     return rows
 
 

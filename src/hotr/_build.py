@@ -81,12 +81,6 @@ class Builder:
             self._run_many()
         return time.perf_counter() - started
 
-    def describe(self) -> str:
-        """The build command, as a shell would show it (for messages only)."""
-        if self.command is not None:
-            return shlex.join(self.command)
-        return shlex.join([*self._compile_prefix(), *self.sources, "-o", self.output])
-
     def _compiler(self) -> list[str]:
         return shlex.split(self.cc or os.environ.get("CC") or "cc")
 

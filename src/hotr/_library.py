@@ -18,6 +18,15 @@ class CFunc(CFuncPtr):  # the flags and default restype of ctypes.CDLL's functio
     _restype_ = ctypes.c_int
 
 
+def _forward(name: str, doc: str) -> Any:
+    """A property that reads and writes `name` on the wrapped ctypes function, as ctypes does."""
+    return property(
+        lambda self: getattr(self._cfunc, name),
+        lambda self, value: setattr(self._cfunc, name, value),
+        doc=doc,
+    )
+
+
 class Function(LiveFunction):
     """A C function of a hot-reloaded library that always calls the live version.
 
@@ -27,32 +36,9 @@ class Function(LiveFunction):
 
     __name__: str
 
-    @property
-    def argtypes(self) -> Any:
-        """ctypes argument types, as on a ctypes function (None: convert by value)."""
-        return self._cfunc.argtypes
-
-    @argtypes.setter
-    def argtypes(self, value: Any) -> None:
-        self._cfunc.argtypes = value
-
-    @property
-    def restype(self) -> Any:
-        """ctypes return type (default ctypes.c_int), as on a ctypes function."""
-        return self._cfunc.restype
-
-    @restype.setter
-    def restype(self, value: Any) -> None:
-        self._cfunc.restype = value
-
-    @property
-    def errcheck(self) -> Any:
-        """Called with (result, func, args) after each call, as on a ctypes function."""
-        return self._cfunc.errcheck
-
-    @errcheck.setter
-    def errcheck(self, value: Any) -> None:
-        self._cfunc.errcheck = value
+    argtypes = _forward("argtypes", "ctypes argument types (None: convert by value).")
+    restype = _forward("restype", "ctypes return type (default ctypes.c_int).")
+    errcheck = _forward("errcheck", "Called with (result, func, args) after each call.")
 
     def __repr__(self) -> str:
         return f"<hotr.Function {self.__name__!r}>"
