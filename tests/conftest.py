@@ -162,6 +162,22 @@ def reload_next(r: hotr.HotReloader, timeout: float = 5.0) -> hotr.Library:
     return r.update()
 
 
+def copies(root: Path) -> list[str]:
+    """The private copies of versions kept under `root` ($HOTR_PRIVATE_DIR), by name."""
+    return sorted(p.name for p in root.rglob("v*") if p.is_file())
+
+
+def kept(root: Path) -> list[Path]:
+    """The contents kept under `root` for rollback()."""
+    return sorted(root.rglob("kept-*"))
+
+
+def mapped(root: Path) -> set[str]:
+    """The files under `root` this process has mapped now (from /proc/self/maps)."""
+    with open("/proc/self/maps") as f:
+        return {line.split()[-1] for line in f if str(root) in line}
+
+
 def marks(builder: Builder) -> list[str]:
     path = builder.dir / "mark.txt"
     return path.read_text().splitlines() if path.exists() else []

@@ -1,4 +1,4 @@
-"""asyncio: waiting on the loop (add_reader, no thread), changes(), aload()."""
+"""asyncio: waiting on the loop (no thread of its own), changes(), aload()."""
 
 from __future__ import annotations
 
@@ -77,6 +77,8 @@ def test_changes_yields_each_new_version(builder: Builder) -> None:
 
 
 def test_aload_reloads_on_the_loop_without_threads(builder: Builder) -> None:
+    hotr.HotReloader(builder.lib).close()  # the process's watch thread now runs
+
     async def main() -> None:
         threads = threading.active_count()
         reloads: list[tuple[int, int]] = []
@@ -89,12 +91,69 @@ def test_aload_reloads_on_the_loop_without_threads(builder: Builder) -> None:
             await asyncio.sleep(0.01)
         assert threading.active_count() == threads, "aload started a thread"
         assert reloads == [(1, 2)]
+        (task,) = [t for t in asyncio.all_tasks() if t.get_name().startswith("hotr:")]
+        hotr.reloader_of(lib).close()
+        await asyncio.wait_for(task, 1)  # close() ends the task at once
+
+    asyncio.run(main())
+
+
+def test_waiters_of_every_kind_see_each_change(builder: Builder) -> None:
+    # aload's own task, two more tasks in wait_for_change, one in changes(), and a thread in
+    # watch_for_changes: all on one reloader, none steals another's change.
+    async def main() -> None:
+        lib = await hotr.aload(builder.lib)
         reloader = hotr.reloader_of(lib)
-        task = reloader._task
+        seen: list[str] = []
+
+        async def waiter(name: str) -> None:
+            assert await reloader.wait_for_change(timeout=5), name
+            seen.append(name)
+
+        async def follower() -> None:
+            async for version in reloader.changes():
+                seen.append(f"changes {version.number}")
+                return
+
+        thread_result: list[int] = []
+        thread = threading.Thread(
+            target=lambda: thread_result.append(reloader.watch_for_changes(timeout=5))
+        )
+        thread.start()
+        tasks = [asyncio.create_task(waiter(f"task {n}")) for n in (1, 2)]
+        tasks.append(asyncio.create_task(follower()))
+        await asyncio.sleep(0.05)
+        builder.rename(source(2))
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        await asyncio.get_running_loop().run_in_executor(None, thread.join)
+        assert thread_result == [1]
+        assert sorted(seen) == ["changes 2", "task 1", "task 2"]
+        assert lib.value() == 2
+        assert reloader.version == 2, "the change was loaded more than once"
         reloader.close()
-        assert task is not None
-        with pytest.raises(asyncio.CancelledError):
-            await task
+
+    asyncio.run(main())
+
+
+def test_close_ends_every_waiting_task(builder: Builder) -> None:
+    async def main() -> None:
+        reloader = hotr.HotReloader(builder.lib)
+        reloader.update()
+        waits = [asyncio.create_task(reloader.wait_for_change()) for _ in range(3)]
+
+        async def follow() -> None:
+            async for _ in reloader.changes():
+                pass
+
+        follower = asyncio.create_task(follow())
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        reloader.close()
+        for wait in waits:
+            with pytest.raises(hotr.HotReloadError, match="not being watched"):
+                await asyncio.wait_for(wait, 1)
+        await asyncio.wait_for(follower, 1)
+        assert time.monotonic() - started < 1
 
     asyncio.run(main())
 

@@ -9,14 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CC, Builder, run_python, source
+from conftest import CC, Builder, copies, run_python, source
 
 import hotr
-
-
-def private_files(builder: Builder) -> list[str]:
-    root = builder.dir / "private"
-    return [f for d in root.iterdir() for f in os.listdir(d)]
 
 
 def patched(data: bytes, offset: int, fmt: str, value: int) -> bytes:
@@ -66,7 +61,9 @@ def test_bad_versions_raise_and_keep_old_version(builder: Builder) -> None:
             assert str(builder.lib) in str(info.value)
             assert lib.value() == 1, f"{name}: the old version stopped answering"
             assert r.version == 1
-            assert private_files(builder) == ["v1-libhot.so"], f"{name}: a private copy leaked"
+            assert copies(builder.dir / "private") == ["v1-libhot.so"], (
+                f"{name}: a private copy leaked"
+            )
             assert len(os.listdir("/proc/self/fd")) == fds, f"{name}: a descriptor leaked"
         builder.rename(source(2))
         assert r.watch_for_changes(timeout=5) == 1

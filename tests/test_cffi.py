@@ -11,7 +11,7 @@ cffi = pytest.importorskip("cffi")
 
 KERNEL = (
     "double scale(double x) { return x * FACTOR; }\n#include <unistd.h>\n"
-    "int slow(int us) { usleep(us); return FACTOR; }\n"
+    "int entered;\nint slow(int us) { entered = 1; usleep(us); return FACTOR; }\n"
 )
 
 
@@ -53,7 +53,7 @@ def test_cffi_long_call_survives_reloads(builder: Builder) -> None:
     variants = [builder.compile_to_file(kernel(n)) for n in (1, 2, 3)]
     run_python(
         f"""
-        import os, threading, cffi, hotr
+        import ctypes, os, threading, cffi, hotr
         ffi = cffi.FFI()
         ffi.cdef("int value(void); int slow(int);")
         lib_path = {str(builder.lib)!r}
@@ -64,7 +64,7 @@ def test_cffi_long_call_survives_reloads(builder: Builder) -> None:
         result = []
         t = threading.Thread(target=lambda: result.append(lib.slow(300_000)))
         t.start()
-        while r._current.pin.inflight == 0:
+        while ctypes.c_int.in_dll(r.library, "entered").value == 0:
             pass
         for data in variants[1:]:
             tmp = lib_path + ".tmp"

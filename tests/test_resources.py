@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import os
 import stat
-import time
-from pathlib import Path
+import subprocess
+import sys
 
-from conftest import Builder, run_python, source
+from conftest import Builder, copies, kept, mapped, run_python, source
 
 import hotr
-
-
-def mapped_versions(private: Path) -> set[str]:
-    with open("/proc/self/maps") as f:
-        return {line.split()[-1] for line in f if str(private) in line}
 
 
 def test_1000_reloads_keep_resources_bounded(builder: Builder) -> None:
@@ -38,19 +33,20 @@ def test_1000_reloads_keep_resources_bounded(builder: Builder) -> None:
         assert r.version == 1001
         r.poll()  # unloads the version the last update() replaced
         assert len(os.listdir("/proc/self/fd")) <= fds
-        copies = [f for d in private.iterdir() for f in os.listdir(d)]
-        assert copies == ["v1001-libhot.so"]
-        assert len(mapped_versions(private)) == 1
+        assert copies(private) == ["v1001-libhot.so"]
+        assert len(kept(private)) == 8, "rollback keeps the last 8 contents, no more"
+        assert len(mapped(private)) == 1
     assert list(private.iterdir()) == []
-    assert mapped_versions(private) == set()
+    assert mapped(private) == set()
 
 
 def test_private_directory_is_owner_only(reloader: hotr.HotReloader, builder: Builder) -> None:
     root = builder.dir / "private"
     (process_dir,) = root.iterdir()
-    for path in (root, process_dir):
+    (reloader_dir,) = process_dir.iterdir()
+    for path in (root, process_dir, reloader_dir):
         assert stat.S_IMODE(path.stat().st_mode) == 0o700
-    (copy,) = process_dir.iterdir()
+    (copy,) = reloader_dir.glob("v*")
     assert not copy.stat().st_mode & 0o077
 
 
@@ -98,18 +94,15 @@ def test_copies_of_dead_process_are_swept(builder: Builder) -> None:
     dead = root / "99999-dead"
     dead.mkdir()
     (dead / "v1-libhot.so").write_bytes(b"old")
-    old = time.time() - 3600
-    os.utime(dead, (old, old))
     run_python(  # a live process holds its directory's lock: it must survive the sweep
         f"""
-        import os, subprocess, sys, time
+        import os, subprocess, sys
         import hotr
         r = hotr.HotReloader({str(builder.lib)!r})
         r.update()
         mine = os.listdir({str(root)!r})
         assert {dead.name!r} not in mine, mine
         (own,) = mine
-        os.utime(os.path.join({str(root)!r}, own), (0, 0))
         other = "import hotr; hotr.HotReloader({str(builder.lib)!r})"
         subprocess.run([sys.executable, "-c", other], check=True)
         assert own in os.listdir({str(root)!r}), "a live process's copies were swept"
@@ -120,19 +113,42 @@ def test_copies_of_dead_process_are_swept(builder: Builder) -> None:
     assert list(root.iterdir()) == []
 
 
+def test_a_killed_process_is_swept_at_once(builder: Builder) -> None:
+    root = builder.dir / "private"
+    script = (
+        f"import hotr, os; hotr.HotReloader({str(builder.lib)!r}).update(); os.kill(os.getpid(), 9)"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, "HOTR_PRIVATE_DIR": str(root)}
+    )
+    assert killed.returncode == -9
+    assert len(list(root.iterdir())) == 1, "kill -9 left nothing behind: the test proves nothing"
+    with hotr.HotReloader(builder.lib) as r:  # within a second of the death, not 10 s later
+        r.update()
+        (mine,) = root.iterdir()
+        assert mine.name.startswith(f"{os.getpid()}-")
+
+
 def test_forked_child_leaves_parent_copies(builder: Builder) -> None:
-    with hotr.HotReloader(builder.lib) as r:
+    root = builder.dir / "private"
+    run_python(
+        f"""
+        import os, hotr
+        r = hotr.HotReloader({str(builder.lib)!r})
         lib = r.update()
         pid = os.fork()
         if pid == 0:
-            code = 0 if lib.value() == 1 else 1
-            hotr.HotReloader  # noqa: B018
-            import hotr._reloader as impl
-
-            impl._close_all()
-            os._exit(code)
+            assert lib.value() == 1
+            raise SystemExit(0)  # a normal exit: atexit runs in the child
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-        copies = [f for d in (builder.dir / "private").iterdir() for f in os.listdir(d)]
-        assert copies == ["v1-libhot.so"]
+        (own,) = os.listdir({str(root)!r})
+        left = sorted(os.listdir(os.path.join({str(root)!r}, own, "r1")))
+        assert left == ["kept-1", "v1-libhot.so"], left
         assert lib.value() == 1
+        r.close()
+        """,
+        env={"HOTR_PRIVATE_DIR": str(root), "HOTR_TEST_MARK": str(builder.dir / "mark.txt")},
+    )
+    assert (builder.dir / "mark.txt").read_text() == "cleanup 1\n", "cleanup ran in the child"
+    assert list(root.iterdir()) == []

@@ -8,15 +8,20 @@ Edit and rebuild a C library while the program runs; the next call runs the new 
     lib.hello_world_func()
 """
 
+from importlib import metadata as _metadata
+
 from ._background import aload, load
 from ._exceptions import BuildError, HotReloadError, LoadError, SymbolNotFoundError
+from ._history import VersionInfo
 from ._library import Function, Library, reloader_of
 from ._reloader import HotReloader
 from ._seed import hot_reload_cleanup, hot_reload_init, hot_reload_update, watch_for_changes
-from ._version import VersionInfo
 from ._watcher import Watcher
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("hotr")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "BuildError",
@@ -37,3 +42,10 @@ __all__ = [
     "reloader_of",
     "watch_for_changes",
 ]
+
+# Tracebacks and reprs name the public path (hotr.LoadError), not the private module.
+for _name in __all__:
+    _exported = globals()[_name]
+    if hasattr(_exported, "__module__") and _name != "__version__":
+        _exported.__module__ = "hotr"
+del _name, _exported

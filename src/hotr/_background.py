@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._drivers import BackgroundDriver, follow
 from ._exceptions import HotReloadError
 from ._library import Library
-from ._reloader import HotReloader
+from ._reloader import HotReloader, core_of
 
 Target = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
@@ -30,6 +30,7 @@ def load(
     HotReloader's (sources, build, cc, flags, build_timeout, keep_globals, probe, backend,
     debounce).  ``hotr.reloader_of(lib)`` is the HotReloader: ``.stop()`` ends the watching
     (the version stays live), ``.close()`` or ``with lib:`` unloads; both happen at exit anyway.
+    The program may call the reloader's update(), poll() and watch_for_changes() as well.
 
     Args:
         on_reload: called with (old_version, new_version) after each reload, in the thread.
@@ -49,14 +50,12 @@ def load(
             lib.step()  # runs the newest build
     """
     reloader = _start(path, on_reload, on_error, options)
-    reloader._background_builds = manual
-    thread = threading.Thread(
-        target=_follow,
-        args=(reloader, manual),
-        daemon=True,
-        name=f"hotr:{os.path.basename(reloader.path)}",
+    core = core_of(reloader)
+    core.background_builds = manual
+    driver = BackgroundDriver(
+        f"hotr:{os.path.basename(reloader.path)}", manual=manual, until_empty=True
     )
-    thread.start()
+    driver.attach(core, reloader)
     return reloader.library
 
 
@@ -67,11 +66,11 @@ async def aload(
     on_error: Callable[[HotReloadError], object] | None = None,
     **options: Any,
 ) -> Library:
-    """hotr.load() for asyncio: reloads happen on the running loop, in a task, with no thread.
+    """hotr.load() for asyncio: reloads happen on the running loop, in a task.
 
-    The watch descriptor is on the loop (``loop.add_reader``); loads run on the loop between
-    other tasks, builds in the loop's default executor.  The task ends when the reloader is
-    stopped or closed (``with lib:``, ``hotr.reloader_of(lib).close()``).
+    Loads run on the loop between other tasks, builds in the loop's default executor; no
+    thread of its own (the process's watch thread wakes the loop).  The task ends when the
+    reloader is stopped or closed (``with lib:``, ``hotr.reloader_of(lib).close()``).
 
     Example::
 
@@ -81,15 +80,28 @@ async def aload(
     reloader = HotReloader(path, **options)
     _register(reloader, on_reload, on_error)
     try:
-        if reloader._builder is None:
+        if core_of(reloader).builds is None:
             reloader.update()  # a load takes well under a millisecond: do it on the loop
         else:
             await loop.run_in_executor(None, reloader.update)  # a build may take seconds
     except BaseException:
         reloader.close()
         raise
-    reloader._task = loop.create_task(_follow_on_loop(reloader), name=f"hotr:{reloader.path}")
+    _tasks.add(loop.create_task(_follow(reloader), name=f"hotr:{reloader.path}"))
     return reloader.library
+
+
+_tasks: set[asyncio.Task[None]] = set()  # the running aload tasks (the loop keeps weak refs)
+
+
+async def _follow(reloader: HotReloader) -> None:
+    try:
+        async for _ in follow(core_of(reloader)):
+            pass
+    finally:
+        task = asyncio.current_task()
+        if task is not None:
+            _tasks.discard(task)
 
 
 def _start(
@@ -117,14 +129,3 @@ def _register(
         reloader.on_reload(on_reload)
     if on_error is not None:
         reloader.on_error(on_error)
-
-
-def _follow(reloader: HotReloader, manual: bool) -> None:
-    while not reloader.stopped:
-        reloader._wait(reloader._background_wait(manual=manual))
-        reloader._background_step(manual=manual)
-
-
-async def _follow_on_loop(reloader: HotReloader) -> None:
-    async for _ in reloader.changes():
-        pass

@@ -11,16 +11,25 @@ A custom command is an argv list run as is: never through a shell.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ._exceptions import BuildError
+
+logger = logging.getLogger("hotr")
+
+if TYPE_CHECKING:
+    from ._tracker import ChangeTracker
 
 SOURCE_SUFFIXES = (".c", ".cc", ".cpp", ".cxx", ".C")
 # hotr.h lives here; the default command puts it on the include path (`hotr --include` prints it).
@@ -30,6 +39,12 @@ INCLUDE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "include"
 def is_source(path: str) -> bool:
     """True if `path` names a C or C++ source file that the default command can compile."""
     return path.endswith(SOURCE_SUFFIXES)
+
+
+def library_name(source: str) -> str:
+    """The name of the library built from `source`: ``kernel.c`` -> ``libkernel.so``."""
+    stem = os.path.splitext(os.path.basename(source))[0]
+    return f"lib{stem}.so"
 
 
 @dataclass
@@ -54,6 +69,8 @@ class Builder:
     flags: Sequence[str] = ()
     timeout: float = 60.0
     headers: set[str] = field(default_factory=set)
+    _running: set[subprocess.Popen[str]] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def inputs(self) -> set[str]:
         """Every file whose change calls for a new build: the sources and the headers they use."""
@@ -112,18 +129,33 @@ class Builder:
                 *self._dep_flags(depfiles[-1]),
             ]
             running.append((argv, self._start(argv)))
-        for argv, proc in running:  # all compilers run at once; report the first failure
-            self._finish(argv, proc)
+        try:
+            for argv, proc in running:  # all compilers run at once; report the first failure
+                self._finish(argv, proc)
+        except BaseException:
+            for _, proc in running:  # the others are of no use now
+                _kill(proc)
+                proc.wait()
+                with self._lock:
+                    self._running.discard(proc)
+            raise
         self._run([*self._compile_prefix(), *objects, "-o", self.output, *self._link_flags()])
         self.headers = _read_depfiles(depfiles, self.sources)
 
     def _run(self, argv: list[str]) -> None:
         self._finish(argv, self._start(argv))
 
+    def cancel(self) -> None:
+        """Kill the builds running now (their process groups); they fail with BuildError."""
+        with self._lock:
+            running = list(self._running)
+        for proc in running:
+            _kill(proc)
+
     def _start(self, argv: list[str]) -> subprocess.Popen[str]:
         try:
             # A session of its own, so a timeout can kill the whole build (make, cargo...).
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -136,22 +168,92 @@ class Builder:
             raise BuildError(
                 self.output, shlex.join(argv), None, f"cannot run {argv[0]!r}: {exc.strerror}"
             ) from exc
+        with self._lock:
+            self._running.add(proc)
+        return proc
 
     def _finish(self, argv: list[str], proc: subprocess.Popen[str]) -> None:
         try:
             output, _ = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            _kill(proc)
             output, _ = proc.communicate()
             raise BuildError(
                 self.output, shlex.join(argv), None, output, timeout=self.timeout
             ) from None
         except BaseException:  # Ctrl-C: the build is in its own session, so stop it here
-            os.killpg(proc.pid, signal.SIGKILL)
+            _kill(proc)
             proc.wait()
             raise
+        finally:
+            with self._lock:
+                self._running.discard(proc)
         if proc.returncode != 0:
             raise BuildError(self.output, shlex.join(argv), proc.returncode, output)
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    """Kill the build's whole process group; it may have ended already."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+class BuildRunner:
+    """Runs one reloader's builds: one at a time, each when its inputs changed since the last
+    one started.  A build that fails waits for the next change; one interrupted (Ctrl-C) is
+    run again by the next call."""
+
+    def __init__(self, builder: Builder, tracker: ChangeTracker, label: str) -> None:
+        self.builder = builder
+        self._label = label
+        self.failure: BuildError | None = None  # the last build's error, until one succeeds
+        self._tracker = tracker
+        self._cond = threading.Condition()
+        self._building = False
+        self._started_from = 0  # the input generation the last build started from
+
+    def wanted(self) -> bool:
+        """True if the inputs changed since the last build started."""
+        return self._tracker.snapshot().inputs > self._started_from
+
+    def run(self, *, wait: bool) -> None:
+        """Build if wanted.  With `wait`, a build running in another thread is waited for
+        first (there is nothing loaded to keep using meanwhile); without, this returns at once.
+
+        Raises BuildError (also kept in `failure`); the tracker hears of a new library.
+        """
+        with self._cond:
+            while self._building:
+                if not wait:
+                    return
+                self._cond.wait()
+            if not self.wanted():
+                return
+            generation = self._tracker.take_inputs()
+            previous, self._started_from = self._started_from, generation
+            self._building = True
+        seconds: float | None = None
+        try:
+            seconds = self.builder.run()
+        except BuildError as exc:
+            self.failure = exc
+            raise
+        except BaseException:
+            with self._cond:
+                self._started_from = previous
+            raise
+        finally:
+            with self._cond:
+                self._building = False
+                self._cond.notify_all()
+            self._tracker.watch_inputs(self.builder.inputs())
+        self.failure = None
+        logger.info("built %s in %.1f ms", self._label, seconds * 1000)
+        self._tracker.library_built(seconds)
+
+    def cancel(self) -> None:
+        """Kill a build in progress (the reloader is closing)."""
+        self.builder.cancel()
 
 
 def _colour_wanted(compiler: list[str]) -> bool:

@@ -8,10 +8,15 @@ against the file size before the file reaches the loader.  Reference: elf(5).
 from __future__ import annotations
 
 import functools
+import mmap
+import os
+import re
 import struct
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
+
+Buffer = bytes | mmap.mmap  # what the checks read: the file's bytes or a mapping of them
 
 ELFMAG = b"\x7fELF"
 ET_EXEC = 2
@@ -51,12 +56,20 @@ def host_header() -> tuple[int, int, int]:
     return head[4], head[5], machine
 
 
-def check_shared_object(data: bytes) -> list[tuple[int, int]]:
-    """Raise ElfError unless `data` is a whole ELF shared object for this process.
+class ElfInfo(NamedTuple):
+    """What the loader needs to know of a checked shared object (addresses relative to its
+    load base)."""
 
-    Returns the address ranges (relative to the load base) of its executable segments: a
-    function outside them would fault when called.
-    """
+    code: list[tuple[int, int]]  # executable segments: a function outside them would fault
+    relro: tuple[int, int] | None  # PT_GNU_RELRO: read-only once the loader has relocated it
+    needed: tuple[str, ...]  # DT_NEEDED
+    rpath: tuple[str, ...]  # DT_RPATH entries
+    runpath: tuple[str, ...]  # DT_RUNPATH entries
+
+
+def check_shared_object(data: Buffer) -> ElfInfo:
+    """Raise ElfError unless `data` (bytes or a mapping of the file) is a whole ELF shared
+    object for this process; return what the loader needs to know of it."""
     size = len(data)
     if size == 0:
         raise ElfError("the file is empty (a writer may still be creating it)")
@@ -114,7 +127,7 @@ def check_shared_object(data: bytes) -> list[tuple[int, int]]:
         for fields in struct.iter_unpack(phdr, data[e_phoff : e_phoff + e_phnum * e_phentsize])
     ]
     _check_segments(segments, size)
-    _check_dynamic(data, segments, endian, ei_class)
+    needed, rpath, runpath = _check_dynamic(data, segments, endian, ei_class)
     spans = [
         (g.vaddr, g.vaddr + g.filesz, g.vaddr - g.offset) for g in segments if g.type == PT_LOAD
     ]
@@ -140,7 +153,9 @@ def check_shared_object(data: bytes) -> list[tuple[int, int]]:
                     )
             else:
                 raise ElfError(f"corrupt headers: section {i} lies outside the loaded segments")
-    return [(g.vaddr, g.vaddr + g.memsz) for g in segments if g.type == PT_LOAD and g.flags & _PF_X]
+    code = [(g.vaddr, g.vaddr + g.memsz) for g in segments if g.type == PT_LOAD and g.flags & _PF_X]
+    relro = next(((g.vaddr, g.vaddr + g.memsz) for g in segments if g.type == _PT_GNU_RELRO), None)
+    return ElfInfo(code, relro, needed, rpath, runpath)
 
 
 class _Segment(NamedTuple):  # a NamedTuple: built for every header of every reload, cheaply
@@ -243,8 +258,13 @@ def _mapped(loads: list[_Segment], vaddr: int, length: int) -> bool:
     return False
 
 
-def _check_dynamic(data: bytes, segments: list[_Segment], endian: str, ei_class: int) -> None:
-    """Every address and string offset the dynamic section gives lies inside the image."""
+def _check_dynamic(
+    data: Buffer, segments: list[_Segment], endian: str, ei_class: int
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """Every address and string offset the dynamic section gives lies inside the image.
+
+    Returns the DT_NEEDED names and the DT_RPATH and DT_RUNPATH entries.
+    """
     loads = [s for s in segments if s.type == PT_LOAD]
     dynamic = next(s for s in segments if s.type == PT_DYNAMIC)
     backing = [
@@ -256,13 +276,13 @@ def _check_dynamic(data: bytes, segments: list[_Segment], endian: str, ei_class:
         raise ElfError("corrupt program header: the dynamic section is not where it is loaded")
     entry = struct.Struct(endian + ("qQ" if ei_class == 2 else "iI"))
     entries: dict[int, int] = {}
-    strings: list[int] = []
+    strings: list[tuple[int, int]] = []
     raw = data[dynamic.offset : dynamic.offset + dynamic.filesz]
     for tag, value in entry.iter_unpack(raw[: len(raw) - len(raw) % entry.size]):
         if tag == 0:
             break
         if tag in _DT_STRINGS:
-            strings.append(value)
+            strings.append((tag, value))
         else:
             entries[tag] = value
     else:
@@ -278,7 +298,7 @@ def _check_dynamic(data: bytes, segments: list[_Segment], endian: str, ei_class:
         )
     if 5 not in entries or 6 not in entries:
         raise ElfError("corrupt dynamic section: no string or symbol table")
-    if any(offset >= entries.get(10, 0) for offset in strings):
+    if any(offset >= entries.get(10, 0) for _, offset in strings):
         raise ElfError("corrupt dynamic section: a library name lies outside the string table")
     code = [g for g in loads if g.flags & _PF_X]
     if not code:
@@ -288,10 +308,25 @@ def _check_dynamic(data: bytes, segments: list[_Segment], endian: str, ei_class:
             raise ElfError(f"corrupt dynamic section: {name} is not in executable code")
     if _DT_TEXTREL not in entries and not entries.get(_DT_FLAGS, 0) & _DF_TEXTREL:
         _check_relocations(data, loads, entries, endian, ei_class)
+    found: dict[int, list[str]] = {1: [], 15: [], 29: []}
+    if strings:
+        table = _file_offset(loads, entries[5], entries.get(10, 0))
+        if table is None:
+            raise ElfError("corrupt dynamic section: the string table is not in the file")
+        for tag, offset in strings:
+            if tag in found:
+                found[tag].append(_c_string(data, table + offset, table + entries[10]))
+    paths = {tag: tuple(p for text in found[tag] for p in text.split(":") if p) for tag in (15, 29)}
+    return tuple(found[1]), paths[15], paths[29]
+
+
+def _c_string(data: Buffer, start: int, limit: int) -> str:
+    end = data.find(b"\0", start, limit)
+    return bytes(data[start : limit if end < 0 else end]).decode(errors="surrogateescape")
 
 
 def _check_relocations(
-    data: bytes, loads: list[_Segment], entries: dict[int, int], endian: str, ei_class: int
+    data: Buffer, loads: list[_Segment], entries: dict[int, int], endian: str, ei_class: int
 ) -> None:
     """Every place the loader will patch lies in a writable segment (else dlopen faults)."""
     word = "Q" if ei_class == 2 else "I"
@@ -332,31 +367,57 @@ SHT_DYNSYM = 11
 SHF_WRITE = 0x1
 SHF_ALLOC = 0x2
 STT_OBJECT = 1
+STT_FILE = 4
+STB_LOCAL = 0
 RESET_SECTION = "hotr_reset"  # where hotr.h's HOTR_RESET puts a global
+# gcc names a function-local static `count` as `count.0`, `count.1`... in order of appearance,
+# so the numbers can move when a function is added (clang writes `function.count`, stable).
+_NUMBERED = re.compile(r"^(.+)\.(\d+)$")
+
+# How a variable is matched from one version to the next: (source file, name, kind), with the
+# file empty for a global and the base name (`count` of `count.0`) for a numbered static.
+Key = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One variable keep_globals may carry.
+
+    Attributes:
+        name: its name as reports show it (a static's file is added when two share a name).
+        offset: its address relative to the load base.
+        size: its size in bytes.
+    """
+
+    name: str
+    offset: int
+    size: int
 
 
 @dataclass(frozen=True)
 class Globals:
-    """Global variables of a shared object that can be carried to a new version.
+    """The writable variables of a shared object, keyed to match across versions.
 
     Attributes:
-        variables: name -> (offset from the load base, size in bytes), writable data only.
-        reset: names marked HOTR_RESET (never carried).
-        ambiguous: names defined more than once (file-scope statics of several files).
+        variables: key -> Variable for every variable that may be carried.
+        skipped: name -> why a variable can never be carried (HOTR_RESET, read-only after
+            loading, an identity that cannot be told across versions).
     """
 
-    variables: dict[str, tuple[int, int]]
-    reset: frozenset[str]
-    ambiguous: frozenset[str]
+    variables: dict[Key, Variable]
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
-def read_globals(data: bytes) -> Globals:
+def read_globals(data: Buffer, relro: tuple[int, int] | None) -> Globals:
     """Read the writable global and static variables from the ELF symbol table of `data`.
 
-    The full table (.symtab) also has file-scope statics; a stripped file has only the exported
-    symbols (.dynsym).  Names the toolchain owns (leading double underscore, crtstuff's
+    The full table (.symtab) also has file-scope and function-local statics, each after the
+    STT_FILE symbol of its source file; a stripped file has only the exported symbols
+    (.dynsym).  Names the toolchain owns (leading double underscore, crtstuff's
     ``completed.*``) are left out: copying them (``__dso_handle``) would break the new version.
-    `data` must already have passed check_shared_object().
+    Variables inside `relro` (PT_GNU_RELRO: const tables the loader relocated, then made
+    read-only) are skipped: writing there faults.  `data` must have passed
+    check_shared_object().
     """
     endian = "<" if data[5] == 1 else ">"
     wide = data[4] == 2
@@ -370,27 +431,31 @@ def read_globals(data: bytes) -> Globals:
         shdr, sym = struct.Struct(endian + "IIIIIIIIII"), struct.Struct(endian + "IIIBBH")
     sections = [shdr.unpack_from(data, e_shoff + i * e_shentsize) for i in range(e_shnum)]
     names_at = sections[e_shstrndx][4] if e_shstrndx < e_shnum else 0
+    size = len(data)
 
     def c_string(offset: int) -> str:
-        return data[offset : data.index(b"\0", offset)].decode(errors="replace")
+        return _c_string(data, offset, size)
 
     section_names = [c_string(names_at + s[0]) if names_at else "" for s in sections]
     tables = [s for s in sections if s[1] == SHT_SYMTAB] or [
         s for s in sections if s[1] == SHT_DYNSYM
     ]
-    variables: dict[str, tuple[int, int]] = {}
-    reset: set[str] = set()
-    seen: set[str] = set()
-    ambiguous: set[str] = set()
+    found: dict[Key, list[Variable]] = {}
+    skipped: dict[str, str] = {}
     for table in tables:
-        offset, size, link = table[4], table[5], table[6]
+        offset, length, link = table[4], table[5], table[6]
         strings = sections[link][4]
-        for entry in struct.iter_unpack(sym.format, data[offset : offset + size]):
+        source = ""
+        for entry in struct.iter_unpack(sym.format, data[offset : offset + length]):
             if wide:
                 st_name, st_info, _other, st_shndx, st_value, st_size = entry
             else:
                 st_name, st_value, st_size, st_info, _other, st_shndx = entry
-            if st_info & 0xF != STT_OBJECT or st_size == 0 or not 0 < st_shndx < e_shnum:
+            kind = st_info & 0xF
+            if kind == STT_FILE:
+                source = c_string(strings + st_name)
+                continue
+            if kind != STT_OBJECT or st_size == 0 or not 0 < st_shndx < e_shnum:
                 continue
             flags = sections[st_shndx][2]
             if flags & (SHF_WRITE | SHF_ALLOC) != SHF_WRITE | SHF_ALLOC:
@@ -399,12 +464,36 @@ def read_globals(data: bytes) -> Globals:
             if name.startswith("__") or name.startswith("completed."):
                 continue
             if section_names[st_shndx] == RESET_SECTION:
-                reset.add(name)
+                skipped[name] = "marked HOTR_RESET"
                 continue
-            if name in seen:
-                ambiguous.add(name)
-            seen.add(name)
-            variables[name] = (st_value, st_size)
-    for name in ambiguous:
-        del variables[name]
-    return Globals(variables, frozenset(reset), frozenset(ambiguous))
+            if relro is not None and st_value < relro[1] and relro[0] < st_value + st_size:
+                skipped[name] = "read-only after loading (RELRO: a const table the loader fills in)"
+                continue
+            if st_info >> 4 != STB_LOCAL:
+                key: Key = ("", name, "global")
+            elif numbered := _NUMBERED.match(name):
+                key = (source, numbered.group(1), "numbered")
+            else:
+                key = (source, name, "static")
+            found.setdefault(key, []).append(Variable(name, st_value, st_size))
+    variables: dict[Key, Variable] = {}
+    shown: dict[str, int] = {}
+    for key in found:
+        shown[key[1]] = shown.get(key[1], 0) + 1
+    for key, same in found.items():
+        if len(same) == 1:
+            unique = shown[key[1]] == 1 or not key[0]
+            label = key[1] if unique else f"{key[1]} ({os.path.basename(key[0])})"
+            variables[key] = Variable(label, same[0].offset, same[0].size)
+            continue
+        names = ", ".join(v.name for v in same)
+        where = os.path.basename(key[0]) or "this library"
+        reason = (
+            f"several function-local statics named {key[1]!r} in {where} ({names}): the "
+            "compiler numbers them, and the numbers can change between versions"
+            if key[2] == "numbered"
+            else f"defined more than once ({names} in files that are all named {where})"
+        )
+        for variable in same:
+            skipped[variable.name] = reason
+    return Globals(variables, skipped)

@@ -1,176 +1,353 @@
-"""The inotify backend: watch files through inotify on their directories (inotify(7)).
+"""The inotify side of the reactor: one inotify instance for the whole process (inotify(7)).
 
-Watching the file's inode would miss most rebuilds: GNU ld unlinks its output and creates a new
-file, editors and install(1) save by renaming a temporary file over the old one.  The directory sees
-all of these.  A change is reported only once the writer is done with the file: IN_CLOSE_WRITE for a
-write in place or a new file, IN_MOVED_TO for a rename, IN_CREATE only for a symlink (it has no
-writer).  Deletions are reported too, and so is the loss of a watched directory.
+Watching a file's inode would miss most rebuilds: GNU ld unlinks its output and creates a new
+file, editors and install(1) save by renaming a temporary file over the old one.  So hotr
+watches directory entries.  Each watched path is resolved one component at a time (`resolve`)
+into the entries that decide what it names: the file's own entry, the entry of every symlink on
+the way (a deploy that switches ``current -> releases/42`` is a rename in the directory holding
+``current``), and, when a component is missing, the missing entry in the deepest directory that
+exists (so a directory removed and created again is seen the moment it is back).  Any event on
+one of those entries resolves the path again.
+
+A change counts once its writer is done: IN_CLOSE_WRITE for a write in place or a new file,
+IN_MOVED_TO for a rename, a new resolution for a symlink or a directory moved into place (they
+have no writer).  An overflowed event queue (IN_Q_OVERFLOW) resolves every path again and tells
+every watcher to look (Event.RESCAN), so a dropped event loses nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
+import errno
 import os
-import select
+import stat
 import struct
 import threading
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from inotify_simple import INotify
-from inotify_simple import flags as F
+from . import _libc
+from ._source import Event, Sink
 
-from ._watch import Change, ChangeKind, WakePipe
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+IN_UNMOUNT = 0x00002000
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_DONT_FOLLOW = 0x02000000
+IN_EXCL_UNLINK = 0x04000000
 
-_DIR_MASK = (
-    F.CLOSE_WRITE
-    | F.MOVED_TO
-    | F.CREATE
-    | F.DELETE
-    | F.MOVED_FROM
-    | F.DELETE_SELF
-    | F.MOVE_SELF
-    | F.ONLYDIR
+_MASK = (
+    IN_CLOSE_WRITE
+    | IN_MOVED_TO
+    | IN_MOVED_FROM
+    | IN_CREATE
+    | IN_DELETE
+    | IN_DELETE_SELF
+    | IN_MOVE_SELF
+    | IN_ONLYDIR
+    | IN_DONT_FOLLOW
+    | IN_EXCL_UNLINK
 )
-_LOST = F.DELETE_SELF | F.MOVE_SELF | F.IGNORED | F.UNMOUNT
+_SELF_GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT
 _EVENT = struct.Struct("iIII")  # struct inotify_event without its name: wd, mask, cookie, len
 _READ_SIZE = 64 * 1024  # many events a read; the kernel never splits one
+_MAX_LINKS = 40  # as the kernel's ELOOP limit
+_SETTLE = 8  # resolutions in a row before a path that keeps changing is left as it is
 
 
-class InotifyWatcher:
-    """One inotify instance watching the directories of any number of files.
+class Role(enum.Enum):
+    """What a watched directory entry is to the path being watched."""
 
-    It is a file-like object: fileno() is the inotify descriptor, for select/poll/selectors.
-    Its methods may be called from several threads.
-    """
+    FILE = "file"  # the file itself (it may not exist yet)
+    LINK = "link"  # a symlink on the way to it
+    MISSING = "missing"  # a directory on the way that does not exist
 
-    name = "inotify"
 
-    def __init__(self) -> None:
-        self._inotify = INotify(nonblocking=True)
-        self._wake = WakePipe()
-        self._poller = select.poll()
-        self._fd: int = self._inotify.fileno()  # kept: the number stays valid for poll() results
-        self._poller.register(self._fd, select.POLLIN)
-        self._poller.register(self._wake.fd, select.POLLIN)
-        self._lock = threading.Lock()
-        self._dirs: dict[int, str] = {}  # watch descriptor -> directory
-        self._names: dict[str, dict[str, set[Hashable]]] = {}  # directory -> file name -> keys
+Point = tuple[str, str, Role]  # (real directory, entry name, role)
 
-    def fileno(self) -> int:
-        """The inotify descriptor: readable when events are waiting."""
-        return self._fd
 
-    def add(self, path: str, key: Hashable = None) -> None:
-        """Watch the file `path` (through its directory); report its changes under `key`.
-
-        Raises OSError (ENOENT, ENOTDIR...) when the directory cannot be watched.
-        """
-        directory, name = os.path.split(os.path.abspath(path))
-        with self._lock:
-            if directory not in self._names:
-                wd = self._inotify.add_watch(directory, _DIR_MASK)
-                self._dirs[wd] = directory
-                self._names[directory] = {}
-            self._names[directory].setdefault(name, set()).add(path if key is None else key)
-
-    def remove(self, path: str, key: Hashable = None) -> None:
-        """Stop reporting `path` under `key`; drop the directory watch when nothing is left."""
-        directory, name = os.path.split(os.path.abspath(path))
-        with self._lock:
-            names = self._names.get(directory)
-            if names is None or name not in names:
-                return
-            names[name].discard(path if key is None else key)
-            if not names[name]:
-                del names[name]
-            if not names:
-                self._forget(directory, rm_watch=True)
-
-    def _forget(self, directory: str, *, rm_watch: bool) -> None:
-        del self._names[directory]
-        for wd, watched in list(self._dirs.items()):
-            if watched == directory:
-                del self._dirs[wd]
-                if rm_watch:
-                    with contextlib.suppress(OSError):
-                        self._inotify.rm_watch(wd)
-
-    def _events(self) -> Iterator[tuple[int, int, str]]:
-        """(wd, mask, name) of each event waiting now: one read(2), parsed as in inotify(7)."""
+def resolve(path: str) -> tuple[tuple[Point, ...], str | None]:
+    """The entries that decide what the absolute `path` names, and the real path of the file it
+    names now (None when some component does not exist)."""
+    points: list[Point] = []
+    directory = "/"
+    pending = [part for part in reversed(path.split("/")) if part]
+    links = 0
+    while pending:
+        name = pending.pop()
+        if name == ".":
+            continue
+        if name == "..":
+            directory = os.path.dirname(directory)
+            continue
+        entry = os.path.join(directory, name)
+        last = not pending
         try:
-            data = os.read(self._fd, _READ_SIZE)
-        except BlockingIOError:
-            return
-        offset = 0
-        while offset < len(data):
-            wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
-            offset += _EVENT.size
-            name = data[offset : offset + length].rstrip(b"\0")
-            offset += length
-            yield wd, mask, os.fsdecode(name)
+            info = os.lstat(entry)
+        except OSError:
+            points.append((directory, name, Role.FILE if last else Role.MISSING))
+            return tuple(points), None
+        if stat.S_ISLNK(info.st_mode):
+            points.append((directory, name, Role.LINK))
+            links += 1
+            try:
+                target = os.readlink(entry)
+            except OSError:
+                return tuple(points), None
+            if links > _MAX_LINKS:
+                return tuple(points), None
+            if target.startswith("/"):
+                directory = "/"
+            pending.extend(part for part in reversed(target.split("/")) if part)
+            continue
+        if last:
+            points.append((directory, name, Role.FILE))
+            return tuple(points), entry
+        if not stat.S_ISDIR(info.st_mode):
+            points.append((directory, name, Role.MISSING))
+            return tuple(points), None
+        directory = entry
+    return tuple(points), None
 
-    def read(self) -> list[Change]:
-        """Return the changes waiting now, without blocking."""
-        with self._lock:
-            return self._read()
 
-    def _read(self) -> list[Change]:
-        changes: list[Change] = []
-        for wd, mask, name in self._events():
-            if wd == -1:  # IN_Q_OVERFLOW: events were dropped, assume everything changed
-                changes.extend(
-                    Change(key, ChangeKind.WRITTEN)
-                    for names in self._names.values()
-                    for keys in names.values()
-                    for key in keys
-                )
-                continue
-            directory = self._dirs.get(wd)
-            if directory is None:
-                continue
-            if mask & _LOST:
-                keys = [k for ks in self._names.get(directory, {}).values() for k in ks]
-                changes.extend(Change(key, ChangeKind.LOST) for key in keys)
-                self._forget(directory, rm_watch=not mask & F.IGNORED)
-                continue
-            keys_for_name = self._names[directory].get(name)
-            if not keys_for_name:
-                continue
-            kind = _kind(mask, os.path.join(directory, name))
-            if kind is not None:
-                changes.extend(Change(key, kind) for key in keys_for_name)
-        return changes
+class _State(enum.Enum):
+    PRESENT = "present"  # the path names an existing file
+    ABSENT = "absent"  # its directory exists, the file does not
+    UNREACHABLE = "unreachable"  # a directory on the way does not exist
 
-    def wait(self, timeout: float | None) -> bool:
-        """Block until events are waiting, wake() is called, or `timeout` seconds pass.
 
-        Returns True when inotify events are waiting.  Not under the lock: read() and add()
-        from other threads go on meanwhile.
-        """
-        ready = self._poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
-        for fd, _ in ready:
-            if fd == self._wake.fd:
-                self._wake.drain()
-        return any(fd == self._fd for fd, _ in ready)
+class _Trigger(enum.Enum):
+    COMPLETE = "complete"  # the file's entry was closed after writing, or renamed into place
+    CREATED = "created"  # the file's entry was created (complete only if it is a symlink)
+    STRUCTURE = "structure"  # a directory or symlink on the way changed
 
-    def wake(self) -> None:
-        """Make a wait() in another thread return now."""
-        self._wake.wake()
+
+@dataclass(eq=False)
+class InotifyWatch:
+    """One watched path: the directory entries it is resolved through, and what it names."""
+
+    owner: InotifyWatches
+    path: str
+    sink: Sink
+    attached: set[Point] = field(default_factory=set)
+    points: tuple[Point, ...] = ()
+    final: str | None = None
+    state: _State = _State.UNREACHABLE
+    backend: str = "inotify"
 
     def close(self) -> None:
-        """Release the inotify instance and the wake-up pipe; safe to call twice."""
-        if self._wake.fd < 0:
+        """Stop watching the path; safe to call twice."""
+        self.owner.unwatch(self)
+
+
+@dataclass(eq=False)
+class _Directory:
+    paths: set[str]
+    names: dict[str, set[InotifyWatch]] = field(default_factory=dict)
+
+
+class InotifyWatches:
+    """The process's inotify instance and the watch table over it.
+
+    Any thread may call read(): it reads what the kernel queued and tells every affected watch,
+    under one lock, so whoever reads, every watcher hears every event.
+    """
+
+    def __init__(self, on_unwatchable: Callable[[InotifyWatch, OSError], None]) -> None:
+        self.fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._on_unwatchable = on_unwatchable
+        self._lock = threading.RLock()
+        self._by_wd: dict[int, _Directory] = {}
+        self._wds: dict[str, int] = {}
+        self._watches: set[InotifyWatch] = set()
+        self._closed = False
+
+    def watch(self, path: str, sink: Sink) -> InotifyWatch:
+        """Watch `path` (absolute).  Raises OSError (ENOSPC: no inotify watches left)."""
+        with self._lock:
+            watch = InotifyWatch(self, path, sink)
+            try:
+                self._apply(watch)
+            except OSError:
+                self._detach_all(watch)
+                raise
+            watch.state = _state_of(watch)
+            self._watches.add(watch)
+            return watch
+
+    def unwatch(self, watch: InotifyWatch) -> None:
+        """Stop watching (the directory watches go once nothing uses them)."""
+        with self._lock:
+            self._watches.discard(watch)
+            self._detach_all(watch)
+
+    def read(self) -> None:
+        """Read every queued event and tell the watches concerned; never blocks."""
+        with self._lock:
+            while not self._closed:
+                try:
+                    data = os.read(self.fd, _READ_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    return
+                offset = 0
+                while offset < len(data):
+                    wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+                    offset += _EVENT.size
+                    name = os.fsdecode(data[offset : offset + length].rstrip(b"\0"))
+                    offset += length
+                    self._dispatch(wd, mask, name)
+
+    def close(self) -> None:
+        """Close the instance (its watches go with it); safe to call twice."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self.fd)
+
+    def abandon(self) -> None:
+        """In a forked child: drop the descriptor the parent shares, touching none of its
+        watches (inotify_rm_watch here would remove them for the parent too)."""
+        self._closed = True
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _dispatch(self, wd: int, mask: int, name: str) -> None:
+        if mask & IN_Q_OVERFLOW:
+            for watch in list(self._watches):
+                self._refresh(watch, _Trigger.STRUCTURE)
+                watch.sink(Event.RESCAN)
             return
-        self._wake.wake()
-        self._inotify.close()
-        self._wake.close()
+        directory = self._by_wd.get(wd)
+        if directory is None:
+            return
+        if mask & _SELF_GONE:
+            self._forget_directory(wd, directory, remove=not mask & (IN_IGNORED | IN_UNMOUNT))
+            for watch in {w for ws in directory.names.values() for w in ws}:
+                watch.attached = {p for p in watch.attached if p[0] not in directory.paths}
+                self._refresh(watch, _Trigger.STRUCTURE)
+            return
+        for watch in list(directory.names.get(name, ())):
+            file_entry = bool(watch.points) and watch.points[-1][:2] in (
+                (path, name) for path in directory.paths
+            )
+            if file_entry and mask & (IN_CLOSE_WRITE | IN_MOVED_TO):
+                trigger = _Trigger.COMPLETE
+            elif file_entry and mask & IN_CREATE:
+                trigger = _Trigger.CREATED
+            else:
+                trigger = _Trigger.STRUCTURE
+            self._refresh(watch, trigger)
+
+    def _refresh(self, watch: InotifyWatch, trigger: _Trigger) -> None:
+        """Resolve `watch` again after an event and report what it means."""
+        if watch not in self._watches:
+            return
+        before, named_before = watch.state, watch.final
+        try:
+            self._apply(watch)
+        except OSError as exc:
+            self.unwatch(watch)
+            self._on_unwatchable(watch, exc)
+            return
+        watch.state = state = _state_of(watch)
+        if state is _State.PRESENT:
+            became_link = trigger is _Trigger.CREATED and watch.points[-1][2] is not Role.FILE
+            if (
+                trigger is _Trigger.COMPLETE
+                or became_link
+                or (
+                    trigger is _Trigger.STRUCTURE
+                    and (before is not _State.PRESENT or watch.final != named_before)
+                )
+            ):
+                watch.sink(Event.WRITTEN)
+        elif state is _State.ABSENT:
+            if before is _State.PRESENT:
+                watch.sink(Event.GONE)
+        elif before is not _State.UNREACHABLE:
+            watch.sink(Event.LOST)
+
+    # -- the watch table ---------------------------------------------------------------------
+
+    def _apply(self, watch: InotifyWatch) -> None:
+        """Make the directory watches match what `watch.path` resolves to now.
+
+        Resolving again after the watches are in place catches a change made in between;
+        a directory that vanished before it could be watched is resolved again too.
+        """
+        for _ in range(_SETTLE):
+            points, final = resolve(watch.path)
+            wanted = set(points)
+            for point in watch.attached - wanted:
+                self._detach(watch, point)
+            vanished = False
+            for point in wanted - watch.attached:
+                try:
+                    self._attach(watch, point)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                        raise
+                    vanished = True
+            watch.points, watch.final = points, final
+            if not vanished and resolve(watch.path) == (points, final):
+                return
+
+    def _attach(self, watch: InotifyWatch, point: Point) -> None:
+        path, name, _ = point
+        wd = self._wds.get(path)
+        if wd is None:
+            wd = _libc.inotify_add_watch(self.fd, path, _MASK)
+            directory = self._by_wd.setdefault(wd, _Directory(set()))  # known: another alias
+            directory.paths.add(path)
+            self._wds[path] = wd
+        self._by_wd[wd].names.setdefault(name, set()).add(watch)
+        watch.attached.add(point)
+
+    def _detach(self, watch: InotifyWatch, point: Point) -> None:
+        watch.attached.discard(point)
+        path, name, _ = point
+        wd = self._wds.get(path)
+        directory = self._by_wd.get(wd) if wd is not None else None
+        if wd is None or directory is None:
+            return
+        if any(p[0] in directory.paths and p[1] == name for p in watch.attached):
+            return  # the same entry serves another point of this watch
+        users = directory.names.get(name)
+        if users is not None:
+            users.discard(watch)
+            if not users:
+                del directory.names[name]
+        if not directory.names:
+            self._forget_directory(wd, directory, remove=True)
+
+    def _detach_all(self, watch: InotifyWatch) -> None:
+        for point in list(watch.attached):
+            self._detach(watch, point)
+        watch.attached.clear()
+
+    def _forget_directory(self, wd: int, directory: _Directory, *, remove: bool) -> None:
+        self._by_wd.pop(wd, None)
+        for path in directory.paths:
+            if self._wds.get(path) == wd:
+                del self._wds[path]
+        if remove and not self._closed:
+            with contextlib.suppress(OSError):  # EINVAL: the kernel dropped it already
+                _libc.inotify_rm_watch(self.fd, wd)
 
 
-def _kind(mask: int, path: str) -> ChangeKind | None:
-    if mask & (F.CLOSE_WRITE | F.MOVED_TO):
-        return ChangeKind.WRITTEN
-    if mask & (F.DELETE | F.MOVED_FROM):
-        return ChangeKind.DELETED
-    if mask & F.CREATE and os.path.islink(path):
-        return ChangeKind.WRITTEN  # a symlink is complete when created; no close will follow
-    return None
+def _state_of(watch: InotifyWatch) -> _State:
+    if watch.final is not None:
+        return _State.PRESENT
+    if watch.points and watch.points[-1][2] is Role.FILE:
+        return _State.ABSENT
+    return _State.UNREACHABLE

@@ -1,16 +1,24 @@
-"""The objects users hold: the live Library and its live Functions."""
+"""The objects users hold: the live Library and its live Functions, and the table that switches
+every function of a reloader to a new version in one step."""
 
 from __future__ import annotations
 
 import ctypes
+import logging
 from _ctypes import FUNCFLAG_CDECL, CFuncPtr
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
-from ._shim import LiveFunction
+from . import _dl
+from ._exceptions import HotReloadError, SymbolNotFoundError
+from ._shim import LiveFunction, Pin, retarget
 
 if TYPE_CHECKING:
     from ._reloader import HotReloader
+    from ._versions import Version
+
+logger = logging.getLogger("hotr")
 
 
 class CFunc(CFuncPtr):  # the flags and default restype of ctypes.CDLL's functions
@@ -31,7 +39,8 @@ class Function(LiveFunction):
     """A C function of a hot-reloaded library that always calls the live version.
 
     Set ``argtypes``, ``restype`` and ``errcheck`` as on a ctypes function; they are kept across
-    reloads.  Calling it costs about the same as calling a plain ctypes function.
+    reloads.  Calling it costs about the same as calling a plain ctypes function.  It keeps its
+    reloader alive: a function you hold goes on following reloads.
     """
 
     __name__: str
@@ -44,34 +53,138 @@ class Function(LiveFunction):
         return f"<hotr.Function {self.__name__!r}>"
 
 
+class FunctionTable:
+    """The live functions of one reloader: made on first use, switched to each new version."""
+
+    def __init__(self, label: str, ffi: Any, owner: object) -> None:
+        self.live: list[Pin | None] = [None]  # the live version's pin, set by retarget()
+        self._label = label
+        self._ffi = ffi
+        self._owner = owner
+        self._functions: dict[str, Function] = {}
+        self._cffi_types: dict[str, Any] = {}
+        self._missing: set[str] = set()  # names the live version lacks, reported once
+
+    @property
+    def names(self) -> list[str]:
+        """The names of the functions made so far."""
+        return list(self._functions)
+
+    def get(self, name: str, version: Version | None) -> Function:
+        """The live function `name`, made now if needed (`version` is the live one)."""
+        function = self._functions.get(name)
+        if function is not None:
+            return function
+        if version is None:
+            raise HotReloadError(f"{self._label!r} is not loaded: call update() first")
+        address = version.symbol(name)
+        if address is None:
+            raise SymbolNotFoundError(self._label, name, version.number)
+        if not version.is_code(address):
+            raise HotReloadError(
+                f"{name!r} in {self._label!r} is not a function (not in executable code)"
+            )
+        target = self._target(version, name, address)
+        if self._ffi is None:
+            cfunc = CFunc(address)
+            function = Function(cfunc, ctypes.addressof(cfunc), self._owner)
+        else:
+            function = Function(target, 0, self._owner)  # no slot: retarget() swaps the cdata
+        function.__name__ = name
+        retarget([function], [target], version.pin, [None])
+        self._functions[name] = function
+        return function
+
+    def switch(self, version: Version) -> None:
+        """Point every function at `version` in one step (a missing one raises when called)."""
+        names = list(self._functions)
+        addresses = [version.symbol(n) or 0 for n in names]
+        targets = [
+            self._target(version, n, a) if a else 0 for n, a in zip(names, addresses, strict=True)
+        ]
+        missing: list[BaseException | None] = []
+        for name, address in zip(names, addresses, strict=True):
+            if address:
+                self._missing.discard(name)
+                missing.append(None)
+                continue
+            missing.append(SymbolNotFoundError(self._label, name, version.number))
+            if name not in self._missing:
+                self._missing.add(name)
+                logger.warning(
+                    "version %d of %s has no %r; calling it raises until a version provides it",
+                    version.number,
+                    self._label,
+                    name,
+                )
+        retarget([self._functions[n] for n in names], targets, version.pin, missing, self.live)
+
+    def close(self) -> None:
+        """Every function raises HotReloadError from now on."""
+        functions = list(self._functions.values())
+        closed = [HotReloadError(f"{self._label!r} was closed") for _ in functions]
+        retarget(functions, [0] * len(functions), Pin(), closed, self.live)
+        self.live[0] = None
+
+    def _target(self, version: Version, name: str, address: int) -> object:
+        """What a live function is pointed at: the address (ctypes) or a new cdata (cffi)."""
+        if self._ffi is None:
+            return address
+        ctype = self._cffi_types.get(name)
+        if ctype is None:
+            # The declared type comes from the user's cdef(): ffi.dlopen of the same copy
+            # returns glibc's existing handle (no second mapping), closed again at once.
+            with _dl.LOCK:
+                declared = self._ffi.dlopen(version.path)
+            try:
+                ctype = self._ffi.typeof(getattr(declared, name))
+            except (AttributeError, KeyError, TypeError) as exc:  # undeclared, variable, other
+                raise HotReloadError(
+                    f"{name!r} is not a function declared in the ffi's cdef(): {exc}"
+                ) from None
+            finally:
+                with _dl.LOCK:
+                    self._ffi.dlclose(declared)
+            self._cffi_types[name] = ctype
+        return self._ffi.cast(ctype, address)
+
+
 class Library:
-    """The live library: ``lib.name`` is a Function that follows every reload.
+    """The live library: ``lib.name`` and ``lib["name"]`` are Functions that follow every reload.
 
     Its only attributes are the library's symbols, so a C function called ``version`` or
-    ``close`` is ``lib.version`` / ``lib.close``; hotr's own state lives on the HotReloader.
+    ``close`` is ``lib.version`` / ``lib.close``, and ``lib["name"]`` reaches any C name at all
+    (``lib["_handle"]``, ``lib["__init__"]``); hotr's own state lives on the HotReloader.
     ``ctypes.c_int.in_dll(lib, "name")`` works on the version live at that moment.
     """
 
-    def __init__(self, reloader: HotReloader) -> None:
+    def __init__(
+        self,
+        reloader: HotReloader,
+        lookup: Callable[[str], Function],
+        handle: Callable[[], int],
+    ) -> None:
         self.__reloader = reloader
+        self.__lookup = lookup
+        self.__handle = handle
 
     def __getattr__(self, name: str) -> Function:
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        function = self.__reloader._function(name)
+        function = self.__lookup(name)
         setattr(self, name, function)  # later lookups are plain attribute hits
         return function
 
     def __getitem__(self, name: str) -> Function:
-        return getattr(self, name)  # type: ignore[no-any-return]
+        return self.__lookup(name)
 
     @property
     def _handle(self) -> int:
-        return self.__reloader._handle()
+        """The live version's dlopen handle (what ctypes' in_dll reads)."""
+        return self.__handle()
 
     def __repr__(self) -> str:
-        r = self.__reloader
-        return f"<hotr.Library {r._label!r} version {r.version}>"
+        return f"<hotr.Library of {self.__reloader!r}>"
 
     def __enter__(self) -> Library:
         return self
@@ -87,4 +200,6 @@ class Library:
 
 def reloader_of(library: Library) -> HotReloader:
     """Return the HotReloader behind `library` (e.g. one made by hotr.load), to close it."""
+    if not isinstance(library, Library):
+        raise TypeError(f"reloader_of() takes a hotr.Library, not {type(library).__name__}")
     return cast("HotReloader", vars(library)["_Library__reloader"])

@@ -7,7 +7,14 @@
  * the code address as the first step of its call (PyCFuncPtr_call in
  * Modules/_ctypes/_ctypes.c), so "count is zero" means no thread can be
  * running that version's code through a live function.  The reloader may then
- * unmap it.  The cost per call is one indirect C call and two increments.
+ * unmap it.  The cost per call is one indirect C call, two increments and two
+ * reference counts.
+ *
+ * A call holds its own reference to the pin it counted on: whatever the
+ * program drops while the call runs (the reloader, the library, the function
+ * retargeted to a newer version), the count it decrements on return is alive.
+ * When a count drops to zero and the pin has an `on_idle` callable, that is
+ * called (the reloader sets it on versions waiting to be unloaded).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -21,6 +28,7 @@ typedef struct {
     PyObject_HEAD
     Py_ssize_t inflight;
     Py_ssize_t number;
+    PyObject *on_idle;  /* called when inflight drops to 0; NULL: nothing */
 } Pin;
 
 static int
@@ -29,6 +37,28 @@ pin_init(Pin *self, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"number", NULL};
     self->number = 0;
     return PyArg_ParseTupleAndKeywords(args, kwds, "|n", kwlist, &self->number) ? 0 : -1;
+}
+
+static int
+pin_traverse(Pin *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->on_idle);
+    return 0;
+}
+
+static int
+pin_clear(Pin *self)
+{
+    Py_CLEAR(self->on_idle);
+    return 0;
+}
+
+static void
+pin_dealloc(Pin *self)
+{
+    PyObject_GC_UnTrack(self);
+    pin_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *
@@ -43,25 +73,68 @@ pin_get_number(Pin *self, void *closure)
     return PyLong_FromSsize_t(self->number);
 }
 
+static PyObject *
+pin_get_on_idle(Pin *self, void *closure)
+{
+    PyObject *value = self->on_idle ? self->on_idle : Py_None;
+    Py_INCREF(value);
+    return value;
+}
+
+static int
+pin_set_on_idle(Pin *self, PyObject *value, void *closure)
+{
+    if (value == Py_None)
+        value = NULL;
+    if (value != NULL && !PyCallable_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "on_idle must be callable or None");
+        return -1;
+    }
+    Py_XINCREF(value);
+    Py_XSETREF(self->on_idle, value);
+    return 0;
+}
+
 static PyGetSetDef pin_getset[] = {
     {"inflight", (getter)pin_get_inflight, NULL,
      "Number of calls currently running in this version.", NULL},
     {"number", (getter)pin_get_number, NULL, "The version's number.", NULL},
+    {"on_idle", (getter)pin_get_on_idle, (setter)pin_set_on_idle,
+     "Called with no arguments when the count drops to zero (None: nothing).", NULL},
     {NULL}
 };
-
 
 static PyTypeObject PinType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "hotr._shim.Pin",
     .tp_doc = "In-flight call counter of one loaded version.",
     .tp_basicsize = sizeof(Pin),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)pin_init,
+    .tp_dealloc = (destructor)pin_dealloc,
+    .tp_traverse = (traverseproc)pin_traverse,
+    .tp_clear = (inquiry)pin_clear,
     .tp_getset = pin_getset,
-
 };
+
+/* Call pin->on_idle without disturbing the result or exception of the call
+ * that just returned; an error in the callback is reported as unraisable. */
+static void
+notify_idle(Pin *pin)
+{
+    PyObject *callback = pin->on_idle;
+    PyObject *type, *value, *traceback;
+    Py_INCREF(callback);
+    PyErr_Fetch(&type, &value, &traceback);
+    PyObject *result = PyObject_CallObject(callback, NULL);
+    if (result == NULL)
+        PyErr_WriteUnraisable(callback);
+    else
+        Py_DECREF(result);
+    PyErr_Restore(type, value, traceback);
+    Py_DECREF(callback);
+}
 
 typedef struct {
     PyObject_HEAD
@@ -69,6 +142,7 @@ typedef struct {
     void **slot;        /* its code address, inside cfunc's buffer */
     Pin *pin;           /* version the address belongs to; NULL when missing */
     PyObject *missing;  /* exception instance raised while pin is NULL */
+    PyObject *owner;    /* kept alive as long as the function is (its reloader) */
     PyObject *dict;
 } LiveFunction;
 
@@ -78,6 +152,7 @@ live_traverse(LiveFunction *self, visitproc visit, void *arg)
     Py_VISIT(self->cfunc);
     Py_VISIT(self->pin);
     Py_VISIT(self->missing);
+    Py_VISIT(self->owner);
     Py_VISIT(self->dict);
     return 0;
 }
@@ -88,6 +163,7 @@ live_clear(LiveFunction *self)
     Py_CLEAR(self->cfunc);
     Py_CLEAR(self->pin);
     Py_CLEAR(self->missing);
+    Py_CLEAR(self->owner);
     Py_CLEAR(self->dict);
     return 0;
 }
@@ -103,13 +179,15 @@ live_dealloc(LiveFunction *self)
 static int
 live_init(LiveFunction *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"cfunc", "slot", NULL};
-    PyObject *cfunc;
+    static char *kwlist[] = {"cfunc", "slot", "owner", NULL};
+    PyObject *cfunc, *owner = Py_None;
     Py_ssize_t slot;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On", kwlist, &cfunc, &slot))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On|O", kwlist, &cfunc, &slot, &owner))
         return -1;
     Py_INCREF(cfunc);
     Py_XSETREF(self->cfunc, cfunc);
+    Py_INCREF(owner);
+    Py_XSETREF(self->owner, owner);
     self->slot = (void **)slot;  /* 0: retarget() replaces cfunc instead (cffi) */
     return 0;
 }
@@ -126,26 +204,27 @@ live_call(LiveFunction *self, PyObject *args, PyObject *kwds)
             PyErr_SetString(PyExc_RuntimeError, "live function has no target");
         return NULL;
     }
-    /* The reloader keeps a version's Pin alive until its count is zero, so
-     * the pin needs no reference of its own here.  The callable does: with
-     * cffi, a reload replaces it while this call may still be running. */
+    /* Own references to the pin and the callable: a reload (or the program
+     * dropping everything) may release the function's own while this call
+     * runs, and the count must still be there to decrement. */
     PyObject *callable = self->cfunc;
+    Py_INCREF(pin);
     Py_INCREF(callable);
     pin->inflight++;
     /* tp_call directly: ctypes and cffi functions have no vectorcall, and
      * PyObject_Call would only add a second recursion check per call. */
     ternaryfunc call = Py_TYPE(callable)->tp_call;
     result = call != NULL ? call(callable, args, kwds) : PyObject_Call(callable, args, kwds);
-    pin->inflight--;
+    if (--pin->inflight == 0 && pin->on_idle != NULL)
+        notify_idle(pin);
     Py_DECREF(callable);
+    Py_DECREF(pin);
     return result;
 }
 
 static PyMemberDef live_members[] = {
     {"_cfunc", T_OBJECT, offsetof(LiveFunction, cfunc), READONLY,
      "The ctypes function object that carries argtypes, restype, errcheck."},
-    {"_pin", T_OBJECT, offsetof(LiveFunction, pin), READONLY,
-     "Pin of the version this function calls now (None when missing)."},
     {NULL}
 };
 
@@ -253,16 +332,15 @@ retarget(PyObject *module, PyObject *args)
         PyObject *old = PyList_GET_ITEM(live, 0);
         Py_INCREF(pin);
         PyList_SET_ITEM(live, 0, pin);
-        Py_XDECREF(old);  /* a Pin or None: freeing either runs no Python code */
+        Py_XDECREF(old);
     }
-
     Py_RETURN_NONE;
-
 }
 
 static PyMethodDef shim_methods[] = {
     {"retarget", retarget, METH_VARARGS,
-     "retarget(functions, addresses, pin, missing): switch functions to a new version."},
+     "retarget(functions, addresses, pin, missing, live=None): switch functions to a new "
+     "version in one step."},
     {NULL}
 };
 

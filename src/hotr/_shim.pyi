@@ -1,11 +1,12 @@
 """Type stub for the C extension that makes live functions (see _shim.c)."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 class Pin:
     """In-flight call counter of one loaded version."""
 
+    on_idle: Callable[[], object] | None
     def __init__(self, number: int = 0) -> None: ...
     @property
     def inflight(self) -> int: ...
@@ -16,8 +17,7 @@ class LiveFunction:
     """A callable that follows reloads and counts calls in flight."""
 
     _cfunc: Any
-    _pin: Pin | None
-    def __init__(self, cfunc: Any, slot: int) -> None: ...
+    def __init__(self, cfunc: Any, slot: int, owner: object = None) -> None: ...
     def __call__(self, *args: Any) -> Any: ...
 
 def retarget(

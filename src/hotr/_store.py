@@ -2,13 +2,18 @@
 
 glibc's dlopen returns the handle it already has for a path it has loaded, and a mapped file must
 not be rewritten under the loader, so every version is loaded from its own copy.  Copies live in
-``$HOTR_PRIVATE_DIR`` (default: ``<tempdir>/hotr-<uid>``), one subdirectory per process holding an
-flock on itself: a directory whose lock can be taken belongs to a process that died, and is swept.
+``$HOTR_PRIVATE_DIR`` (default ``<tmp>/hotr-<uid>``, mode 0700, owned by the user): one directory
+per process, holding an flock on itself for as long as the process lives, with one subdirectory
+per reloader.  A process directory whose lock can be taken belongs to a process that died, and
+the next hotr process sweeps it.  Creating a process directory and taking its lock happen under
+a shared lock on the root directory that sweeping takes exclusively, so a directory is never swept
+between its creation and its lock, however young it is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import itertools
 import logging
@@ -16,31 +21,27 @@ import os
 import shutil
 import stat
 import tempfile
-import time
+import threading
 
+from . import _env
 from ._exceptions import HotReloadError
 
 logger = logging.getLogger("hotr")
 
-# A directory this young may be between mkdtemp() and flock() in another process: leave it be.
-_SWEEP_MIN_AGE = 10.0
 
-
-def private_root() -> str:
-    """Return the per-user directory that holds every process's private copies."""
-    configured = os.environ.get("HOTR_PRIVATE_DIR")
-    return configured or os.path.join(tempfile.gettempdir(), f"hotr-{os.getuid()}")
-
-
-def _ensure_root(root: str) -> None:
+def _check_root(root: str) -> None:
     with contextlib.suppress(FileExistsError):
         os.mkdir(root, 0o700)
     info = os.lstat(root)
     if not stat.S_ISDIR(info.st_mode):
-        raise HotReloadError(f"private directory {root!r} is not a directory (a symlink or file)")
+        raise HotReloadError(
+            f"private directory {root!r} is not a directory (a symlink or a file); "
+            "set HOTR_PRIVATE_DIR to a directory of your own"
+        )
     if info.st_uid != os.getuid():
         raise HotReloadError(
-            f"private directory {root!r} belongs to another user (uid {info.st_uid})"
+            f"private directory {root!r} belongs to another user (uid {info.st_uid}); "
+            "set HOTR_PRIVATE_DIR to a directory of your own"
         )
     if info.st_mode & 0o077:
         raise HotReloadError(
@@ -49,13 +50,12 @@ def _ensure_root(root: str) -> None:
         )
 
 
-def sweep(root: str) -> None:
-    """Remove the private directories of processes that died without cleaning up."""
+def _sweep(root: str) -> None:
+    """Remove the directories of processes that died without cleaning up (lock held)."""
     try:
         entries = list(os.scandir(root))
     except OSError:
         return
-    now = time.time()
     for entry in entries:
         if not entry.is_dir(follow_symlinks=False):
             continue
@@ -66,64 +66,170 @@ def sweep(root: str) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            os.close(fd)  # its owner is alive
-            continue
-        try:
-            if now - os.fstat(fd).st_mtime >= _SWEEP_MIN_AGE:
-                shutil.rmtree(entry.path, ignore_errors=True)
-                logger.debug("swept private copies left by a dead process: %s", entry.path)
+            continue  # its owner is alive
+        else:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            logger.debug("swept private copies left by a dead process: %s", entry.path)
         finally:
             os.close(fd)
 
 
 class PrivateStore:
-    """This process's directory of version copies (mode 0700), removed by close()."""
+    """This process's directory of version copies under `root`; one subdirectory per reloader.
+    It goes when its last reloader's subdirectory does (or at exit)."""
 
-    def __init__(self) -> None:
-        root = private_root()
+    def __init__(self, root: str) -> None:
+        self.root = root
         try:
-            _ensure_root(root)
-            sweep(root)
-            self.path = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root)
-            self._lock_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            _check_root(root)
+            guard = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                fcntl.flock(guard, fcntl.LOCK_EX)
+                _sweep(root)
+                fcntl.flock(guard, fcntl.LOCK_SH)  # others may sweep once ours is locked
+                self.path = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root)
+                self._lock_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            finally:
+                os.close(guard)
         except OSError as exc:
             raise HotReloadError(
                 f"cannot use private directory {root!r}: {exc.strerror}; "
                 "set HOTR_PRIVATE_DIR to a writable directory"
             ) from exc
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._owner = os.getpid()
         self._serial = itertools.count(1)
+        self._lock = threading.Lock()
+        self._leftovers: set[str] = set()  # copies that could not be removed yet
+        self._directories = 0
 
-    def write(self, name: str, data: bytes) -> str:
-        """Write `data` to a new file named after `name`; return its path.
-
-        O_EXCL | O_NOFOLLOW: the copy is a new file hotr created, never something planted there.
-        """
-        path = os.path.join(self.path, f"v{next(self._serial)}-{name}")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(path, flags, 0o500)
+    def new_directory(self) -> str:
+        """A new, empty subdirectory for one reloader (give it back with release())."""
+        path = os.path.join(self.path, f"r{next(self._serial)}")
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        except BaseException:
-            os.close(fd)
-            os.unlink(path)
-            raise
-        os.close(fd)
+            os.mkdir(path, 0o700)
+        except OSError as exc:
+            raise HotReloadError(
+                f"cannot use private directory {self.path!r}: {exc.strerror}; "
+                "set HOTR_PRIVATE_DIR to a writable directory"
+            ) from exc
+        with self._lock:
+            self._directories += 1
         return path
 
+    def release(self, directory: str) -> None:
+        """Remove a reloader's subdirectory and what is left in it; the whole process
+        directory goes with the last one.  Never raises."""
+        shutil.rmtree(directory, ignore_errors=True)
+        if os.path.lexists(directory):
+            logger.warning("cannot remove private directory %s; it is swept later", directory)
+        with self._lock:
+            self._directories -= 1
+            last = self._directories == 0
+        if last:
+            _forget(self)
+
+    def create(self, directory: str, name: str) -> tuple[str, int]:
+        """Create a new file for a copy; returns its path and a descriptor open for writing.
+
+        O_EXCL | O_NOFOLLOW: the copy is a file hotr created now, never something planted there;
+        a name that is taken is skipped, not followed.
+        """
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        for attempt in range(1, 100):
+            path = os.path.join(directory, name if attempt == 1 else f"{attempt}.{name}")
+            try:
+                return path, os.open(path, flags, 0o500)
+            except FileExistsError:
+                continue
+        raise OSError(errno.EEXIST, "no free name for a private copy", directory)
+
     def remove(self, path: str) -> None:
-        """Delete one copy; a mapping of it stays valid until it is unmapped."""
-        with contextlib.suppress(FileNotFoundError):
+        """Delete a copy (a mapping of it stays valid).  A failure is logged and retried by
+        the next housekeeping; it never raises."""
+        try:
             os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            with self._lock:
+                first = path not in self._leftovers
+                self._leftovers.add(path)
+            if first:
+                logger.warning("cannot remove private copy %s (%s); will retry", path, exc.strerror)
+            return
+        with self._lock:
+            self._leftovers.discard(path)
+
+    def retry(self) -> None:
+        """Try again to remove the copies that could not be removed before."""
+        with self._lock:
+            leftovers = list(self._leftovers)
+        for path in leftovers:
+            self.remove(path)
+
+    def remove_directory(self, directory: str) -> None:
+        """Remove a directory of copies (a version's $ORIGIN layout); never raises."""
+        shutil.rmtree(directory, ignore_errors=True)
+        if os.path.lexists(directory):
+            logger.warning("cannot remove private directory %s; it is swept later", directory)
 
     def close(self) -> None:
-        """Remove the directory and every copy in it (only in the process that made it)."""
+        """Remove the process directory (only in the process that made it)."""
         if self._lock_fd < 0:
             return
         if os.getpid() == self._owner:
             shutil.rmtree(self.path, ignore_errors=True)
         os.close(self._lock_fd)
         self._lock_fd = -1
+
+    def abandon(self) -> None:
+        """In a forked child: drop the inherited lock descriptor and leave the directory to
+        the parent (its own descriptor keeps the lock held)."""
+        with contextlib.suppress(OSError):
+            os.close(self._lock_fd)
+        self._lock_fd = -1
+
+
+_stores: dict[str, PrivateStore] = {}  # by root: $HOTR_PRIVATE_DIR may change in a process
+_stores_lock = threading.Lock()
+
+
+def store() -> PrivateStore:
+    """This process's store under ``$HOTR_PRIVATE_DIR``, made on first use.
+
+    Raises HotReloadError when the private directory cannot be used.
+    """
+    root = _env.private_root()
+    with _stores_lock:
+        found = _stores.get(root)
+        if found is None:
+            found = _stores[root] = PrivateStore(root)
+        return found
+
+
+def _forget(store: PrivateStore) -> None:
+    with _stores_lock:
+        if _stores.get(store.root) is store:
+            del _stores[store.root]
+    store.close()
+
+
+def close_stores() -> None:
+    """At exit: remove this process's directories."""
+    with _stores_lock:
+        stores = list(_stores.values())
+        _stores.clear()
+    for each in stores:
+        each.close()
+
+
+def _after_fork_in_child() -> None:
+    global _stores_lock
+    _stores_lock = threading.Lock()
+    for each in _stores.values():
+        each.abandon()
+    _stores.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,351 @@
+"""One reloader's parts, put together: where a change enters, and where a version ends.
+
+A change enters through the ChangeTracker (the source calls its sinks; it publishes).  update()
+takes it from there: the BuildRunner builds when inputs changed, then the Loader loads when the
+library changed, into the VersionSet, which is where every version ends.  Drivers (_drivers.py)
+wait on the tracker; the process registry (_process.py) closes the core at exit and abandons it
+in a forked child.  `lock` makes loads, rollbacks, housekeeping and close() take turns; builds
+run outside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import _process, _store
+from ._build import Builder, BuildRunner, library_name
+from ._drivers import Cursor
+from ._exceptions import BuildError, HotReloadError
+from ._history import History, VersionInfo
+from ._library import Function, FunctionTable
+from ._pipeline import Loader
+from ._source import ChangeSource
+from ._tracker import ChangeTracker
+from ._versions import VersionSet
+
+logger = logging.getLogger("hotr")
+
+ReloadCallback = Callable[[int, int], object]
+ErrorCallback = Callable[[HotReloadError], object]
+
+
+class ReloadCore:
+    """See the module docstring.  HotReloader is its public face."""
+
+    def __init__(
+        self,
+        *,
+        owner: object,
+        label: str,
+        library: str | None,
+        inputs: Sequence[str],
+        build: Sequence[str] | None,
+        cc: str | None,
+        flags: Sequence[str],
+        build_timeout: float,
+        keep_globals: bool,
+        probe: bool,
+        ffi: Any,
+        source: ChangeSource,
+        backend: str,
+        debounce: float,
+    ) -> None:
+        self.label = label
+        self.source = source
+        self.lock = threading.RLock()
+        self.background_builds = False  # load(manual=True): a thread builds, update() loads
+        self.tracker = ChangeTracker(
+            source, library=library, debounce=debounce, backend=backend, builds=bool(inputs)
+        )
+        store = _store.store()
+        self.directory = store.new_directory()
+        self.path = library or os.path.join(self.directory, library_name(inputs[0]))
+        self.builds = None
+        if inputs:
+            builder = Builder(
+                list(inputs),
+                self.path,
+                self.directory,
+                list(build) if build else None,
+                cc,
+                flags,
+                build_timeout,
+            )
+            self.builds = BuildRunner(builder, self.tracker, label)
+        self.versions = VersionSet(store, self.tracker.poke)
+        self.functions = FunctionTable(label, ffi, owner)
+        self._history = History()
+        self.loader = Loader(
+            label=label,
+            path=self.path,
+            store=store,
+            directory=self.directory,
+            versions=self.versions,
+            functions=self.functions,
+            history=self._history,
+            tracker=self.tracker,
+            sync=self.sync,
+            keep_globals=keep_globals,
+            probe=probe,
+        )
+        self._store = store
+        self._on_reload: list[ReloadCallback] = []
+        self._on_error: list[ErrorCallback] = []
+        self._failure: HotReloadError | None = None  # the last load error, while none is live
+        self._attempted = False  # update() was called: poll() and watches report from then on
+        self._closed = self._stopped = self._forked = False
+        self._eventfd = -1
+        self._eventfd_lock = threading.Lock()  # the descriptor is written from other threads
+        self.cursor = Cursor(self.tracker, self._drain)  # what the program has seen
+        try:
+            self.tracker.start(inputs)
+        except OSError as exc:
+            store.release(self.directory)
+            raise HotReloadError(f"cannot watch {label!r}: {exc}") from exc
+        _process.register(self)
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        """Stopped, closed, or inherited by a forked child: no more changes come."""
+        return self._stopped or self._closed
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped or self._closed
+
+    @property
+    def builds_on_update(self) -> bool:
+        return self.builds is not None and not self.background_builds
+
+    @property
+    def version(self) -> int:
+        pin = self.functions.live[0]
+        return pin.number if pin is not None else 0
+
+    def history(self) -> list[VersionInfo]:
+        return self._history.infos()
+
+    def check_open(self) -> None:
+        if self._forked:
+            raise HotReloadError(
+                f"the reloader for {self.label!r} belongs to the parent process; this forked "
+                "child keeps calling the version loaded at the fork, but cannot reload"
+            )
+        if self._closed:
+            raise HotReloadError(f"the reloader for {self.label!r} is closed")
+
+    def actionable(self) -> bool:
+        """True if update() has something to load (or build) now."""
+        if self.ended or not self._attempted:
+            return False
+        if self.tracker.library_pending():
+            return True
+        return self.builds_on_update and self.build_wanted()
+
+    def build_wanted(self) -> bool:
+        return self.builds is not None and self.builds.wanted()
+
+    # -- doing -------------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        self.source.sync()
+
+    def housekeep(self) -> None:
+        """Unload what drained; skipped (until the next call) while a load runs elsewhere."""
+        if not self.lock.acquire(blocking=False):
+            return
+        try:
+            if not self._closed:
+                self.versions.housekeep()
+        finally:
+            self.lock.release()
+
+    def update(self) -> None:
+        """Build if the inputs changed, load if the library changed.  Raises HotReloadError."""
+        self.check_open()
+        self._attempted = True
+        self.sync()
+        self.housekeep()
+        live = self.versions.current is not None
+        if self.builds is not None and (self.builds_on_update or not live):
+            try:
+                self.builds.run(wait=not live)
+            except BuildError as exc:
+                exc.path = self.label
+                self._notify(self._on_error, exc)
+                raise
+        failure: HotReloadError | None = None
+        with self.lock:
+            self.check_open()
+            before = self.versions.loads
+            live = self.versions.current is not None
+            if not self.tracker.library_pending():
+                if live:
+                    return
+                stale = (self.builds.failure if self.builds else None) or self._failure
+                if stale is not None:
+                    raise stale  # nothing changed since it failed: the same error
+            try:
+                self.loader.load(self.tracker.take())
+            except HotReloadError as exc:
+                failure = exc
+                if self.versions.current is None:
+                    self._failure = exc
+            else:
+                self._failure = None
+            after = self.versions.loads
+        if failure is not None:
+            self._notify(self._on_error, failure)
+            raise failure
+        if before and after != before:
+            self._notify(self._on_reload, before, after)
+
+    def background_step(self, *, manual: bool) -> None:
+        """What a background thread does when woken: build (and with manual=False, load) what
+        changed, unload what drained.  Failures are logged once each; it never raises."""
+        try:
+            if manual:
+                if self.build_wanted():
+                    self.builds.run(wait=False)  # type: ignore[union-attr]
+            elif self.actionable():
+                self.update()
+        except HotReloadError as exc:
+            if not self.ended:
+                logger.error("%s", _with_outcome(exc, self.version))
+        self.housekeep()
+
+    def rollback(self) -> None:
+        self.check_open()
+        with self.lock:
+            self.check_open()
+            self.versions.housekeep()
+            if len(self.loader.contents) < 2:
+                raise HotReloadError(f"{self.label!r} has no earlier version to roll back to")
+            before = self.versions.loads
+            failure: HotReloadError | None = None
+            try:
+                self.loader.rollback()
+            except HotReloadError as exc:
+                failure = exc
+        if failure is not None:
+            self._notify(self._on_error, failure)
+            raise failure
+        self._notify(self._on_reload, before, self.versions.loads)
+
+    def function(self, name: str) -> Function:
+        with self.lock:
+            return self.functions.get(name, self.versions.current)
+
+    def handle(self) -> int:
+        with self.lock:
+            current = self.versions.current
+            if current is None or current.handle is None:
+                raise HotReloadError(f"{self.label!r} is not loaded: call update() first")
+            return current.handle
+
+    def on_reload(self, callback: ReloadCallback) -> None:
+        self._on_reload.append(callback)
+
+    def on_error(self, callback: ErrorCallback) -> None:
+        self._on_error.append(callback)
+
+    def _notify(self, callbacks: list[Callable[..., object]], *args: object) -> None:
+        for callback in list(callbacks):
+            try:
+                callback(*args)
+            except Exception:
+                logger.exception("callback %r for %s raised", callback, self.label)
+
+    # -- the descriptor ----------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        """A descriptor that is readable while something happened that the program (its
+        update, poll and waits: `cursor`) has not seen yet."""
+        self.check_open()
+        with self.lock:
+            if self._eventfd < 0:
+                self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+                self.tracker.add_listener(self._signal)
+                self._signal()
+            return self._eventfd
+
+    def _signal(self) -> None:
+        now, seen = self.tracker.snapshot(), self.cursor.seen
+        news = (now.library, now.inputs, now.losses, now.ended) != (
+            seen.library,
+            seen.inputs,
+            seen.losses,
+            seen.ended,
+        )
+        if news or self.actionable():
+            with self._eventfd_lock:
+                if self._eventfd >= 0:
+                    os.eventfd_write(self._eventfd, 1)
+
+    def _drain(self) -> None:
+        with self._eventfd_lock:
+            if self._eventfd >= 0:
+                with contextlib.suppress(BlockingIOError):  # nothing to drain
+                    os.eventfd_read(self._eventfd)
+
+    # -- ending ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        if self._forked or self._stopped or self._closed:
+            return
+        self._stopped = True
+        self.tracker.stop()
+
+    def close(self) -> None:
+        """Unload everything (cleanup hooks first), remove the private files; idempotent."""
+        if self._closed:
+            return
+        if self.builds is not None:
+            self.builds.cancel()
+        with self.lock:
+            if self._closed:
+                return
+            self._closed = True
+            _process.forget(self)
+            if self._forked:
+                return
+            self.tracker.stop()
+            self.functions.close()
+            self.loader.final_unload()
+            self.versions.close()
+            self._store.release(self.directory)
+            self.tracker.remove_listener(self._signal)
+            with self._eventfd_lock:
+                if self._eventfd >= 0:
+                    os.close(self._eventfd)
+                    self._eventfd = -1
+        logger.debug("closed the reloader for %s", self.label)
+
+    def abandon(self) -> None:
+        """In a forked child: the loaded code stays callable; nothing else happens here."""
+        self._forked = self._closed = True
+        self.lock = threading.RLock()
+        self.tracker.abandon()
+
+
+def _with_outcome(exc: HotReloadError, version: int) -> str:
+    """An error as a background thread logs it: what failed, then what stays live, then the
+    compiler's output (if any) on lines of its own."""
+    stays = f"version {version} stays live" if version else "nothing is loaded yet"
+    if isinstance(exc, BuildError):
+        return (
+            f"cannot load {exc.path!r}: {exc.reason}; {stays}\n$ {exc.command}\n"
+            + exc.diagnostics.rstrip()
+        )
+    return f"{exc}; {stays}"

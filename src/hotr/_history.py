@@ -1,0 +1,100 @@
+"""What a reloader remembers of its versions: r.history, and the contents rollback() returns to."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import shutil
+from dataclasses import dataclass
+
+from ._store import PrivateStore
+from ._versions import Version
+
+HISTORY_LENGTH = 100  # versions r.history remembers
+ROLLBACK_DEPTH = 8  # earlier contents rollback() can go back through
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A loaded version, as r.history reports it.
+
+    Attributes:
+        number: its version number (1 for the first load).
+        loaded_at: when it was loaded (seconds since the epoch).
+        sha256: SHA-256 of the library file's content, hex (as sha256sum prints it).
+        load_ms: milliseconds from reading the file to the new code being live.
+        build_ms: milliseconds the build took, or None when no build ran for it.
+        changed: the files whose change led to this version (empty for the first load).
+        rollback: True when rollback() loaded it (the content of an earlier version).
+        carried: with keep_globals, the globals copied over from the previous version.
+        not_carried: with keep_globals, (name, reason) of the globals that were not.
+    """
+
+    number: int
+    loaded_at: float
+    sha256: str
+    load_ms: float
+    build_ms: float | None
+    changed: tuple[str, ...]
+    rollback: bool = False
+    carried: tuple[str, ...] = ()
+    not_carried: tuple[tuple[str, str], ...] = ()
+
+
+class History:
+    """The last HISTORY_LENGTH versions; each one's hash is computed when first asked for (or
+    when the version ends), off the path to the new code."""
+
+    def __init__(self) -> None:
+        self._entries: collections.deque[tuple[Version, VersionInfo]] = collections.deque(
+            maxlen=HISTORY_LENGTH
+        )
+
+    def record(self, version: Version, info: VersionInfo) -> None:
+        """Remember `version`, described by `info` (its sha256 filled in later)."""
+        self._entries.append((version, info))
+
+    def infos(self) -> list[VersionInfo]:
+        """The versions remembered, oldest first."""
+        return [dataclasses.replace(info, sha256=v.sha256()) for v, info in self._entries]
+
+
+class Contents:
+    """The contents of the last good versions, as files in the reloader's private directory
+    (hard links to the copies: no memory, no copying), for rollback()."""
+
+    def __init__(self, store: PrivateStore, directory: str) -> None:
+        self._store = store
+        self._directory = directory
+        self._kept: collections.deque[str] = collections.deque()
+        self._serial = 0
+
+    def keep(self, path: str) -> None:
+        """Keep the content of the copy at `path` (the version just loaded)."""
+        self._serial += 1
+        kept = os.path.join(self._directory, f"kept-{self._serial}")
+        try:
+            os.link(path, kept)
+        except OSError:  # a file system without hard links: copy it
+            shutil.copyfile(path, kept)
+        self._kept.append(kept)
+        while len(self._kept) > ROLLBACK_DEPTH:
+            self._store.remove(self._kept.popleft())
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def take_previous(self) -> tuple[str, str]:
+        """Take the current and the previous content off the top; give them back with
+        `restore` if the rollback fails."""
+        current = self._kept.pop()
+        return self._kept.pop(), current
+
+    def restore(self, previous: str, current: str) -> None:
+        """Put back what take_previous took."""
+        self._kept.extend((previous, current))
+
+    def drop(self, path: str) -> None:
+        """Forget a content taken off by take_previous for good."""
+        self._store.remove(path)

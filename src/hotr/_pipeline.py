@@ -1,0 +1,384 @@
+"""The load pipeline: from a changed file to the new code live, or a LoadError and nothing lost.
+
+1. **Copy.** The kernel copies the file (copy_file_range) into a new private file; the source is
+   opened O_NONBLOCK and must be a regular file, so a FIFO put in its place cannot hang hotr.
+2. **Compare.** The same bytes as the live version: nothing to do (a rewrite is not a change).
+3. **Check.** The copy is mapped and checked to be a complete ELF shared object for this
+   machine (_elf.py).  Nobody else can write the copy, so the checked bytes are the loaded bytes.
+4. **Place and probe.** $ORIGIN links are put beside the copy (_origin.py); with probe=True a
+   child process loads it first.
+5. **Map.** dlopen(RTLD_NOW | RTLD_LOCAL); every function hotr will call must be in code.
+6. **Hand over.** The old version's hotr_unload(1), globals carried, the new version's
+   hotr_load; a refusal hands the state back to the old version.
+7. **Switch.** Every live function to the new version in one step; the old version retires.
+
+Steps 5 to 7 run with signals held back, and every way out of them (a refusal, an error, an
+interruption) undoes the hand-over and ends the new version through VersionSet.discard.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import mmap
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+
+from . import _origin, _signals
+from ._elf import ElfError, ElfInfo, Key, Variable, check_shared_object
+from ._exceptions import LoadError
+from ._history import Contents, History, VersionInfo
+from ._library import FunctionTable
+from ._store import PrivateStore
+from ._tracker import ChangeTracker, Pending
+from ._versions import Version, VersionSet
+
+logger = logging.getLogger("hotr")
+
+# int hotr_load(void **state, int version, int reloading), and hotr_unload alike (hotr.h).
+_HOOK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int)
+HOOKS = ("hotr_load", "hotr_unload", "cleanup")  # what hotr itself calls in a version
+# probe=True: a child interpreter dlopens each new version first (constructors run there too).
+_PROBE = (
+    "import ctypes, os, sys\n"
+    "try:\n"
+    "    ctypes.CDLL(sys.argv[1], mode=os.RTLD_NOW | os.RTLD_LOCAL)\n"
+    "except OSError as exc:\n"
+    "    sys.exit(str(exc))\n"
+)
+_PROBE_TIMEOUT = 10
+_COMPARE_CHUNK = 1 << 20
+
+
+class Loader:
+    """Loads new versions of one library into its VersionSet (callers hold the load lock)."""
+
+    def __init__(
+        self,
+        *,
+        label: str,
+        path: str,
+        store: PrivateStore,
+        directory: str,
+        versions: VersionSet,
+        functions: FunctionTable,
+        history: History,
+        tracker: ChangeTracker,
+        sync: Callable[[], None],
+        keep_globals: bool,
+        probe: bool,
+    ) -> None:
+        self._label = label
+        self._path = path
+        self._store = store
+        self._directory = directory
+        self._versions = versions
+        self._functions = functions
+        self._history = history
+        self._tracker = tracker
+        self._sync = sync
+        self.contents = Contents(store, directory)
+        self.keep_globals = keep_globals
+        self.probe = probe
+        self._state = ctypes.c_void_p()  # the library's own slot, kept across versions (hotr.h)
+
+    def load(self, taken: Pending) -> bool:
+        """Load the library file as the next version.  True if a new version went live; False
+        if there was nothing new (same bytes, file removed, overtaken by a newer write).
+
+        Raises LoadError; the change is then consumed and waits for the next one.  Any other
+        exception (KeyboardInterrupt) leaves the change pending: the next load retries it.
+        """
+        started = time.perf_counter()
+        current = self._versions.current
+        try:
+            copy = self._copy(self._path)
+        except FileNotFoundError:
+            self._tracker.consume(taken)
+            if current is None:
+                raise LoadError(self._label, "the file does not exist") from None
+            logger.info("%s was removed; version %d stays live", self._path, current.number)
+            return False
+        except OSError as exc:
+            self._tracker.consume(taken)
+            raise LoadError(self._label, f"cannot read it: {exc.strerror or exc}") from exc
+        except LoadError:
+            self._tracker.consume(taken)
+            raise
+        try:
+            same = current is not None and _same_content(copy, current.path)
+            info = None if same else _check(copy)
+        except ElfError as exc:
+            self._store.remove(copy)
+            self._sync()
+            if self._tracker.newer_than(taken):
+                logger.debug("%s: %s; a newer write follows", self._path, exc)
+                return False  # overtaken: the newer write is loaded next
+            self._tracker.consume(taken)
+            raise LoadError(self._label, str(exc)) from None
+        except BaseException:
+            self._store.remove(copy)
+            raise
+        if info is None:
+            self._store.remove(copy)
+            self._tracker.consume(taken)
+            logger.debug("%s was written with the same content; not reloading", self._path)
+            return False
+        try:
+            self._install(copy, info, started, taken)
+        except LoadError:
+            self._tracker.consume(taken)
+            raise
+        return True
+
+    def rollback(self) -> None:
+        """Load the content of the previous good version again, as a new version.
+
+        Raises LoadError if it cannot be loaded now; the contents are then as they were.
+        """
+        previous, current = self.contents.take_previous()
+        try:
+            copy = self._copy(previous)
+            info = _check(copy)
+            self._install(copy, info, time.perf_counter(), None)
+        except BaseException:
+            self.contents.restore(previous, current)
+            raise
+        self.contents.drop(previous)
+        self.contents.drop(current)
+
+    def final_unload(self) -> None:
+        """The live version's hotr_unload(reloading=0), before close() ends everything."""
+        if self._versions.current is not None:
+            self._call_hook(self._versions.current, "hotr_unload", reloading=0)
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    def _copy(self, source: str) -> str:
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            name = f"v{self._versions.loads + 1}-{os.path.basename(self._path)}"
+            try:
+                copy, out = self._store.create(self._directory, name)
+            except OSError as exc:
+                raise LoadError(
+                    self._label, f"cannot write its private copy in {self._directory!r}: {exc}"
+                ) from exc
+            try:
+                _kernel_copy(fd, out)
+            except BaseException:
+                os.close(out)
+                self._store.remove(copy)
+                raise
+            os.close(out)
+            return copy
+        finally:
+            os.close(fd)
+
+    def _install(self, copy: str, info: ElfInfo, started: float, taken: Pending | None) -> None:
+        """Map checked bytes as the next version, hand the state over, switch to it."""
+        try:
+            path, remove = _origin.place(copy, self._path, info)
+        except OSError as exc:
+            self._store.remove(copy)
+            raise LoadError(self._label, f"cannot prepare its $ORIGIN links: {exc}") from exc
+        if self.probe:
+            try:
+                self._probe(path)
+            except BaseException:
+                self._remove(remove)
+                raise
+        with _signals.deferred():
+            version = self._versions.begin(path, remove, info, time.time())
+            old = self._versions.current
+            handed = 0  # 1: the old version let go of the state; 2: the new one took it
+            try:
+                try:
+                    version.map()
+                except OSError as exc:
+                    reason = str(exc).replace(f"{path}: ", "")
+                    raise LoadError(self._label, reason) from None
+                self._check_code(version)
+                if old is not None:
+                    self._call_hook(old, "hotr_unload", reloading=1)
+                    handed = 1
+                carried, skipped = self._carry(old, version)
+                status = self._call_hook(version, "hotr_load", reloading=int(old is not None))
+                if status != 0:
+                    stays = f"version {old.number} stays live" if old else "nothing was loaded"
+                    raise LoadError(self._label, f"its hotr_load returned {status}; {stays}")
+                handed = 2
+                self._functions.switch(version)
+                self._versions.go_live(version)
+                if taken is not None:
+                    self._tracker.consume(taken)
+            except BaseException:
+                if handed == 2:
+                    self._call_hook(version, "hotr_unload", reloading=int(old is not None))
+                if handed >= 1 and old is not None:
+                    self._call_hook(old, "hotr_load", reloading=1)
+                self._versions.discard(version)
+                raise
+            load_ms = (time.perf_counter() - started) * 1000
+            self._history.record(
+                version,
+                VersionInfo(
+                    version.number,
+                    version.loaded_at,
+                    "",
+                    load_ms,
+                    None
+                    if taken is None or taken.build_seconds is None
+                    else taken.build_seconds * 1000,
+                    tuple(sorted(taken.changed)) if taken is not None else (),
+                    taken is None,
+                    carried,
+                    skipped,
+                ),
+            )
+        self.contents.keep(path)
+        logger.info(
+            "%s version %d of %s in %.2f ms",
+            "loaded" if taken is not None else "rolled back to the previous content as",
+            version.number,
+            self._label,
+            load_ms,
+        )
+
+    def _remove(self, path: str) -> None:
+        if os.path.isdir(path):
+            self._store.remove_directory(path)
+        else:
+            self._store.remove(path)
+
+    def _check_code(self, version: Version) -> None:
+        for name in (*self._functions.names, *HOOKS):
+            address = version.symbol(name)
+            if address and not version.is_code(address):
+                raise LoadError(self._label, f"{name!r} is not in an executable segment")
+
+    def _probe(self, path: str) -> None:
+        """Load `path` in a child process first: a constructor that crashes kills only it."""
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-S", "-c", _PROBE, path],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=_PROBE_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired:
+            raise LoadError(
+                self._label, f"loading it in a probe process did not finish in {_PROBE_TIMEOUT} s"
+            ) from None
+        if proc.returncode < 0:
+            name = signal.Signals(-proc.returncode).name
+            raise LoadError(self._label, f"loading it crashed a probe process ({name})")
+        if proc.returncode != 0:
+            reason = proc.stderr.strip().replace(f"{path}: ", "") or f"exit {proc.returncode}"
+            raise LoadError(self._label, reason)
+
+    def _call_hook(self, version: Version, name: str, *, reloading: int) -> int:
+        """Call hotr_load / hotr_unload of `version` if it exports it; return its status."""
+        address = version.symbol(name)
+        if not address:
+            return 0
+        status = int(_HOOK(address)(ctypes.byref(self._state), version.number, reloading))
+        if status != 0 and name == "hotr_unload":
+            logger.warning("hotr_unload of version %d returned %d", version.number, status)
+        return status
+
+    def _carry(
+        self, old: Version | None, new: Version
+    ) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+        """keep_globals: copy same-name, same-size globals from `old` to `new`; say what was
+        not carried and why."""
+        if not self.keep_globals or old is None:
+            return (), ()
+        before, after = old.globals(), new.globals()
+        pairs = _match(before.variables, after.variables)
+        carried: list[str] = []
+        skipped: dict[str, str] = dict(after.skipped)
+        for key, variable in after.variables.items():
+            was = before.variables.get(pairs.get(key, key))
+            if was is None:
+                skipped[variable.name] = "new in this version"
+            elif was.size != variable.size:
+                skipped[variable.name] = f"size changed from {was.size} to {variable.size} bytes"
+            else:
+                ctypes.memmove(new.base + variable.offset, old.base + was.offset, variable.size)
+                carried.append(variable.name)
+        for key in before.variables.keys() - after.variables.keys() - set(pairs.values()):
+            skipped.setdefault(before.variables[key].name, "removed in this version")
+        if carried or skipped:
+            logger.info(
+                "globals carried into version %d: %s; not carried: %s",
+                new.number,
+                ", ".join(sorted(carried)) or "none",
+                "; ".join(f"{n} ({why})" for n, why in sorted(skipped.items())) or "none",
+            )
+        return tuple(sorted(carried)), tuple(sorted(skipped.items()))
+
+
+def _match(before: dict[Key, Variable], after: dict[Key, Variable]) -> dict[Key, Key]:
+    """New key -> old key for statics whose source file was renamed: a static that is the only
+    one of its name and kind on both sides is the same variable."""
+    lone_before = _lone(k for k in before.keys() - after.keys() if k[0])
+    lone_after = _lone(k for k in after.keys() - before.keys() if k[0])
+    return {key: lone_before[name] for name, key in lone_after.items() if name in lone_before}
+
+
+def _lone(keys: Iterable[Key]) -> dict[tuple[str, str], Key]:
+    """(name, kind) -> key, for the names that only one key has."""
+    by_name: dict[tuple[str, str], list[Key]] = {}
+    for key in keys:
+        by_name.setdefault(key[1:], []).append(key)
+    return {name: found[0] for name, found in by_name.items() if len(found) == 1}
+
+
+def _kernel_copy(source: int, target: int) -> None:
+    """Copy `source` to `target` to its end in the kernel (copy_file_range, else sendfile)."""
+    try:
+        while os.copy_file_range(source, target, 1 << 30):
+            pass
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    os.lseek(source, 0, os.SEEK_SET)
+    os.lseek(target, 0, os.SEEK_SET)
+    os.ftruncate(target, 0)
+    offset = 0
+    while sent := os.sendfile(target, source, offset, 1 << 30):
+        offset += sent
+
+
+def _check(copy: str) -> ElfInfo:
+    """Map the private copy and check it (ElfError says why it is refused)."""
+    with open(copy, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise ElfError("the file is empty (a writer may still be creating it)")
+        with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as image:
+            return check_shared_object(image)
+
+
+def _same_content(a: str, b: str) -> bool:
+    """True if the files at `a` and `b` hold the same bytes."""
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        if os.fstat(fa.fileno()).st_size != os.fstat(fb.fileno()).st_size:
+            return False
+        while True:
+            chunk = fa.read(_COMPARE_CHUNK)
+            if chunk != fb.read(_COMPARE_CHUNK):
+                return False
+            if not chunk:
+                return True

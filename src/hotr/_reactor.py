@@ -1,0 +1,323 @@
+"""The process-wide change source: one thread, one inotify instance, the polling scanner, timers.
+
+Every reloader and Watcher in the process watches through `reactor()`.  Its thread is the one
+reader of the inotify descriptor (any other thread that wants events delivered now calls
+sync(), which reads under the same lock and tells everyone), scans polled paths when they are
+due, and runs the timers reloaders set (debounce).  It never runs user code: sinks and timers
+only record state and wake whoever waits.
+
+`Reactor.watch` is the one place a backend is chosen: the argument, else ``$HOTR_BACKEND``,
+else inotify unless the path is on a network file system or inotify cannot be had; a fallback
+to polling is logged at WARNING with its reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import heapq
+import itertools
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import _env, _libc
+from ._inotify import InotifyWatch, InotifyWatches
+from ._polling import PollWatch, PollWatches
+from ._source import Sink
+
+logger = logging.getLogger("hotr")
+
+# statfs(2) f_type of file systems whose changes may come from elsewhere, unseen by inotify.
+_REMOTE_FILE_SYSTEMS = {
+    0x6969: "NFS",
+    0x517B: "SMB",
+    0xFF534D42: "CIFS",
+    0xFE534D42: "SMB2",
+    0x01021997: "9p",
+    0x65735546: "FUSE",
+    0x00C36400: "Ceph",
+    0x5346414F: "AFS",
+}
+# inotify_init1 / inotify_add_watch failures that polling can stand in for.
+_NO_INOTIFY = (errno.EMFILE, errno.ENFILE, errno.ENOSYS, errno.ENOSPC)
+
+
+def remote_file_system(path: str) -> str | None:
+    """The name of the network file system holding `path` (or its nearest existing ancestor)."""
+    while True:
+        try:
+            return _REMOTE_FILE_SYSTEMS.get(_libc.statfs_type(path))
+        except OSError:
+            parent = os.path.dirname(path)
+            if parent == path:
+                return None
+            path = parent
+
+
+class WakePipe:
+    """A self-pipe: wake() makes the read end readable, so a thread blocked in poll() returns."""
+
+    def __init__(self) -> None:
+        self.fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def wake(self) -> None:
+        """Make the read end readable (a full pipe is readable already)."""
+        with contextlib.suppress(OSError):
+            os.write(self._write_fd, b"!")
+
+    def drain(self) -> None:
+        """Read the wake-ups that arrived, so the next wait blocks again."""
+        with contextlib.suppress(OSError):
+            os.read(self.fd, 512)
+
+    def close(self) -> None:
+        """Close both ends; safe to call twice."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            os.close(self._write_fd)
+            self.fd = self._write_fd = -1
+
+
+@dataclass(order=True)
+class _Timer:
+    when: float
+    serial: int
+    callback: Callable[[], None] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _Watch:
+    """A watch handed out by the reactor: inotify or polling underneath, and it may move to
+    polling if inotify gives out later (no watches left when a path resolves anew)."""
+
+    def __init__(self, reactor: Reactor, path: str, sink: Sink) -> None:
+        self._reactor = reactor
+        self.path = path
+        self.sink = sink
+        self.inner: InotifyWatch | PollWatch | None = None
+        self.closed = False
+
+    @property
+    def backend(self) -> str:
+        return self.inner.backend if self.inner is not None else "none"
+
+    def close(self) -> None:
+        self._reactor.unwatch(self)
+
+
+class Reactor:
+    """See the module docstring.  One per process (`reactor()`); a forked child makes its own."""
+
+    name = "reactor"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # timers, the thread, lazy set-up; held only briefly
+        self._timers: list[_Timer] = []
+        self._serial = itertools.count()
+        self._wake = WakePipe()
+        self._inotify: InotifyWatches | None = None
+        self._inotify_fd = -1  # registered with the thread's poller
+        self._polling = PollWatches()
+        self._by_inner: dict[int, _Watch] = {}
+        self._warned: set[str] = set()
+        self._thread: threading.Thread | None = None
+        self._abandoned = False
+
+    @staticmethod
+    def clock() -> float:
+        """time.monotonic(): the clock of call_at() and of debounce."""
+        return time.monotonic()
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> _Timer:
+        """Run `callback` in the reactor's thread once clock() reaches `when`."""
+        timer = _Timer(when, next(self._serial), callback)
+        with self._lock:
+            heapq.heappush(self._timers, timer)
+            earliest = self._timers[0] is timer
+            self._start()
+        if earliest:
+            self._wake.wake()
+        return timer
+
+    def watch(self, path: str, sink: Sink, backend: str) -> _Watch:
+        """Report changes of `path` to `sink`; `backend` is auto, inotify or poll.
+
+        Raises:
+            OSError: inotify was asked for and cannot watch `path`.
+            ValueError: a HOTR_* variable has a bad value.
+        """
+        chosen = backend if backend != "auto" else _env.backend()
+        interval = _env.poll_interval()
+        handle = _Watch(self, path, sink)
+        if chosen == "auto":
+            remote = remote_file_system(os.path.dirname(path))
+            if remote is not None:
+                logger.info(
+                    "%s is on %s, which inotify cannot watch: polling every %g s",
+                    path,
+                    remote,
+                    interval,
+                )
+                chosen = "poll"
+        if chosen != "poll":
+            try:
+                inner = self._inotify_watches().watch(path, self._forward(handle))
+            except OSError as exc:
+                if chosen == "inotify" or exc.errno not in _NO_INOTIFY:
+                    raise
+                self._warn_fallback(path, exc, interval)
+            else:
+                self._adopt(handle, inner)
+                return handle
+        self._adopt(
+            handle, self._polling.watch(path, self._forward(handle), interval, self.clock())
+        )
+        self._wake.wake()  # the thread's next wait must end at this path's first scan
+        return handle
+
+    def unwatch(self, handle: _Watch) -> None:
+        """Stop reporting `handle`'s path."""
+        handle.closed = True
+        inner, handle.inner = handle.inner, None
+        if inner is not None and not self._abandoned:
+            self._by_inner.pop(id(inner), None)
+            inner.close()
+
+    def sync(self) -> None:
+        """Deliver what already happened: queued inotify events, due scans, due timers."""
+        if self._abandoned:
+            return
+        if self._inotify is not None:
+            self._inotify.read()
+        self._polling.scan(self.clock())
+        self._run_timers()
+
+    def abandon(self) -> None:
+        """In a forked child: this reactor's thread is gone and its descriptors are shared with
+        the parent.  Drop them without touching the parent's watches; do nothing from now on."""
+        self._abandoned = True
+        if self._inotify is not None:
+            self._inotify.abandon()
+        with contextlib.suppress(OSError):
+            self._wake.close()
+
+    # -- inside ------------------------------------------------------------------------------
+
+    def _forward(self, handle: _Watch) -> Sink:
+        return lambda event: None if handle.closed else handle.sink(event)
+
+    def _adopt(self, handle: _Watch, inner: InotifyWatch | PollWatch) -> None:
+        handle.inner = inner
+        self._by_inner[id(inner)] = handle
+        with self._lock:
+            self._start()
+
+    def _inotify_watches(self) -> InotifyWatches:
+        with self._lock:
+            if self._inotify is None:
+                self._inotify = InotifyWatches(self._moved_to_polling)
+                self._inotify_fd = self._inotify.fd
+                self._wake.wake()  # the thread adds the new descriptor to its poller
+            return self._inotify
+
+    def _moved_to_polling(self, inner: InotifyWatch, exc: OSError) -> None:
+        """inotify could not follow a path that resolved anew: poll it from now on."""
+        handle = self._by_inner.pop(id(inner), None)
+        if handle is None or handle.closed:
+            return
+        interval = _env.poll_interval()
+        self._warn_fallback(handle.path, exc, interval)
+        self._adopt(
+            handle, self._polling.watch(handle.path, self._forward(handle), interval, self.clock())
+        )
+        self._wake.wake()
+
+    def _warn_fallback(self, path: str, exc: OSError, interval: float) -> None:
+        reason = exc.strerror or str(exc)
+        level = logging.DEBUG if reason in self._warned else logging.WARNING
+        self._warned.add(reason)
+        logger.log(
+            level, "inotify cannot watch %s (%s): polling it every %g s", path, reason, interval
+        )
+
+    def _start(self) -> None:
+        """Start the thread (lock held)."""
+        if self._thread is None and not self._abandoned:
+            self._thread = threading.Thread(target=self._run, name="hotr", daemon=True)
+            self._thread.start()
+
+    def _next_wait(self) -> float | None:
+        with self._lock:
+            while self._timers and self._timers[0].cancelled:
+                heapq.heappop(self._timers)
+            due = [self._timers[0].when] if self._timers else []
+        scan = self._polling.next_due()
+        if scan is not None:
+            due.append(scan)
+        return max(0.0, min(due) - self.clock()) if due else None
+
+    def _run_timers(self) -> None:
+        now = self.clock()
+        ready: list[_Timer] = []
+        with self._lock:
+            while self._timers and self._timers[0].when <= now:
+                timer = heapq.heappop(self._timers)
+                if not timer.cancelled:
+                    ready.append(timer)
+        for timer in ready:
+            try:
+                timer.callback()
+            except Exception:
+                logger.exception("a hotr timer failed")
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._wake.fd, select.POLLIN)
+        registered = -1
+        while not self._abandoned:
+            if self._inotify_fd != registered:
+                poller.register(self._inotify_fd, select.POLLIN)
+                registered = self._inotify_fd
+            wait = self._next_wait()
+            try:
+                ready = poller.poll(None if wait is None else int(wait * 1000) + 1)
+            except OSError:  # the descriptors went away (a forked child abandoning them)
+                return
+            if any(fd == self._wake.fd for fd, _ in ready):
+                self._wake.drain()
+            try:
+                self.sync()
+            except Exception:
+                logger.exception("hotr's watch thread hit an error; it carries on")
+
+
+_reactor: Reactor | None = None
+_reactor_lock = threading.Lock()
+
+
+def reactor() -> Reactor:
+    """The process's reactor, made on first use (and anew in a forked child)."""
+    global _reactor
+    with _reactor_lock:
+        if _reactor is None:
+            _reactor = Reactor()
+        return _reactor
+
+
+def _after_fork_in_child() -> None:
+    global _reactor, _reactor_lock
+    _reactor_lock = threading.Lock()
+    if _reactor is not None:
+        _reactor.abandon()
+        _reactor = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,63 @@
+"""What a change source is: the contract between hotr's reloaders and whatever sees file changes.
+
+The real source is the process-wide reactor (_reactor.py: one thread, one inotify instance, the
+polling scanner, timers); hotr.testing.ScriptedBackend is a source a test drives by hand.  A
+source calls each watch's sink with an Event; it never runs user code.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Protocol
+
+
+class Event(enum.Enum):
+    """What a source reports about one watched path."""
+
+    WRITTEN = "written"  # complete new content is in place
+    GONE = "gone"  # the file was removed (it may come back)
+    LOST = "lost"  # the directory holding it went away; the source watches for its return
+    RESCAN = "rescan"  # events were dropped (the kernel's queue overflowed): look again
+
+
+Sink = Callable[[Event], None]
+
+
+class Watch(Protocol):
+    """One watched path, as a source hands it out."""
+
+    @property
+    def backend(self) -> str:
+        """``"inotify"`` or ``"poll"`` (a watch may move to polling if inotify gives out)."""
+
+    def close(self) -> None:
+        """Stop reporting; safe to call twice."""
+
+
+class Timer(Protocol):
+    """A callback scheduled with ChangeSource.call_at."""
+
+    def cancel(self) -> None:
+        """Do not call it (if it has not run yet)."""
+
+
+class ChangeSource(Protocol):
+    """Sees changes to files and keeps time for the reloaders watching through it."""
+
+    name: str
+
+    def clock(self) -> float:
+        """Now, in seconds, on the clock call_at() uses."""
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
+        """Call `callback` (quickly, from the source's thread) once `clock()` reaches `when`."""
+
+    def watch(self, path: str, sink: Sink, backend: str) -> Watch:
+        """Report changes of the file `path` to `sink`; `backend` is auto, inotify or poll.
+
+        Raises OSError when the path cannot be watched with the backend asked for.
+        """
+
+    def sync(self) -> None:
+        """Deliver now what has already happened (events queued, timers due); never blocks."""

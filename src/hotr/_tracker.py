@@ -1,0 +1,325 @@
+"""Change tracking for one reloader: which of its files changed, when a change is due, who waits.
+
+A reloader's files are its library (when the user names a file) and its inputs (sources, and the
+headers its last build used).  The change source calls the tracker's sinks; the tracker folds
+those raw changes into *published* ones: the first change after a quiet spell at once, later ones
+no sooner than `debounce` after the previous publication, so a burst of saves makes one or two
+reloads of the final content and never a lost one.
+
+Publishing bumps counters (a Snapshot) and wakes every waiter: threads blocked on `cond` and
+listeners (asyncio futures, background drivers, the fileno() descriptor).  Nobody takes an event
+away from anybody else: each consumer remembers the counters it has seen, so any number of
+threads and tasks may wait on one reloader and each of them sees each change.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ._polling import signature
+from ._source import ChangeSource, Event, Sink, Timer, Watch
+
+logger = logging.getLogger("hotr")
+
+Listener = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The tracker's counters at one moment; compare two to learn what happened between."""
+
+    library: int  # published changes of the library file, and finished builds
+    inputs: int  # published changes of the inputs (sources, headers)
+    changes: int  # publications that carried a change
+    losses: int  # times a watched directory went away
+    wakeups: int  # every publication (a drained version pokes too)
+    ended: bool  # stopped or closed: no more changes will come
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What a load about to start takes in: the library generation and why it changed."""
+
+    library: int
+    changed: frozenset[str]
+    build_seconds: float | None
+
+
+class ChangeTracker:
+    """See the module docstring.
+
+    Locks: `_watch_lock` (the watch set; held while calling the source) comes before the
+    source's own locks, which come before `cond` (the counters).  Listeners are called with
+    `cond` released.
+    """
+
+    def __init__(
+        self,
+        source: ChangeSource,
+        *,
+        library: str | None,
+        debounce: float,
+        backend: str,
+        builds: bool,
+    ) -> None:
+        self.cond = threading.Condition(threading.RLock())
+        self._source = source
+        self._library_path = library
+        self._debounce = debounce
+        self._backend = backend
+        self._watch_lock = threading.Lock()
+        self._watches: dict[str, Watch] = {}
+        self._signatures: dict[str, tuple[int, ...] | None] = {}
+        self._listeners: list[Listener] = []
+        self._library = 0
+        self._consumed = 0  # the library generation the last load took in
+        self._inputs = 1 if builds else 0  # a build is wanted before the first load
+        self._changes = 0
+        self._losses = 0
+        self._wakeups = 0
+        self._ended = False
+        self._dirty_library = False
+        self._dirty_inputs = False
+        self._raw: set[str] = set()  # changed, not yet published
+        self._changed: set[str] = set()  # published, not yet loaded
+        self._build_seconds: float | None = None
+        self._lost: set[str] = set()  # watched paths whose directory is gone
+        self._last_publish = -float("inf")
+        self._timer: Timer | None = None
+
+    # -- the watch set -----------------------------------------------------------------------
+
+    def start(self, inputs: Iterable[str]) -> None:
+        """Watch the library (if a file) and `inputs`.  Raises OSError if one cannot be."""
+        with self._watch_lock:
+            try:
+                if self._library_path is not None:
+                    self._watch(self._library_path)
+                for path in sorted(set(inputs)):
+                    self._watch(path)
+            except BaseException:
+                self._close_watches()
+                raise
+
+    def watch_inputs(self, inputs: Iterable[str]) -> None:
+        """Make the watched inputs exactly `inputs` (a build learns its headers)."""
+        wanted = set(inputs) - {self._library_path}
+        with self._watch_lock:
+            if self._ended:
+                return
+            for path in set(self._watches) - wanted - {self._library_path}:
+                self._watches.pop(path).close()
+            for path in sorted(wanted - set(self._watches)):
+                try:
+                    self._watch(path)
+                except OSError as exc:
+                    logger.warning(
+                        "cannot watch %s: %s; its changes will not be seen",
+                        path,
+                        exc.strerror or exc,
+                    )
+
+    @property
+    def backend(self) -> str:
+        """How the files are watched: ``"inotify"``, ``"poll"``, both, or the source's name."""
+        with self._watch_lock:
+            kinds = sorted({w.backend for w in self._watches.values()})
+        return "+".join(kinds) if kinds else self._backend
+
+    def stop(self) -> None:
+        """Stop watching for good and wake every waiter."""
+        with self._watch_lock:
+            self._close_watches()
+            with self.cond:
+                self._ended = True
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                listeners = self._bump(change=False)
+        _call(listeners)
+
+    def abandon(self) -> None:
+        """In a forked child: forget the watches without touching the parent's reactor."""
+        self._watch_lock = threading.Lock()
+        self.cond = threading.Condition(threading.RLock())
+        self._watches = {}
+        self._ended = True
+        self._listeners = []
+
+    def _watch(self, path: str) -> None:
+        self._signatures[path] = signature(path)
+        self._watches[path] = self._source.watch(path, self._sink(path), self._backend)
+
+    def _close_watches(self) -> None:
+        for watch in self._watches.values():
+            watch.close()
+        self._watches.clear()
+
+    # -- what the source reports -------------------------------------------------------------
+
+    def _sink(self, path: str) -> Sink:
+        return lambda event: self._event(path, event)
+
+    def _event(self, path: str, event: Event) -> None:
+        if event is Event.RESCAN:
+            now = signature(path)
+            if now == self._signatures.get(path):
+                return
+            event = Event.WRITTEN if now is not None else Event.GONE
+        listeners: list[Listener] = []
+        with self.cond:
+            if self._ended:
+                return
+            if event is Event.WRITTEN:
+                self._signatures[path] = signature(path)
+                if path in self._lost:
+                    self._lost.discard(path)
+                    logger.info("%s is back; watching it again", path)
+                if path == self._library_path:
+                    self._dirty_library = True
+                else:
+                    self._dirty_inputs = True
+                self._raw.add(path)
+                listeners = self._schedule()
+            elif event is Event.LOST:
+                self._signatures[path] = None
+                if path not in self._lost:
+                    self._lost.add(path)
+                    logger.error(
+                        "the directory of %s was removed or renamed; the loaded version stays "
+                        "live, and hotr watches for it to come back",
+                        path,
+                    )
+                self._losses += 1
+                listeners = self._bump(change=False)
+            else:
+                self._signatures[path] = None
+                logger.debug("%s was removed", path)
+        _call(listeners)
+
+    def _schedule(self) -> list[Listener]:
+        """A raw change came in: publish now, or when the debounce interval has passed."""
+        now = self._source.clock()
+        due = self._last_publish + self._debounce
+        if now >= due:
+            return self._publish(now)
+        if self._timer is None:
+            self._timer = self._source.call_at(due, self._on_timer)
+        return []
+
+    def _on_timer(self) -> None:
+        with self.cond:
+            self._timer = None
+            listeners = self._publish(self._source.clock()) if self._raw else []
+        _call(listeners)
+
+    def _publish(self, now: float) -> list[Listener]:
+        if self._dirty_library:
+            self._library += 1
+        if self._dirty_inputs:
+            self._inputs += 1
+        self._dirty_library = self._dirty_inputs = False
+        self._changed |= self._raw
+        self._raw.clear()
+        self._last_publish = now
+        return self._bump(change=True)
+
+    def _bump(self, *, change: bool) -> list[Listener]:
+        """Count a publication and wake everyone (cond held); returns the listeners to call."""
+        if change:
+            self._changes += 1
+        self._wakeups += 1
+        self.cond.notify_all()
+        return list(self._listeners)
+
+    # -- what the reloader tells it ----------------------------------------------------------
+
+    def library_built(self, seconds: float) -> None:
+        """A build wrote a new library: it is ready to load at once."""
+        with self.cond:
+            self._library += 1
+            self._build_seconds = seconds
+            listeners = self._bump(change=True)
+        _call(listeners)
+
+    def poke(self) -> None:
+        """Wake every waiter without a change (a retired version has drained)."""
+        with self.cond:
+            listeners = self._bump(change=False)
+        _call(listeners)
+
+    # -- what consumers read -----------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The counters now."""
+        with self.cond:
+            return Snapshot(
+                self._library,
+                self._inputs,
+                self._changes,
+                self._losses,
+                self._wakeups,
+                self._ended,
+            )
+
+    def take(self) -> Pending:
+        """What a load starting now takes in.  The load reads the file after this, so library
+        changes not yet published (held back by the debounce) are taken in too."""
+        with self.cond:
+            if self._dirty_library:
+                self._library += 1
+                self._dirty_library = False
+                self._changed.add(self._library_path or "")
+                self._raw.discard(self._library_path or "")
+            return Pending(self._library, frozenset(self._changed), self._build_seconds)
+
+    def take_inputs(self) -> int:
+        """The input generation a build starting now takes in (it reads the sources after
+        this, so changes not yet published are taken in too)."""
+        with self.cond:
+            if self._dirty_inputs:
+                self._inputs += 1
+                self._dirty_inputs = False
+                self._changed |= self._raw - {self._library_path}
+                self._raw &= {self._library_path or ""}
+            return self._inputs
+
+    def newer_than(self, taken: Pending) -> bool:
+        """True if the library changed again after `taken` was taken."""
+        with self.cond:
+            return self._library > taken.library or self._dirty_library
+
+    def consume(self, taken: Pending) -> None:
+        """A load took `taken` in (it loaded, or failed for good): forget those changes."""
+        with self.cond:
+            self._consumed = max(self._consumed, taken.library)
+            self._changed -= taken.changed
+            if taken.build_seconds is not None and self._build_seconds == taken.build_seconds:
+                self._build_seconds = None
+
+    def library_pending(self) -> bool:
+        """True if the library changed (or was built) since the last load took it in."""
+        with self.cond:
+            return self._library > self._consumed
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call `listener()` after every publication (from whichever thread publishes)."""
+        with self.cond:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling `listener`."""
+        with self.cond:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+
+def _call(listeners: list[Listener]) -> None:
+    for listener in listeners:
+        try:
+            listener()
+        except Exception:
+            logger.debug("a hotr listener failed", exc_info=True)

@@ -1,0 +1,210 @@
+"""The versions of one library, and the one place each of them ends.
+
+A version's life::
+
+    LOADING --dlopen--> MAPPED --switch--> LIVE --replaced--> RETIRED --no call left--> ENDED
+                          |                  |                                         ^
+                          +-- refused, rolled back, interrupted; close(), exit, GC ----+
+
+A version is in its VersionSet from before dlopen is called, and `Version.end` (its cleanup()
+hook, then dlclose, then its copy deleted) is the only way out: exactly once, whatever ends it.
+A version with calls still running is never ended under them; its Pin's on_idle ends it (or
+wakes the reloader to) when the last one returns.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import hashlib
+import logging
+import mmap
+import os
+from collections.abc import Callable
+
+from . import _dl, _signals
+from ._elf import ElfInfo, Globals, read_globals
+from ._shim import Pin
+from ._store import PrivateStore
+
+logger = logging.getLogger("hotr")
+
+_VOID_FN = ctypes.CFUNCTYPE(None)
+
+
+class Stage(enum.Enum):
+    """Where a version is in its life (see the module docstring)."""
+
+    LOADING = "loading"
+    MAPPED = "mapped"
+    LIVE = "live"
+    RETIRED = "retired"
+    ENDING = "ending"  # its cleanup() hook was called; dlclose and the copy are next
+    ENDED = "ended"
+
+
+class Version:
+    """One loaded version: its private copy, handle, in-flight counter and stage."""
+
+    def __init__(
+        self,
+        number: int,
+        path: str,
+        remove: str,
+        info: ElfInfo,
+        store: PrivateStore,
+        loaded_at: float,
+    ) -> None:
+        self.number = number
+        self.path = path  # the copy dlopen maps
+        self.info = info
+        self.loaded_at = loaded_at
+        self.handle: int | None = None
+        self.base = 0
+        self.pin = Pin(number)
+        self.stage = Stage.LOADING
+        self._remove = remove  # the copy, or the directory holding it and its $ORIGIN links
+        self._store = store
+        self._symbols: dict[str, int | None] = {}
+        self._globals: Globals | None = None
+        self._sha256: str | None = None
+
+    def map(self) -> None:
+        """dlopen the copy (runs its constructors).  Raises OSError with the loader's reason."""
+        self.handle = _dl.dlopen(self.path)
+        self.stage = Stage.MAPPED
+        self.base = _dl.base_address(self.handle)
+
+    def symbol(self, name: str) -> int | None:
+        """dlsym(name) in this version, looked up once."""
+        if name not in self._symbols:
+            assert self.handle is not None
+            self._symbols[name] = _dl.dlsym(self.handle, name)
+        return self._symbols[name]
+
+    def is_code(self, address: int) -> bool:
+        """True if `address` lies in one of this version's executable segments."""
+        offset = address - self.base
+        return any(low <= offset < high for low, high in self.info.code)
+
+    def globals(self) -> Globals:
+        """The variables keep_globals may carry, read from the copy's symbol table once."""
+        if self._globals is None:
+            with open(self.path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+                self._globals = read_globals(m, self.info.relro)
+        return self._globals
+
+    def sha256(self) -> str:
+        """SHA-256 of the version's content, hex; computed once, while the copy exists."""
+        if self._sha256 is None:
+            try:
+                with open(self.path, "rb") as f:
+                    self._sha256 = hashlib.sha256(f.read()).hexdigest()
+            except OSError:
+                return ""
+        return self._sha256
+
+    def end(self) -> None:
+        """End this version: cleanup() if it was mapped, dlclose, delete the copy; once.
+
+        Signals are held back meanwhile, so a Ctrl-C cannot leave it half-ended.  Never raises
+        for a failure to unmap or delete (logged; the copy is retried later).
+        """
+        if self.stage is Stage.ENDED:
+            return
+        with _signals.deferred():
+            if self.handle is not None:
+                if self.stage is not Stage.ENDING:
+                    self.stage = Stage.ENDING
+                    cleanup = self.symbol("cleanup")
+                    if cleanup and self.is_code(cleanup):
+                        _VOID_FN(cleanup)()
+                handle, self.handle = self.handle, None
+                try:
+                    _dl.dlclose(handle)
+                except OSError as exc:
+                    logger.warning("dlclose of version %d failed: %s", self.number, exc)
+            self.sha256()
+            if os.path.isdir(self._remove):
+                self._store.remove_directory(self._remove)
+            else:
+                self._store.remove(self._remove)
+            self.stage = Stage.ENDED
+        logger.debug("unloaded version %d (%s)", self.number, self.path)
+
+
+class VersionSet:
+    """The live version, the retired ones still mapped, and the ones being loaded.
+
+    Callers hold the reloader's load lock, except for the on_idle path of a closed set.
+    """
+
+    def __init__(self, store: PrivateStore, wake: Callable[[], None]) -> None:
+        self.current: Version | None = None
+        self.loads = 0  # successful loads so far
+        self._store = store
+        self._wake = wake  # tells the reloader's drivers a retired version has drained
+        self._retired: list[Version] = []
+        self._loading: list[Version] = []
+
+    def begin(self, path: str, remove: str, info: ElfInfo, loaded_at: float) -> Version:
+        """A new version, registered before dlopen is called."""
+        version = Version(self.loads + 1, path, remove, info, self._store, loaded_at)
+        self._loading.append(version)
+        return version
+
+    def go_live(self, version: Version) -> None:
+        """`version` is live (its functions are switched); the previous one retires."""
+        self._loading.remove(version)
+        old, self.current = self.current, version
+        version.stage = Stage.LIVE
+        self.loads += 1
+        if old is not None:
+            old.stage = Stage.RETIRED
+            old.pin.on_idle = self._wake
+            self._retired.append(old)
+
+    def discard(self, version: Version) -> None:
+        """`version` was refused or its load interrupted: end it now."""
+        if version in self._loading:
+            self._loading.remove(version)
+        version.end()
+
+    def housekeep(self) -> None:
+        """End every retired version no call runs in, and any load left half-done."""
+        for version in list(self._loading):  # no load runs now (the caller holds the lock)
+            self.discard(version)
+        for version in [v for v in self._retired if v.pin.inflight == 0]:
+            self._retired.remove(version)
+            version.pin.on_idle = None
+            version.end()
+        self._store.retry()
+
+    @property
+    def busy(self) -> bool:
+        """True while a retired version still has calls running."""
+        return bool(self._retired)
+
+    def close(self) -> None:
+        """End every version; one with calls running ends when its last call returns."""
+        versions = [*self._loading, *self._retired, *([self.current] if self.current else [])]
+        self._loading, self._retired, self.current = [], [], None
+        for version in versions:
+            if version.pin.inflight == 0:
+                version.pin.on_idle = None
+                version.end()
+            else:
+                logger.info(
+                    "version %d has calls running; it is unloaded when they return", version.number
+                )
+                version.pin.on_idle = _ender(version)
+
+
+def _ender(version: Version) -> Callable[[], None]:
+    """on_idle of a version of a closed reloader: end it in the thread whose call returned."""
+
+    def end() -> None:
+        version.pin.on_idle = None
+        version.end()
+
+    return end
