@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -19,6 +20,10 @@ import pytest
 import hotr
 
 CC = os.environ.get("CC", "cc")
+# Where hotr.h is, as `hotr --include` tells users.
+INCLUDE_DIR = subprocess.run(
+    [sys.executable, "-m", "hotr", "--include"], capture_output=True, text=True, check=True
+).stdout.strip()
 
 
 def source(value: int, extra: str = "") -> str:
@@ -202,6 +207,23 @@ def run_python(
         f"child exited with {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
     )
     return proc
+
+
+def wait_until_blocked(threads: list[threading.Thread], timeout: float = 10) -> None:
+    """Return once each of `threads` is blocked waiting on a threading condition (so it has
+    started its wait, and what it waits for can now be made to happen)."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        while True:
+            frame = sys._current_frames().get(thread.ident or -1)
+            while frame is not None and not (
+                frame.f_code.co_name == "wait" and frame.f_code.co_filename.endswith("threading.py")
+            ):
+                frame = frame.f_back
+            if frame is not None:
+                break
+            assert time.monotonic() < deadline, f"{thread.name} never started waiting"
+            time.sleep(0.001)
 
 
 class Lines:

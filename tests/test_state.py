@@ -7,10 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Builder, reload_next
+from conftest import INCLUDE_DIR, Builder, reload_next, run_python
 
 import hotr
-from hotr._build import INCLUDE_DIR
 
 COUNTER = """
 #include <hotr.h>
@@ -228,3 +227,72 @@ def test_load_passes_keep_globals(tmp_path: Path, builder: Builder) -> None:
             assert time.monotonic() < deadline, "no reload in the background"
             time.sleep(0.01)
         assert lib.get_counter() == 6
+
+
+READ_ONLY_AFTER_LOADING = """
+#include <hotr.h>
+static int one(void) { return 1; }
+static int two(void) { return 2; }
+const char *const names[] = {"alpha", "beta"};   /* .data.rel.ro: relocated, then read-only */
+int (*const table[])(void) = {one, two};
+int plain = 7;
+void bump(void) { plain++; }
+int get_plain(void) { return plain; }
+int call(int i) { return table[i]() + (names[i][0] == 'a'); }
+int tag(void) { return TAG; }
+"""
+
+
+def test_keep_globals_never_writes_read_only_memory(builder: Builder) -> None:
+    # Writing a RELRO page faults: the carry runs in a child.
+    versions = [
+        builder.compile_to_file(f"#define TAG {n}\n" + READ_ONLY_AFTER_LOADING, f"-I{INCLUDE_DIR}")
+        for n in (1, 2)
+    ]
+    proc = run_python(
+        f"""
+        import os, shutil, hotr
+        lib_path = {str(builder.lib)!r}
+        shutil.copyfile({versions[0]!r}, lib_path)
+        with hotr.HotReloader(lib_path, keep_globals=True) as r:
+            lib = r.update()
+            lib.bump()
+            shutil.copyfile({versions[1]!r}, lib_path + ".tmp")
+            os.rename(lib_path + ".tmp", lib_path)
+            assert r.watch_for_changes(timeout=5) == 1
+            r.update()
+            assert lib.tag() == 2 and lib.get_plain() == 8 and lib.call(0) == 2
+            reasons = dict(r.history[-1].not_carried)
+            assert "plain" in r.history[-1].carried
+            for name in ("names", "table"):
+                assert reasons[name].startswith("read-only after loading"), reasons
+        """,
+        env={"HOTR_PRIVATE_DIR": str(builder.dir / "private")},
+    )
+    assert proc.returncode == 0
+
+
+NUMBERED = """
+int first(void) { static int count = 100; return ++count; }
+EXTRA
+int second(void) { static int count = 200; return ++count; }
+int lonely(void) { static int calls; return ++calls; }
+"""
+
+
+def test_compiler_numbered_statics_are_never_mixed_up(builder: Builder) -> None:
+    # gcc names both `count`s count.0 and count.1 in order of appearance; a function added in
+    # between renumbers them.  Carrying by those names would swap the values.
+    land(builder, NUMBERED.replace("EXTRA", ""))
+    with hotr.HotReloader(builder.lib, keep_globals=True) as r:
+        lib = r.update()
+        assert (lib.first(), lib.second(), lib.lonely()) == (101, 201, 1)
+        land(builder, NUMBERED.replace("EXTRA", "int middle(void) { static int count; return 0; }"))
+        reload_next(r)
+        reasons = dict(r.history[-1].not_carried)
+        assert any(
+            "several function-local statics named 'count'" in why for why in reasons.values()
+        )
+        assert r.history[-1].carried == ("calls",)
+        assert (lib.first(), lib.second()) == (101, 201), "not carried: both start afresh"
+        assert lib.lonely() == 2, "an unambiguous function-local static was not carried"

@@ -104,9 +104,11 @@ class ReloadCore:
         self.cursor = Cursor(self.tracker, self._drain)  # what the program has seen
         try:
             self.tracker.start(inputs)
-        except OSError as exc:
+        except BaseException as exc:
             store.release(self.directory)
-            raise HotReloadError(f"cannot watch {label!r}: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise HotReloadError(f"cannot watch {label!r}: {exc}") from exc
+            raise
         _process.register(self)
 
     # -- state -------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import logging
 import os
 import stat
 import struct
@@ -29,6 +30,8 @@ from dataclasses import dataclass, field
 
 from . import _libc
 from ._source import Event, Sink
+
+logger = logging.getLogger("hotr")
 
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_FROM = 0x00000040
@@ -223,6 +226,7 @@ class InotifyWatches:
 
     def _dispatch(self, wd: int, mask: int, name: str) -> None:
         if mask & IN_Q_OVERFLOW:
+            logger.info("the inotify event queue overflowed; looking at every watched file again")
             for watch in list(self._watches):
                 self._refresh(watch, _Trigger.STRUCTURE)
                 watch.sink(Event.RESCAN)
@@ -237,8 +241,11 @@ class InotifyWatches:
                 self._refresh(watch, _Trigger.STRUCTURE)
             return
         for watch in list(directory.names.get(name, ())):
-            file_entry = bool(watch.points) and watch.points[-1][:2] in (
-                (path, name) for path in directory.paths
+            last = watch.points[-1] if watch.points else None
+            file_entry = (
+                last is not None
+                and last[2] is Role.FILE
+                and any(last[:2] == (path, name) for path in directory.paths)
             )
             if file_entry and mask & (IN_CLOSE_WRITE | IN_MOVED_TO):
                 trigger = _Trigger.COMPLETE
@@ -253,6 +260,7 @@ class InotifyWatches:
         if watch not in self._watches:
             return
         before, named_before = watch.state, watch.final
+        file_before = watch.points[-1][:2] if watch.points else None
         try:
             self._apply(watch)
         except OSError as exc:
@@ -261,7 +269,9 @@ class InotifyWatches:
             return
         watch.state = state = _state_of(watch)
         if state is _State.PRESENT:
-            became_link = trigger is _Trigger.CREATED and watch.points[-1][2] is not Role.FILE
+            # A created entry is complete only if it is a symlink (then it is no longer the
+            # last entry the path resolves through).
+            became_link = trigger is _Trigger.CREATED and watch.points[-1][:2] != file_before
             if (
                 trigger is _Trigger.COMPLETE
                 or became_link

@@ -1,0 +1,365 @@
+"""One lifecycle per version: every version that reached dlopen gets its cleanup() exactly once
+before it is unmapped, whatever ends it.  Each scenario runs in a child: a bug is a crash."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Builder, run_python, source
+
+import hotr
+
+# A library whose constructor starts a thread that keeps running in the library's code, and
+# whose cleanup() stops it: unmapping it without cleanup() crashes the process.
+THREADED = r"""
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+static volatile int running = 1;
+static pthread_t worker;
+static void *spin(void *arg) { while (running) usleep(200); return NULL; }
+__attribute__((constructor)) static void start(void) { pthread_create(&worker, NULL, spin, NULL); }
+static void mark(const char *what) {
+    const char *path = getenv("HOTR_TEST_MARK");
+    FILE *f = path ? fopen(path, "a") : NULL;
+    if (f) { fprintf(f, "%s %d\n", what, TAG); fclose(f); }
+}
+void cleanup(void) { running = 0; pthread_join(worker, NULL); mark("cleanup"); }
+"""
+
+
+def threaded(tag: int, extra: str = "") -> str:
+    return f"#define TAG {tag}\n" + THREADED + extra
+
+
+def marks(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def child(builder: Builder, code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_python(
+        code,
+        env={
+            "HOTR_PRIVATE_DIR": str(builder.dir / "private"),
+            "HOTR_TEST_MARK": str(builder.dir / "mark.txt"),
+            **env,
+        },
+    )
+
+
+REFUSE = (
+    "int hotr_load(void **s, int v, int r) { return REFUSE; }\nint value(void) { return TAG; }\n"
+)
+
+
+def test_a_version_refused_by_its_hotr_load_gets_its_cleanup(builder: Builder) -> None:
+    good = builder.compile_to_file(threaded(1, REFUSE.replace("REFUSE", "0")))
+    refused = builder.compile_to_file(threaded(2, REFUSE.replace("REFUSE", "3")))
+    child(
+        builder,
+        f"""
+        import os, shutil, time, hotr
+        lib_path = {str(builder.lib)!r}
+        shutil.copyfile({good!r}, lib_path)
+        r = hotr.HotReloader(lib_path)
+        lib = r.update()
+        shutil.copyfile({refused!r}, lib_path + ".tmp")
+        os.rename(lib_path + ".tmp", lib_path)
+        assert r.watch_for_changes(timeout=5) == 1
+        try:
+            r.update()
+        except hotr.LoadError as exc:
+            assert "hotr_load returned 3" in str(exc), exc
+        else:
+            raise AssertionError("the refusal was not reported")
+        time.sleep(0.05)  # the refused version's thread would crash now if it still ran
+        assert lib.value() == 1
+        r.close()
+        """,
+    )
+    assert marks(builder.dir / "mark.txt") == ["cleanup 2", "cleanup 1"]
+
+
+def test_a_version_refused_by_a_check_after_loading_gets_its_cleanup(builder: Builder) -> None:
+    good = builder.compile_to_file(threaded(1, "int value(void) { return 1; }\n"))
+    # `value` is now a variable: the live function cannot point there; the check after dlopen
+    # refuses the version, whose constructor has started its thread already.
+    bad = builder.compile_to_file(threaded(2, "int value = 2;\n"))
+    child(
+        builder,
+        f"""
+        import os, shutil, time, hotr
+        lib_path = {str(builder.lib)!r}
+        shutil.copyfile({good!r}, lib_path)
+        r = hotr.HotReloader(lib_path)
+        lib = r.update()
+        assert lib.value() == 1
+        shutil.copyfile({bad!r}, lib_path + ".tmp")
+        os.rename(lib_path + ".tmp", lib_path)
+        assert r.watch_for_changes(timeout=5) == 1
+        try:
+            r.update()
+        except hotr.LoadError as exc:
+            assert "not in an executable segment" in str(exc), exc
+        else:
+            raise AssertionError("the bad version was accepted")
+        time.sleep(0.05)
+        assert lib.value() == 1
+        r.close()
+        """,
+    )
+    assert marks(builder.dir / "mark.txt") == ["cleanup 2", "cleanup 1"]
+
+
+# hotr_load raises a signal in the process while the reload is in progress.
+SIGNALLING = """
+#include <signal.h>
+#include <unistd.h>
+int hotr_load(void **s, int v, int r) { if (v == 2) kill(getpid(), SIG); return 0; }
+int value(void) { return TAG; }
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_a_reload_leaves_nothing_half_done(
+    builder: Builder, signal_name: str
+) -> None:
+    versions = [
+        builder.compile_to_file(threaded(n, SIGNALLING.replace("SIG", signal_name)))
+        for n in (1, 2, 3)
+    ]
+    child(
+        builder,
+        f"""
+        import os, shutil, signal, hotr
+
+        def stop(signum, frame):
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, stop)  # as hotr run does
+        lib_path = {str(builder.lib)!r}
+        shutil.copyfile({versions[0]!r}, lib_path)
+        r = hotr.HotReloader(lib_path)
+        lib = r.update()
+
+        def land(path):
+            shutil.copyfile(path, lib_path + ".tmp")
+            os.rename(lib_path + ".tmp", lib_path)
+            assert r.watch_for_changes(timeout=5) == 1
+
+        land({versions[1]!r})
+        try:
+            r.update()
+        except KeyboardInterrupt:
+            pass  # raised once the reload was done, not in the middle of it
+        else:
+            raise AssertionError("the signal was lost")
+        assert lib.value() == 2 and r.version == 2
+        assert r.poll() is False  # nothing half-done is waiting
+        land({versions[2]!r})
+        r.update()
+        assert lib.value() == 3
+        r.close()
+        """,
+    )
+    assert marks(builder.dir / "mark.txt") == ["cleanup 1", "cleanup 2", "cleanup 3"]
+
+
+def test_ctrl_c_during_a_build_is_retried_by_the_next_update(tmp_path: Path) -> None:
+    # A compiler that, the first time, interrupts hotr (as a Ctrl-C would) and hangs.
+    cc = tmp_path / "cc-interrupts-once"
+    cc.write_text(
+        "#!/bin/sh\n"
+        f'if [ ! -e "{tmp_path}/interrupted" ]; then\n'
+        f'  touch "{tmp_path}/interrupted"; kill -INT $PPID; sleep 30\n'
+        "fi\n"
+        'exec cc "$@"\n'
+    )
+    cc.chmod(0o755)
+    src = tmp_path / "k.c"
+    src.write_text("int value(void) { return 1; }\n")
+    run_python(
+        f"""
+        import os, time, hotr
+        src = {str(src)!r}
+        r = hotr.HotReloader(src, cc={str(cc)!r})
+        started = time.monotonic()
+        try:
+            r.update()
+        except KeyboardInterrupt:
+            pass
+        else:
+            raise AssertionError("the interrupt did not reach the program")
+        assert time.monotonic() - started < 10, "the interrupted build was not killed"
+        lib = r.update()  # the interrupted build is run again
+        assert lib.value() == 1
+        r.close()
+        """,
+        env={"HOTR_PRIVATE_DIR": str(tmp_path / "private")},
+    )
+    assert list((tmp_path / "private").iterdir()) == []
+
+
+def test_dropping_everything_while_a_call_runs_in_a_retired_version(builder: Builder) -> None:
+    slow = "#include <unistd.h>\nint slow(int us) { usleep(us); return TAG; }\n"
+    versions = [builder.compile_to_file(threaded(n, slow)) for n in (1, 2)]
+    child(
+        builder,
+        f"""
+        import ctypes, gc, os, shutil, threading, time, hotr
+        lib_path = {str(builder.lib)!r}
+        shutil.copyfile({versions[0]!r}, lib_path)
+        r = hotr.HotReloader(lib_path, debounce=0)
+        slow = r.update().slow
+        canary = [1.5 * n for n in range(10000)]
+        result = []
+        thread = threading.Thread(target=lambda: result.append(slow(300_000)))
+        thread.start()
+        time.sleep(0.05)  # the call is inside version 1
+        shutil.copyfile({versions[1]!r}, lib_path + ".tmp")
+        os.rename(lib_path + ".tmp", lib_path)
+        assert r.watch_for_changes(timeout=5) == 1
+        r.update()  # version 1 retires with the call still running in it
+        del r, slow
+        gc.collect()
+        thread.join()
+        gc.collect()
+        assert result == [1], result
+        assert canary == [1.5 * n for n in range(10000)], "memory was written after free"
+        """,
+    )
+    assert marks(builder.dir / "mark.txt") == ["cleanup 1", "cleanup 2"]
+
+
+def test_a_reloader_collected_unclosed_ends_its_versions(builder: Builder) -> None:
+    code = builder.compile_to_file(threaded(1, "int value(void) { return 1; }\n"))
+    child(
+        builder,
+        f"""
+        import gc, shutil, hotr
+        shutil.copyfile({code!r}, {str(builder.lib)!r})
+        value = hotr.HotReloader({str(builder.lib)!r}).update().value
+        gc.collect()
+        assert value() == 1, "a function held keeps its reloader alive"
+        del value
+        gc.collect()
+        import os
+        assert open({str(builder.dir / "mark.txt")!r}).read() == "cleanup 1\\n"
+        """,
+    )
+
+
+def test_close_with_a_call_running_ends_that_version_when_it_returns(builder: Builder) -> None:
+    slow = "#include <unistd.h>\nint slow(int us) { usleep(us); return TAG; }\n"
+    code = builder.compile_to_file(threaded(1, slow))
+    child(
+        builder,
+        f"""
+        import shutil, threading, time, hotr
+        shutil.copyfile({code!r}, {str(builder.lib)!r})
+        r = hotr.HotReloader({str(builder.lib)!r})
+        lib = r.update()
+        result = []
+        thread = threading.Thread(target=lambda: result.append(lib.slow(200_000)))
+        thread.start()
+        time.sleep(0.05)
+        r.close()
+        mark = {str(builder.dir / "mark.txt")!r}
+        import os
+        assert not os.path.exists(mark), "cleanup() ran with a call inside the version"
+        thread.join()
+        assert result == [1]
+        assert open(mark).read() == "cleanup 1\\n", "the version was never ended"
+        """,
+    )
+
+
+def test_exit_runs_every_cleanup_once(builder: Builder) -> None:
+    versions = [builder.compile_to_file(threaded(n, REFUSE.replace("REFUSE", "0"))) for n in (1, 2)]
+    child(
+        builder,
+        f"""
+        import os, shutil, hotr
+        lib_path = {str(builder.lib)!r}
+        shutil.copyfile({versions[0]!r}, lib_path)
+        lib = hotr.load(lib_path)
+        r = hotr.reloader_of(lib)
+        shutil.copyfile({versions[1]!r}, lib_path + ".tmp")
+        os.rename(lib_path + ".tmp", lib_path)
+        import time
+        deadline = time.monotonic() + 5
+        while lib.value() != 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        """,
+    )
+    assert sorted(marks(builder.dir / "mark.txt")) == ["cleanup 1", "cleanup 2"]
+    assert list((builder.dir / "private").iterdir()) == []
+
+
+def test_fork_while_a_thread_reloads_leaves_a_child_that_can_load(builder: Builder) -> None:
+    versions = [
+        builder.compile_to_file(threaded(n, "int value(void) { return TAG; }\n")) for n in (1, 2)
+    ]
+    child(
+        builder,
+        f"""
+        import ctypes, faulthandler, os, shutil, threading, hotr
+        lib_path = {str(builder.lib)!r}
+        shutil.copyfile({versions[0]!r}, lib_path)
+        lib = hotr.load(lib_path, debounce=0)
+        stop = threading.Event()
+
+        def writer():
+            n = 0
+            while not stop.is_set():
+                shutil.copyfile([{versions[0]!r}, {versions[1]!r}][n % 2], lib_path + ".tmp")
+                os.rename(lib_path + ".tmp", lib_path)
+                n += 1
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            for _ in range(30):
+                pid = os.fork()
+                if pid == 0:
+                    faulthandler.dump_traceback_later(10, exit=True)  # a hang fails, not hangs
+                    ctypes.CDLL({versions[1]!r})  # dlopen in the child
+                    assert lib.value() in (1, 2)
+                    os._exit(0)
+                _, status = os.waitpid(pid, 0)
+                assert os.waitstatus_to_exitcode(status) == 0, status
+        finally:
+            stop.set()
+            thread.join()
+        assert hotr.reloader_of(lib).version > 3, "no reloads happened around the forks"
+        """,
+    )
+
+
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr")
+def test_a_copy_that_cannot_be_removed_never_stops_the_watcher(
+    builder: Builder, caplog: pytest.LogCaptureFixture
+) -> None:
+    with hotr.load(builder.lib, debounce=0) as lib:
+        (first,) = (builder.dir / "private").rglob("v1-libhot.so")
+        if subprocess.run(["chattr", "+i", str(first)], capture_output=True).returncode:
+            pytest.skip("this file system cannot make a file immutable")
+        try:
+            for n in (2, 3, 4):
+                builder.rename(source(n))
+                deadline = time.monotonic() + 5
+                while lib.value() != n:
+                    assert time.monotonic() < deadline, f"reloading stopped at version {n}"
+                    time.sleep(0.005)
+            assert hotr.reloader_of(lib).poll() is False  # housekeeping raises nothing
+            assert first.exists()
+            assert "cannot remove private copy" in caplog.text
+        finally:
+            subprocess.run(["chattr", "-i", str(first)], check=True)
+        hotr.reloader_of(lib).poll()  # the next housekeeping removes it
+        assert not first.exists()
