@@ -210,17 +210,13 @@ def run_python(
 
 
 def wait_until_blocked(threads: list[threading.Thread], timeout: float = 10) -> None:
-    """Return once each of `threads` is blocked waiting on a threading condition (so it has
-    started its wait, and what it waits for can now be made to happen)."""
+    """Return once each of `threads` is blocked in a wait (its innermost Python frame is a
+    function named `wait`), so what it waits for can now be made to happen."""
     deadline = time.monotonic() + timeout
     for thread in threads:
         while True:
             frame = sys._current_frames().get(thread.ident or -1)
-            while frame is not None and not (
-                frame.f_code.co_name == "wait" and frame.f_code.co_filename.endswith("threading.py")
-            ):
-                frame = frame.f_back
-            if frame is not None:
+            if frame is not None and frame.f_code.co_name == "wait":
                 break
             assert time.monotonic() < deadline, f"{thread.name} never started waiting"
             time.sleep(0.001)

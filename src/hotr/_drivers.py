@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import itertools
 import logging
+import math
+import os
+import select
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +22,7 @@ from typing import Protocol
 
 from ._exceptions import HotReloadError
 from ._history import VersionInfo
+from ._source import ChangeSource
 from ._tracker import ChangeTracker, Snapshot
 
 logger = logging.getLogger("hotr")
@@ -28,6 +34,7 @@ class Drivable(Protocol):
     """What a driver needs of a reloader (the ReloadCore)."""
 
     tracker: ChangeTracker
+    source: ChangeSource
     label: str
 
     @property
@@ -37,6 +44,10 @@ class Drivable(Protocol):
     @property
     def builds_on_update(self) -> bool:
         """True if update() runs the builds (not a background thread)."""
+
+    @property
+    def background_loads(self) -> bool:
+        """True if a driver of hotr's own loads every change (hotr.load, aload, Watcher)."""
 
     @property
     def version(self) -> int:
@@ -64,32 +75,109 @@ class Drivable(Protocol):
         """What a background thread does when woken (never raises)."""
 
 
-class Cursor:
-    """What one consumer has seen: the tracker's counters when it last looked.
+class Doorbell:
+    """How a thread waits: on an eventfd that tracker listeners ring, and on the change source's
+    own descriptor, whose events it then delivers itself (for every watcher) instead of waiting
+    for them to be handed over by hotr's thread."""
 
-    A wait reports what happened since its cursor's last look, so a change another driver has
-    loaded meanwhile (hotr.load's thread) is still reported, once.  Every call of one consumer
-    (the program's update, poll and waits) shares one cursor; a driver of hotr's own has its own.
+    def __init__(self) -> None:
+        self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._lock = threading.Lock()  # ring() may come from another thread after close()
+
+    def ring(self) -> None:
+        """Wake the waiting thread (a listener)."""
+        with self._lock:
+            if self._fd >= 0:
+                os.eventfd_write(self._fd, 1)
+
+    def wait(self, sources: list[ChangeSource], timeout: float | None) -> None:
+        """Return once rung, once a source had events (delivered now), or after `timeout`."""
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        by_fd = {fd: s for s in sources if (fd := s.fileno()) is not None}
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        ready = poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000)))
+        for fd, _ in ready:
+            if fd == self._fd:
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(self._fd)
+            elif fd in by_fd:
+                by_fd[fd].sync()
+
+    def close(self) -> None:
+        with self._lock:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class View(Protocol):
+    """What one consumer has seen of a reloader: the tracker's counters when it last looked.
+
+    A wait reports what happened since its consumer last looked, so a change another driver
+    loaded meanwhile (hotr.load's thread) is still reported, once.
     """
 
-    def __init__(self, tracker: ChangeTracker, on_look: Callable[[], None] | None = None) -> None:
-        self.seen = tracker.snapshot()
-        self._tracker = tracker
-        self._on_look = on_look
+    def seen(self) -> Snapshot:
+        """The counters at the consumer's last look."""
 
     def look(self) -> None:
         """The consumer has seen everything up to now."""
-        with self._tracker.cond:
-            self.seen = self._tracker.snapshot()
-        if self._on_look is not None:
-            self._on_look()
 
 
-def _verdict(core: Drivable, seen: Snapshot) -> int | None:
-    """CHANGED, FAILED, or None to go on waiting (the tracker's cond held)."""
+class Cursor:
+    """The View of one of hotr's own drivers (changes())."""
+
+    def __init__(self, tracker: ChangeTracker) -> None:
+        self._tracker = tracker
+        self._seen = tracker.snapshot()
+
+    def seen(self) -> Snapshot:
+        return self._seen
+
+    def look(self) -> None:
+        self._seen = self._tracker.snapshot()
+
+
+# Each thread, and each asyncio task, has its own view of each reloader (a context variable),
+# so one thread's look never hides a change from another.
+_looks: contextvars.ContextVar[dict[int, Snapshot]] = contextvars.ContextVar("hotr_looks")
+_views = itertools.count()
+
+
+class ProgramView:
+    """The View of the program: its own for each thread and task (see `_looks`); a thread's
+    first wait starts from the program's last update() or poll() in any thread."""
+
+    def __init__(self, tracker: ChangeTracker, on_look: Callable[[], None]) -> None:
+        self._tracker = tracker
+        self._key = next(_views)
+        self._on_look = on_look
+        self.shared = self.latest = tracker.snapshot()
+
+    def seen(self) -> Snapshot:
+        return _looks.get({}).get(self._key, self.shared)
+
+    def look(self, *, shared: bool = False) -> None:
+        """This thread (task) has seen everything up to now; with `shared`, so has the program
+        (update() and poll() take changes in for everyone)."""
+        now = self._tracker.snapshot()
+        _looks.set({**_looks.get({}), self._key: now})
+        if shared:
+            self.shared = now
+        self.latest = now
+        self._on_look()
+
+
+def _verdict(core: Drivable, seen: Snapshot, *, loader: bool) -> int | None:
+    """CHANGED, FAILED, or None to go on waiting (the tracker's cond held).
+
+    A waiter that loads (the program, unless hotr.load or a Watcher loads for it; changes())
+    is told of a change waiting to be loaded even if it has seen it already.
+    """
     if core.ended:
         return FAILED
-    if core.actionable():
+    if core.actionable() and loader:
         return CHANGED
     now = core.tracker.snapshot()
     if now.library > seen.library or (core.builds_on_update and now.inputs > seen.inputs):
@@ -99,40 +187,48 @@ def _verdict(core: Drivable, seen: Snapshot) -> int | None:
     return None
 
 
-def wait(core: Drivable, timeout: float | None, cursor: Cursor) -> int:
+def wait(core: Drivable, timeout: float | None, view: View) -> int:
     """Block until a change (CHANGED), `timeout` seconds without one (TIMED_OUT), or the
     reloader cannot report changes: stopped, closed, a directory gone (FAILED, once)."""
     deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-    seen = cursor.seen
+    seen = view.seen()
+    bell = Doorbell()
+    core.tracker.add_listener(bell.ring)  # before the check: nothing published after it is lost
     try:
         while True:
             core.sync()
             core.housekeep()
             with core.tracker.cond:
-                verdict = _verdict(core, seen)
-                if verdict is not None:
-                    return verdict
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return TIMED_OUT
-                core.tracker.cond.wait(remaining)
+                verdict = _verdict(core, seen, loader=not core.background_loads)
+            if verdict is not None:
+                return verdict
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return TIMED_OUT
+            bell.wait([core.source], remaining)
     finally:
-        cursor.look()
+        core.tracker.remove_listener(bell.ring)
+        bell.close()
+        view.look()
 
 
-async def wait_async(core: Drivable, timeout: float | None, cursor: Cursor) -> bool:
+async def wait_async(
+    core: Drivable, timeout: float | None, view: View, *, loader: bool | None = None
+) -> bool:
     """wait() on the running event loop: True for a change, False after `timeout` seconds.
 
     Raises HotReloadError when the reloader cannot report changes (stopped, closed, a
     directory gone).
     """
+    if loader is None:
+        loader = not core.background_loads
     try:
-        return await _wait_async(core, timeout, cursor.seen)
+        return await _wait_async(core, timeout, view.seen(), loader)
     finally:
-        cursor.look()
+        view.look()
 
 
-async def _wait_async(core: Drivable, timeout: float | None, seen: Snapshot) -> bool:
+async def _wait_async(core: Drivable, timeout: float | None, seen: Snapshot, loader: bool) -> bool:
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + max(timeout, 0.0)
     while True:
@@ -146,7 +242,7 @@ async def _wait_async(core: Drivable, timeout: float | None, seen: Snapshot) -> 
         core.tracker.add_listener(wake)  # before the check: nothing published after it is lost
         try:
             with core.tracker.cond:
-                verdict = _verdict(core, seen)
+                verdict = _verdict(core, seen, loader=loader)
             if verdict == CHANGED:
                 return True
             if verdict == FAILED:
@@ -168,16 +264,15 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-async def follow(core: Drivable) -> AsyncIterator[VersionInfo]:
+async def follow(core: Drivable, cursor: Cursor) -> AsyncIterator[VersionInfo]:
     """Reload on every change, on the running loop; yield each new version (also one another
     driver loaded).  Builds run in the loop's default executor, loads on the loop; failures are
     logged and skipped."""
     loop = asyncio.get_running_loop()
-    cursor = Cursor(core.tracker)
     yielded = core.version
     while not core.ended:
         try:
-            if not await wait_async(core, None, cursor):
+            if not await wait_async(core, None, cursor, loader=True):
                 continue
         except HotReloadError:
             if core.ended:
@@ -212,10 +307,11 @@ class BackgroundDriver:
         self.manual = manual
         self._name = name
         self._until_empty = until_empty
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._bell = Doorbell()
         self._cores: dict[int, tuple[Drivable, object]] = {}
         self._due: dict[int, Drivable] = {}
-        self._listeners: dict[int, object] = {}
+        self._listeners: dict[int, Callable[[], None]] = {}
         self._closed = False
         self._thread: threading.Thread | None = None
 
@@ -223,57 +319,62 @@ class BackgroundDriver:
         """Drive `core` from now on; `keepalive` (its HotReloader) is held as long as it is."""
 
         def wake() -> None:
-            with self._cond:
+            with self._lock:
                 self._due[id(core)] = core
-                self._cond.notify()
+            self._bell.ring()
 
-        with self._cond:
+        with self._lock:
             self._cores[id(core)] = (core, keepalive)
             self._listeners[id(core)] = wake
             self._due[id(core)] = core
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
-            self._cond.notify()
         core.tracker.add_listener(wake)
+        self._bell.ring()
 
     def detach(self, core: Drivable) -> None:
         """Stop driving `core`."""
-        with self._cond:
+        with self._lock:
             self._cores.pop(id(core), None)
             self._due.pop(id(core), None)
             wake = self._listeners.pop(id(core), None)
-            self._cond.notify()
         if wake is not None:
-            core.tracker.remove_listener(wake)  # type: ignore[arg-type]
+            core.tracker.remove_listener(wake)
+        self._bell.ring()
 
     def close(self) -> None:
         """End the thread (after the step it is in)."""
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify()
             thread = self._thread
+        self._bell.ring()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
 
     def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._due and not self._closed:
-                    if self._until_empty and not self._cores:
+        try:
+            while True:
+                with self._lock:
+                    if self._closed or (self._until_empty and not self._cores):
                         return
-                    self._cond.wait()
-                if self._closed:
-                    return
-                batch = list(self._due.values())
-                self._due.clear()
-            for core in batch:
-                if core.ended:
-                    self.detach(core)
-                    continue
-                try:
-                    core.background_step(manual=self.manual)
-                except Exception:
-                    logger.exception(
-                        "hotr's background reloader for %s failed; it carries on", core.label
+                    batch = list(self._due.values())
+                    self._due.clear()
+                    sources = list(
+                        {id(c.source): c.source for c, _ in self._cores.values()}.values()
                     )
+                if not batch:
+                    self._bell.wait(sources, None)
+                    continue
+                for core in batch:
+                    if core.ended:
+                        self.detach(core)
+                        continue
+                    try:
+                        core.background_step(manual=self.manual)
+                    except Exception:
+                        logger.exception(
+                            "hotr's background reloader for %s failed; it carries on", core.label
+                        )
+        finally:
+            self._bell.close()

@@ -68,26 +68,38 @@ class Contents:
         self._store = store
         self._directory = directory
         self._kept: collections.deque[str] = collections.deque()
+        self._to_keep: list[str] = []
         self._serial = 0
 
     def keep(self, path: str) -> None:
-        """Keep the content of the copy at `path` (the version just loaded)."""
-        self._serial += 1
-        kept = os.path.join(self._directory, f"kept-{self._serial}")
-        try:
-            os.link(path, kept)
-        except OSError:  # a file system without hard links: copy it
-            shutil.copyfile(path, kept)
-        self._kept.append(kept)
+        """Keep the content of the copy at `path` (the version just loaded); the link is made
+        by the next flush(), off the path to the new code."""
+        self._to_keep.append(path)
+
+    def flush(self) -> None:
+        """Make the links keep() asked for (before any of those copies is deleted)."""
+        to_keep, self._to_keep = self._to_keep, []
+        for path in to_keep:
+            self._serial += 1
+            kept = os.path.join(self._directory, f"kept-{self._serial}")
+            try:
+                os.link(path, kept)
+            except OSError:  # a file system without hard links: copy it
+                try:
+                    shutil.copyfile(path, kept)
+                except OSError:
+                    continue  # the copy is gone already: that content cannot be kept
+            self._kept.append(kept)
         while len(self._kept) > ROLLBACK_DEPTH:
             self._store.remove(self._kept.popleft())
 
     def __len__(self) -> int:
-        return len(self._kept)
+        return len(self._kept) + len(self._to_keep)
 
     def take_previous(self) -> tuple[str, str]:
         """Take the current and the previous content off the top; give them back with
         `restore` if the rollback fails."""
+        self.flush()
         current = self._kept.pop()
         return self._kept.pop(), current
 

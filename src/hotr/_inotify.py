@@ -192,21 +192,32 @@ class InotifyWatches:
             self._watches.discard(watch)
             self._detach_all(watch)
 
-    def read(self) -> None:
-        """Read every queued event and tell the watches concerned; never blocks."""
-        with self._lock:
-            while not self._closed:
-                try:
-                    data = os.read(self.fd, _READ_SIZE)
-                except (BlockingIOError, InterruptedError):
-                    return
-                offset = 0
-                while offset < len(data):
-                    wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
-                    offset += _EVENT.size
-                    name = os.fsdecode(data[offset : offset + length].rstrip(b"\0"))
-                    offset += length
-                    self._dispatch(wd, mask, name)
+    def read(self, *, blocking: bool = True) -> None:
+        """Read every queued event and tell the watches concerned; never waits for events.
+
+        With `blocking` False, return at once if another thread is reading (it reads on until
+        the queue is empty).
+        """
+        if not self._lock.acquire(blocking=blocking):
+            return
+        try:
+            self._read()
+        finally:
+            self._lock.release()
+
+    def _read(self) -> None:
+        while not self._closed:
+            try:
+                data = os.read(self.fd, _READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            offset = 0
+            while offset < len(data):
+                wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+                offset += _EVENT.size
+                name = os.fsdecode(data[offset : offset + length].rstrip(b"\0"))
+                offset += length
+                self._dispatch(wd, mask, name)
 
     def close(self) -> None:
         """Close the instance (its watches go with it); safe to call twice."""
@@ -261,6 +272,9 @@ class InotifyWatches:
             return
         before, named_before = watch.state, watch.final
         file_before = watch.points[-1][:2] if watch.points else None
+        if trigger is _Trigger.COMPLETE and before is _State.PRESENT and _plain(watch.final):
+            watch.sink(Event.WRITTEN)  # a file written or renamed into place: nothing moved
+            return
         try:
             self._apply(watch)
         except OSError as exc:
@@ -297,6 +311,8 @@ class InotifyWatches:
         """
         for _ in range(_SETTLE):
             points, final = resolve(watch.path)
+            if (points, final) == (watch.points, watch.final) and watch.attached == set(points):
+                return
             wanted = set(points)
             for point in watch.attached - wanted:
                 self._detach(watch, point)
@@ -353,6 +369,14 @@ class InotifyWatches:
         if remove and not self._closed:
             with contextlib.suppress(OSError):  # EINVAL: the kernel dropped it already
                 _libc.inotify_rm_watch(self.fd, wd)
+
+
+def _plain(path: str | None) -> bool:
+    """True if `path` is a file, not a symlink (one lstat)."""
+    try:
+        return path is not None and not stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _state_of(watch: InotifyWatch) -> _State:

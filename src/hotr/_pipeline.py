@@ -18,6 +18,7 @@ interruption) undoes the hand-over and ends the new version through VersionSet.d
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
@@ -28,13 +29,14 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from . import _origin, _signals
-from ._elf import ElfError, ElfInfo, Key, Variable, check_shared_object
+from ._elf import Buffer, ElfError, ElfInfo, Key, Variable, check_shared_object
 from ._exceptions import LoadError
 from ._history import Contents, History, VersionInfo
 from ._library import FunctionTable
+from ._shim import same_bytes
 from ._store import PrivateStore
 from ._tracker import ChangeTracker, Pending
 from ._versions import Version, VersionSet
@@ -53,7 +55,7 @@ _PROBE = (
     "    sys.exit(str(exc))\n"
 )
 _PROBE_TIMEOUT = 10
-_COMPARE_CHUNK = 1 << 20
+_MAP_ABOVE = 1 << 20  # files this large are mapped, not read, to be checked and compared
 
 
 class Loader:
@@ -98,7 +100,7 @@ class Loader:
         started = time.perf_counter()
         current = self._versions.current
         try:
-            copy = self._copy(self._path)
+            copy, content = self._copy(self._path)
         except FileNotFoundError:
             self._tracker.consume(taken)
             if current is None:
@@ -112,8 +114,9 @@ class Loader:
             self._tracker.consume(taken)
             raise
         try:
-            same = current is not None and _same_content(copy, current.path)
-            info = None if same else _check(copy)
+            with _image(copy, content) as image:
+                same = current is not None and _same_content(image, current)
+                info = None if same else _check(image)
         except ElfError as exc:
             self._store.remove(copy)
             self._sync()
@@ -131,7 +134,7 @@ class Loader:
             logger.debug("%s was written with the same content; not reloading", self._path)
             return False
         try:
-            self._install(copy, info, started, taken)
+            self._install(copy, content, info, started, taken)
         except LoadError:
             self._tracker.consume(taken)
             raise
@@ -144,9 +147,10 @@ class Loader:
         """
         previous, current = self.contents.take_previous()
         try:
-            copy = self._copy(previous)
-            info = _check(copy)
-            self._install(copy, info, time.perf_counter(), None)
+            copy, content = self._copy(previous)
+            with _image(copy, content) as image:
+                info = _check(image)
+            self._install(copy, content, info, time.perf_counter(), None)
         except BaseException:
             self.contents.restore(previous, current)
             raise
@@ -160,10 +164,13 @@ class Loader:
 
     # -- the steps ---------------------------------------------------------------------------
 
-    def _copy(self, source: str) -> str:
+    def _copy(self, source: str) -> tuple[str, bytes | None]:
+        """Copy `source` into a new private file; return its path, and its bytes when it is
+        small (a large one is copied by the kernel and mapped to be checked)."""
         fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
                 raise OSError(errno.EINVAL, "not a regular file")
             name = f"v{self._versions.loads + 1}-{os.path.basename(self._path)}"
             try:
@@ -172,18 +179,30 @@ class Loader:
                 raise LoadError(
                     self._label, f"cannot write its private copy in {self._directory!r}: {exc}"
                 ) from exc
+            content = None
             try:
-                _kernel_copy(fd, out)
+                if info.st_size < _MAP_ABOVE:
+                    content = _read_all(fd, info.st_size)
+                    _write_all(out, content)
+                else:
+                    _kernel_copy(fd, out)
             except BaseException:
                 os.close(out)
                 self._store.remove(copy)
                 raise
             os.close(out)
-            return copy
+            return copy, content
         finally:
             os.close(fd)
 
-    def _install(self, copy: str, info: ElfInfo, started: float, taken: Pending | None) -> None:
+    def _install(
+        self,
+        copy: str,
+        content: bytes | None,
+        info: ElfInfo,
+        started: float,
+        taken: Pending | None,
+    ) -> None:
         """Map checked bytes as the next version, hand the state over, switch to it."""
         try:
             path, remove = _origin.place(copy, self._path, info)
@@ -197,7 +216,7 @@ class Loader:
                 self._remove(remove)
                 raise
         with _signals.deferred():
-            version = self._versions.begin(path, remove, info, time.time())
+            version = self._versions.begin(path, remove, info, content, time.time())
             old = self._versions.current
             handed = 0  # 1: the old version let go of the state; 2: the new one took it
             try:
@@ -362,23 +381,46 @@ def _kernel_copy(source: int, target: int) -> None:
         offset += sent
 
 
-def _check(copy: str) -> ElfInfo:
-    """Map the private copy and check it (ElfError says why it is refused)."""
-    with open(copy, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            raise ElfError("the file is empty (a writer may still be creating it)")
-        with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as image:
-            return check_shared_object(image)
+def _read_all(fd: int, size: int) -> bytes:
+    """The whole file: one read(2), unless it is still growing."""
+    want = size + 1
+    chunks = [os.read(fd, want)]
+    while len(chunks[-1]) == want and (chunk := os.read(fd, 1 << 20)):
+        chunks.append(chunk)
+        want = 1 << 20
+    return b"".join(chunks)
 
 
-def _same_content(a: str, b: str) -> bool:
-    """True if the files at `a` and `b` hold the same bytes."""
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        if os.fstat(fa.fileno()).st_size != os.fstat(fb.fileno()).st_size:
-            return False
-        while True:
-            chunk = fa.read(_COMPARE_CHUNK)
-            if chunk != fb.read(_COMPARE_CHUNK):
-                return False
-            if not chunk:
-                return True
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+@contextlib.contextmanager
+def _image(copy: str, content: bytes | None) -> Iterator[Buffer]:
+    """The content of a private copy: the bytes read (a small file), or a mapping."""
+    if content is not None:
+        yield content
+        return
+    with open(copy, "rb", buffering=0) as f:
+        if not os.fstat(f.fileno()).st_size:
+            yield b""
+            return
+        with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mapped:
+            yield mapped
+
+
+def _check(image: Buffer) -> ElfInfo:
+    """Check the content of a private copy (ElfError says why it is refused)."""
+    if not len(image):
+        raise ElfError("the file is empty (a writer may still be creating it)")
+    return check_shared_object(image)
+
+
+def _same_content(image: Buffer, version: Version) -> bool:
+    """True if `version` was loaded from exactly the bytes of `image`."""
+    if version.content is not None or len(image) < _MAP_ABOVE:
+        return version.content is not None and same_bytes(image, version.content)
+    with _image(version.path, None) as other:
+        return same_bytes(image, other)

@@ -191,14 +191,22 @@ class Reactor:
             self._by_inner.pop(id(inner), None)
             inner.close()
 
-    def sync(self) -> None:
-        """Deliver what already happened: queued inotify events, due scans, due timers."""
+    def sync(self, *, blocking: bool = True) -> None:
+        """Deliver what already happened: queued inotify events, due scans, due timers.
+
+        With `blocking` False the inotify queue is skipped while another thread reads it (that
+        thread reads it to the end, for everyone).
+        """
         if self._abandoned:
             return
         if self._inotify is not None:
-            self._inotify.read()
+            self._inotify.read(blocking=blocking)
         self._polling.scan(self.clock())
         self._run_timers()
+
+    def fileno(self) -> int | None:
+        """The inotify descriptor (None before anything is watched with inotify)."""
+        return None if self._abandoned or self._inotify is None else self._inotify.fd
 
     def abandon(self) -> None:
         """In a forked child: this reactor's thread is gone and its descriptors are shared with
@@ -294,7 +302,7 @@ class Reactor:
             if any(fd == self._wake.fd for fd, _ in ready):
                 self._wake.drain()
             try:
-                self.sync()
+                self.sync(blocking=False)  # a waiting program thread may be reading it already
             except Exception:
                 logger.exception("hotr's watch thread hit an error; it carries on")
 

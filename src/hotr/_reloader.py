@@ -174,7 +174,7 @@ class HotReloader:
         try:
             self._core.update()
         finally:
-            self._core.cursor.look()
+            self._core.view.look(shared=True)
         return self.library
 
     def poll(self) -> bool:
@@ -184,17 +184,20 @@ class HotReloader:
         self._core.sync()
         self._core.housekeep()
         waiting = self._core.actionable()
-        self._core.cursor.look()
+        self._core.view.look(shared=True)
         return waiting
 
     def watch_for_changes(self, timeout: float | None = None) -> int:
         """Block until a change (1), `timeout` seconds without one (0), or an error (-1).
 
-        Any number of threads may wait at once, beside hotr.load's thread: each of them sees
-        each change.  -1 means the reloader is stopped or closed, or a watched directory went
-        away (reported once; hotr watches for it to come back).
+        It reports each change once per thread: one that happened since this thread's last
+        update(), poll() or wait (a thread's first wait: since the last update() or poll()),
+        even if another thread or hotr.load's thread has loaded it meanwhile.  Any number of
+        threads may wait at once; each of them sees each change.  -1 means the reloader is
+        stopped or closed, or a watched directory went away (reported once; hotr watches for it
+        to come back).
         """
-        return _drivers.wait(self._core, timeout, self._core.cursor)
+        return _drivers.wait(self._core, timeout, self._core.view)
 
     async def wait_for_change(self, timeout: float | None = None) -> bool:
         """Wait on the running event loop until a change is ready (True) or `timeout` (False).
@@ -205,7 +208,7 @@ class HotReloader:
         Raises:
             HotReloadError: the reloader is stopped or closed, or its directory was removed.
         """
-        return await _drivers.wait_async(self._core, timeout, self._core.cursor)
+        return await _drivers.wait_async(self._core, timeout, self._core.view)
 
     def changes(self) -> AsyncIterator[VersionInfo]:
         """Reload on every change, on the running loop; yield each new version.
@@ -214,7 +217,7 @@ class HotReloader:
         (and passed to on_error callbacks) and the iteration goes on; it ends when the reloader
         is stopped or closed.  Builds run in the loop's default executor, loads on the loop.
         """
-        return _drivers.follow(self._core)
+        return _drivers.follow(self._core, _drivers.Cursor(self._core.tracker))
 
     def fileno(self) -> int:
         """A descriptor for select/selectors/event loops: readable when a change arrived

@@ -19,6 +19,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <string.h>
 
 #ifdef Py_GIL_DISABLED
 #error "hotr's in-flight counts rely on the GIL; free-threaded builds are not supported"
@@ -337,10 +338,29 @@ retarget(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+same_bytes(PyObject *module, PyObject *args)
+{
+    /* same_bytes(a, b): True if the two buffers hold the same bytes (memcmp, no copies: the
+     * reloader compares a new copy with the live one, which may be tens of megabytes). */
+    Py_buffer a, b;
+    if (!PyArg_ParseTuple(args, "y*y*", &a, &b))
+        return NULL;
+    int same;
+    Py_BEGIN_ALLOW_THREADS
+    same = a.len == b.len && memcmp(a.buf, b.buf, (size_t)a.len) == 0;
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    return PyBool_FromLong(same);
+}
+
 static PyMethodDef shim_methods[] = {
     {"retarget", retarget, METH_VARARGS,
      "retarget(functions, addresses, pin, missing, live=None): switch functions to a new "
      "version in one step."},
+    {"same_bytes", same_bytes, METH_VARARGS,
+     "same_bytes(a, b): True if the two buffers hold the same bytes."},
     {NULL}
 };
 

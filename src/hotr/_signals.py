@@ -16,12 +16,10 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
-_HELD = tuple(
-    getattr(signal, name)
-    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGUSR1", "SIGUSR2")
-    if hasattr(signal, name)
-)
+# Ctrl-C, and what `kill` and service managers send.
+_HELD: tuple[int, ...] = (signal.SIGINT.value, signal.SIGTERM.value)
 _depth = 0
 
 
@@ -33,7 +31,7 @@ def deferred() -> Iterator[None]:
         yield
         return
     caught: list[tuple[int, FrameType | None]] = []
-    saved: dict[int, Callable[[int, FrameType | None], object]] = {}
+    saved: dict[int, Callable[[int, FrameType | None], Any]] = {}
 
     def record(signum: int, frame: FrameType | None) -> None:
         caught.append((signum, frame))

@@ -61,3 +61,10 @@ class ChangeSource(Protocol):
 
     def sync(self) -> None:
         """Deliver now what has already happened (events queued, timers due); never blocks."""
+
+    def fileno(self) -> int | None:
+        """A descriptor that turns readable when sync() has events to deliver, or None.
+
+        A waiting thread may poll it beside its own wake-up and call sync() itself: the event
+        then reaches it without a hand-over through the source's thread.
+        """

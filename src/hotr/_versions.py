@@ -52,12 +52,14 @@ class Version:
         path: str,
         remove: str,
         info: ElfInfo,
+        content: bytes | None,
         store: PrivateStore,
         loaded_at: float,
     ) -> None:
         self.number = number
         self.path = path  # the copy dlopen maps
         self.info = info
+        self.content = content  # the bytes, when the file is small (to tell a rewrite)
         self.loaded_at = loaded_at
         self.handle: int | None = None
         self.base = 0
@@ -98,10 +100,14 @@ class Version:
         """SHA-256 of the version's content, hex; computed once, while the copy exists."""
         if self._sha256 is None:
             try:
-                with open(self.path, "rb") as f:
-                    self._sha256 = hashlib.sha256(f.read()).hexdigest()
+                if self.content is not None:
+                    digest = hashlib.sha256(self.content)
+                else:
+                    with open(self.path, "rb") as f:
+                        digest = hashlib.sha256(f.read())
             except OSError:
                 return ""
+            self._sha256 = digest.hexdigest()
         return self._sha256
 
     def end(self) -> None:
@@ -147,9 +153,11 @@ class VersionSet:
         self._retired: list[Version] = []
         self._loading: list[Version] = []
 
-    def begin(self, path: str, remove: str, info: ElfInfo, loaded_at: float) -> Version:
+    def begin(
+        self, path: str, remove: str, info: ElfInfo, content: bytes | None, loaded_at: float
+    ) -> Version:
         """A new version, registered before dlopen is called."""
-        version = Version(self.loads + 1, path, remove, info, self._store, loaded_at)
+        version = Version(self.loads + 1, path, remove, info, content, self._store, loaded_at)
         self._loading.append(version)
         return version
 

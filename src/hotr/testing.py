@@ -94,6 +94,9 @@ class ScriptedBackend:
     def sync(self) -> None:
         """Nothing happens by itself here."""
 
+    def fileno(self) -> None:
+        """There is no descriptor: every event is delivered as it is announced."""
+
     # -- what tests call ---------------------------------------------------------------------
 
     @property
