@@ -168,3 +168,22 @@ def test_stop_unwatches_and_ends_waiting(builder: Builder, scripted: ScriptedBac
         assert r.watch_for_changes(timeout=0) == -1
     with pytest.raises(ValueError, match="nothing watches"):
         scripted.written(builder.lib)
+
+
+def test_the_library_and_its_sources_have_their_own_debounce(
+    tmp_path: Path, scripted: ScriptedBackend
+) -> None:
+    # A custom build writes the watched library; the library's event must not hold back the
+    # next save of a source, nor the other way round.
+    src = tmp_path / "k.c"
+    src.write_text("int value(void) { return 1; }\n")
+    lib_path = tmp_path / "libk.so"
+    build = ["cc", "-shared", "-fPIC", str(src), "-o", str(lib_path)]
+    with hotr.HotReloader(lib_path, sources=[src], build=build, backend=scripted, debounce=5) as r:
+        lib = r.update()
+        scripted.written(lib_path)  # what inotify says about the build's output
+        src.write_text("int value(void) { return 2; }\n")
+        scripted.written(src)
+        assert r.poll() is True, "the save waited for the library's debounce interval"
+        r.update()
+        assert lib.value() == 2

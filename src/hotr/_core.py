@@ -166,6 +166,8 @@ class ReloadCore:
 
     def housekeep(self) -> None:
         """Unload what drained; skipped (until the next call) while a load runs elsewhere."""
+        if not (self.versions.busy or self.loader.contents.pending or self._store.leftovers):
+            return  # nothing to do: the common case, on every wait and update
         if not self.lock.acquire(blocking=False):
             return
         try:
@@ -281,6 +283,7 @@ class ReloadCore:
         with self.lock:
             if self._eventfd < 0:
                 self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+                self.source.need_reader()  # whoever selects on it does not read events
                 self.tracker.add_listener(self._signal)
                 self._signal()
             return self._eventfd
@@ -335,6 +338,7 @@ class ReloadCore:
                 if self._eventfd >= 0:
                     os.close(self._eventfd)
                     self._eventfd = -1
+                    self.source.drop_reader()
         logger.debug("closed the reloader for %s", self.label)
 
     def abandon(self) -> None:

@@ -170,7 +170,7 @@ class ProgramView:
 
 
 def _verdict(core: Drivable, seen: Snapshot, *, loader: bool) -> int | None:
-    """CHANGED, FAILED, or None to go on waiting (the tracker's cond held).
+    """CHANGED, FAILED, or None to go on waiting (the tracker's lock held).
 
     A waiter that loads (the program, unless hotr.load or a Watcher loads for it; changes())
     is told of a change waiting to be loaded even if it has seen it already.
@@ -192,23 +192,28 @@ def wait(core: Drivable, timeout: float | None, view: View) -> int:
     reloader cannot report changes: stopped, closed, a directory gone (FAILED, once)."""
     deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
     seen = view.seen()
-    bell = Doorbell()
-    core.tracker.add_listener(bell.ring)  # before the check: nothing published after it is lost
+    loader = not core.background_loads
+    bell: Doorbell | None = None
     try:
         while True:
             core.sync()
             core.housekeep()
-            with core.tracker.cond:
-                verdict = _verdict(core, seen, loader=not core.background_loads)
+            with core.tracker.lock:
+                verdict = _verdict(core, seen, loader=loader)
             if verdict is not None:
                 return verdict
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return TIMED_OUT
+            if bell is None:  # only when it must block: a change already there needs none
+                bell = Doorbell()
+                core.tracker.add_listener(bell.ring)
+                continue  # check again: nothing published from now on is missed
             bell.wait([core.source], remaining)
     finally:
-        core.tracker.remove_listener(bell.ring)
-        bell.close()
+        if bell is not None:
+            core.tracker.remove_listener(bell.ring)
+            bell.close()
         view.look()
 
 
@@ -231,6 +236,20 @@ async def wait_async(
 async def _wait_async(core: Drivable, timeout: float | None, seen: Snapshot, loader: bool) -> bool:
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + max(timeout, 0.0)
+    core.source.need_reader()  # the loop does not read the event source: hotr's thread does
+    try:
+        return await _wait_on_loop(core, loop, deadline, seen, loader)
+    finally:
+        core.source.drop_reader()
+
+
+async def _wait_on_loop(
+    core: Drivable,
+    loop: asyncio.AbstractEventLoop,
+    deadline: float | None,
+    seen: Snapshot,
+    loader: bool,
+) -> bool:
     while True:
         core.sync()
         core.housekeep()
@@ -241,7 +260,7 @@ async def _wait_async(core: Drivable, timeout: float | None, seen: Snapshot, loa
 
         core.tracker.add_listener(wake)  # before the check: nothing published after it is lost
         try:
-            with core.tracker.cond:
+            with core.tracker.lock:
                 verdict = _verdict(core, seen, loader=loader)
             if verdict == CHANGED:
                 return True

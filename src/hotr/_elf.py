@@ -62,7 +62,7 @@ class ElfInfo(NamedTuple):
 
     code: list[tuple[int, int]]  # executable segments: a function outside them would fault
     relro: tuple[int, int] | None  # PT_GNU_RELRO: read-only once the loader has relocated it
-    needed: tuple[str, ...]  # DT_NEEDED
+    needed: tuple[str, ...]  # DT_NEEDED (read only when a search path uses $ORIGIN)
     rpath: tuple[str, ...]  # DT_RPATH entries
     runpath: tuple[str, ...]  # DT_RUNPATH entries
 
@@ -308,14 +308,20 @@ def _check_dynamic(
             raise ElfError(f"corrupt dynamic section: {name} is not in executable code")
     if _DT_TEXTREL not in entries and not entries.get(_DT_FLAGS, 0) & _DF_TEXTREL:
         _check_relocations(data, loads, entries, endian, ei_class)
+    # The names are read only when a search path uses $ORIGIN (_origin.py): most libraries
+    # have no DT_RPATH or DT_RUNPATH at all, and this runs on every reload.
     found: dict[int, list[str]] = {1: [], 15: [], 29: []}
-    if strings:
+    searched = [(tag, offset) for tag, offset in strings if tag in (15, 29)]
+    if searched:
         table = _file_offset(loads, entries[5], entries.get(10, 0))
         if table is None:
             raise ElfError("corrupt dynamic section: the string table is not in the file")
-        for tag, offset in strings:
-            if tag in found:
-                found[tag].append(_c_string(data, table + offset, table + entries[10]))
+        for tag, offset in searched:
+            found[tag].append(_c_string(data, table + offset, table + entries[10]))
+        if any("ORIGIN" in text for texts in found.values() for text in texts):
+            for tag, offset in strings:
+                if tag == 1:
+                    found[1].append(_c_string(data, table + offset, table + entries[10]))
     paths = {tag: tuple(p for text in found[tag] for p in text.split(":") if p) for tag in (15, 29)}
     return tuple(found[1]), paths[15], paths[29]
 

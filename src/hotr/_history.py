@@ -60,21 +60,28 @@ class History:
         return [dataclasses.replace(info, sha256=v.sha256()) for v, info in self._entries]
 
 
+Content = bytes | str  # a version's bytes, or the path of a file holding them
+
+
 class Contents:
-    """The contents of the last good versions, as files in the reloader's private directory
-    (hard links to the copies: no memory, no copying), for rollback()."""
+    """The contents of the last good versions, for rollback(): a small library's bytes (kept
+    anyway, to tell a rewrite from a change), a large one's as a hard link to its copy in the
+    reloader's private directory, made by flush(), off the path to the new code."""
 
     def __init__(self, store: PrivateStore, directory: str) -> None:
         self._store = store
         self._directory = directory
-        self._kept: collections.deque[str] = collections.deque()
+        self._kept: collections.deque[Content] = collections.deque()
         self._to_keep: list[str] = []
         self._serial = 0
 
-    def keep(self, path: str) -> None:
-        """Keep the content of the copy at `path` (the version just loaded); the link is made
-        by the next flush(), off the path to the new code."""
-        self._to_keep.append(path)
+    def keep(self, path: str, content: bytes | None) -> None:
+        """Keep the content of the version just loaded from the copy at `path`."""
+        if content is not None:
+            self._kept.append(content)
+            self._trim()
+        else:
+            self._to_keep.append(path)
 
     def flush(self) -> None:
         """Make the links keep() asked for (before any of those copies is deleted)."""
@@ -90,23 +97,32 @@ class Contents:
                 except OSError:
                     continue  # the copy is gone already: that content cannot be kept
             self._kept.append(kept)
+        self._trim()
+
+    def _trim(self) -> None:
         while len(self._kept) > ROLLBACK_DEPTH:
-            self._store.remove(self._kept.popleft())
+            self.drop(self._kept.popleft())
+
+    @property
+    def pending(self) -> bool:
+        """True if keep() was asked for and flush() has not run since."""
+        return bool(self._to_keep)
 
     def __len__(self) -> int:
         return len(self._kept) + len(self._to_keep)
 
-    def take_previous(self) -> tuple[str, str]:
+    def take_previous(self) -> tuple[Content, Content]:
         """Take the current and the previous content off the top; give them back with
         `restore` if the rollback fails."""
         self.flush()
         current = self._kept.pop()
         return self._kept.pop(), current
 
-    def restore(self, previous: str, current: str) -> None:
+    def restore(self, previous: Content, current: Content) -> None:
         """Put back what take_previous took."""
         self._kept.extend((previous, current))
 
-    def drop(self, path: str) -> None:
-        """Forget a content taken off by take_previous for good."""
-        self._store.remove(path)
+    def drop(self, content: Content) -> None:
+        """Forget a content for good."""
+        if isinstance(content, str):
+            self._store.remove(content)

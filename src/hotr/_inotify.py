@@ -20,10 +20,12 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import fcntl
 import logging
 import os
 import stat
 import struct
+import termios
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +64,8 @@ _MASK = (
 _SELF_GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT
 _EVENT = struct.Struct("iIII")  # struct inotify_event without its name: wd, mask, cookie, len
 _READ_SIZE = 64 * 1024  # many events a read; the kernel never splits one
+_QUEUED = struct.Struct("i")
+_NOTHING_QUEUED = _QUEUED.pack(0)
 _MAX_LINKS = 40  # as the kernel's ELOOP limit
 _SETTLE = 8  # resolutions in a row before a path that keeps changing is left as it is
 
@@ -125,12 +129,6 @@ class _State(enum.Enum):
     PRESENT = "present"  # the path names an existing file
     ABSENT = "absent"  # its directory exists, the file does not
     UNREACHABLE = "unreachable"  # a directory on the way does not exist
-
-
-class _Trigger(enum.Enum):
-    COMPLETE = "complete"  # the file's entry was closed after writing, or renamed into place
-    CREATED = "created"  # the file's entry was created (complete only if it is a symlink)
-    STRUCTURE = "structure"  # a directory or symlink on the way changed
 
 
 @dataclass(eq=False)
@@ -207,8 +205,12 @@ class InotifyWatches:
 
     def _read(self) -> None:
         while not self._closed:
+            # FIONREAD: how much is queued, so an empty queue costs no exception (EAGAIN).
+            queued = _QUEUED.unpack(fcntl.ioctl(self.fd, termios.FIONREAD, _NOTHING_QUEUED))[0]
+            if not queued:
+                return
             try:
-                data = os.read(self.fd, _READ_SIZE)
+                data = os.read(self.fd, max(queued, _READ_SIZE))
             except (BlockingIOError, InterruptedError):
                 return
             offset = 0
@@ -239,7 +241,7 @@ class InotifyWatches:
         if mask & IN_Q_OVERFLOW:
             logger.info("the inotify event queue overflowed; looking at every watched file again")
             for watch in list(self._watches):
-                self._refresh(watch, _Trigger.STRUCTURE)
+                self._refresh(watch)
                 watch.sink(Event.RESCAN)
             return
         directory = self._by_wd.get(wd)
@@ -249,32 +251,50 @@ class InotifyWatches:
             self._forget_directory(wd, directory, remove=not mask & (IN_IGNORED | IN_UNMOUNT))
             for watch in {w for ws in directory.names.values() for w in ws}:
                 watch.attached = {p for p in watch.attached if p[0] not in directory.paths}
-                self._refresh(watch, _Trigger.STRUCTURE)
+                self._refresh(watch)
             return
         for watch in list(directory.names.get(name, ())):
             last = watch.points[-1] if watch.points else None
-            file_entry = (
+            if (
                 last is not None
                 and last[2] is Role.FILE
                 and any(last[:2] == (path, name) for path in directory.paths)
-            )
-            if file_entry and mask & (IN_CLOSE_WRITE | IN_MOVED_TO):
-                trigger = _Trigger.COMPLETE
-            elif file_entry and mask & IN_CREATE:
-                trigger = _Trigger.CREATED
-            else:
-                trigger = _Trigger.STRUCTURE
-            self._refresh(watch, trigger)
+                and self._file_event(watch, os.path.join(last[0], name), mask)
+            ):
+                continue
+            self._refresh(watch, mask & IN_CREATE != 0)
 
-    def _refresh(self, watch: InotifyWatch, trigger: _Trigger) -> None:
-        """Resolve `watch` again after an event and report what it means."""
+    def _file_event(self, watch: InotifyWatch, entry: str, mask: int) -> bool:
+        """An event on the file's own entry, which is (or is left) anything but a symlink:
+        what the path resolves through did not move, so at most one lstat tells all.  False
+        for a symlink: the path must be resolved again."""
+        mode: int | None
+        if mask & (IN_DELETE | IN_MOVED_FROM):
+            mode = None  # gone; a new file there brings an event of its own
+        elif mask & IN_CLOSE_WRITE:
+            mode = stat.S_IFREG  # only a file opened for writing is closed after writing
+        else:  # created or renamed in: it may be a symlink
+            try:
+                mode = os.lstat(entry).st_mode
+            except OSError:
+                mode = None
+            if mode is not None and stat.S_ISLNK(mode):
+                return False
+        before = watch.state
+        watch.final = entry if mode is not None else None
+        watch.state = _State.PRESENT if mode is not None else _State.ABSENT
+        if mode is not None and mask & (IN_CLOSE_WRITE | IN_MOVED_TO):
+            watch.sink(Event.WRITTEN)  # a writer is done, or a whole file was renamed in
+        elif mode is None and before is _State.PRESENT:
+            watch.sink(Event.GONE)
+        return True  # created and still being written: its IN_CLOSE_WRITE will follow
+
+    def _refresh(self, watch: InotifyWatch, created: bool = False) -> None:
+        """Resolve `watch` again after a change on its way (a directory or symlink, or a
+        symlink in the file's place: `created`) and report what it means."""
         if watch not in self._watches:
             return
         before, named_before = watch.state, watch.final
-        file_before = watch.points[-1][:2] if watch.points else None
-        if trigger is _Trigger.COMPLETE and before is _State.PRESENT and _plain(watch.final):
-            watch.sink(Event.WRITTEN)  # a file written or renamed into place: nothing moved
-            return
         try:
             self._apply(watch)
         except OSError as exc:
@@ -283,17 +303,7 @@ class InotifyWatches:
             return
         watch.state = state = _state_of(watch)
         if state is _State.PRESENT:
-            # A created entry is complete only if it is a symlink (then it is no longer the
-            # last entry the path resolves through).
-            became_link = trigger is _Trigger.CREATED and watch.points[-1][:2] != file_before
-            if (
-                trigger is _Trigger.COMPLETE
-                or became_link
-                or (
-                    trigger is _Trigger.STRUCTURE
-                    and (before is not _State.PRESENT or watch.final != named_before)
-                )
-            ):
+            if created or before is not _State.PRESENT or watch.final != named_before:
                 watch.sink(Event.WRITTEN)
         elif state is _State.ABSENT:
             if before is _State.PRESENT:
@@ -369,14 +379,6 @@ class InotifyWatches:
         if remove and not self._closed:
             with contextlib.suppress(OSError):  # EINVAL: the kernel dropped it already
                 _libc.inotify_rm_watch(self.fd, wd)
-
-
-def _plain(path: str | None) -> bool:
-    """True if `path` is a file, not a symlink (one lstat)."""
-    try:
-        return path is not None and not stat.S_ISLNK(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def _state_of(watch: InotifyWatch) -> _State:

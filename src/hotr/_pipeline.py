@@ -18,7 +18,6 @@ interruption) undoes the hand-over and ends the new version through VersionSet.d
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import logging
@@ -29,12 +28,12 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 from . import _origin, _signals
-from ._elf import Buffer, ElfError, ElfInfo, Key, Variable, check_shared_object
+from ._elf import ElfError, ElfInfo, Key, Variable, check_shared_object
 from ._exceptions import LoadError
-from ._history import Contents, History, VersionInfo
+from ._history import Content, Contents, History, VersionInfo
 from ._library import FunctionTable
 from ._shim import same_bytes
 from ._store import PrivateStore
@@ -114,9 +113,7 @@ class Loader:
             self._tracker.consume(taken)
             raise
         try:
-            with _image(copy, content) as image:
-                same = current is not None and _same_content(image, current)
-                info = None if same else _check(image)
+            info = _inspect(copy, content, current)
         except ElfError as exc:
             self._store.remove(copy)
             self._sync()
@@ -148,8 +145,8 @@ class Loader:
         previous, current = self.contents.take_previous()
         try:
             copy, content = self._copy(previous)
-            with _image(copy, content) as image:
-                info = _check(image)
+            info = _inspect(copy, content, None)
+            assert info is not None
             self._install(copy, content, info, time.perf_counter(), None)
         except BaseException:
             self.contents.restore(previous, current)
@@ -164,21 +161,25 @@ class Loader:
 
     # -- the steps ---------------------------------------------------------------------------
 
-    def _copy(self, source: str) -> tuple[str, bytes | None]:
-        """Copy `source` into a new private file; return its path, and its bytes when it is
-        small (a large one is copied by the kernel and mapped to be checked)."""
+    def _copy(self, source: Content) -> tuple[str, bytes | None]:
+        """Copy `source` (a file, or bytes) into a new private file; return its path, and its
+        bytes when it is small (a large one is copied by the kernel and mapped to be checked)."""
+        if isinstance(source, bytes):
+            copy, out = self._create()
+            try:
+                _write_all(out, source)
+            except BaseException:
+                os.close(out)
+                self._store.remove(copy)
+                raise
+            os.close(out)
+            return copy, source
         fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise OSError(errno.EINVAL, "not a regular file")
-            name = f"v{self._versions.loads + 1}-{os.path.basename(self._path)}"
-            try:
-                copy, out = self._store.create(self._directory, name)
-            except OSError as exc:
-                raise LoadError(
-                    self._label, f"cannot write its private copy in {self._directory!r}: {exc}"
-                ) from exc
+            copy, out = self._create()
             content = None
             try:
                 if info.st_size < _MAP_ABOVE:
@@ -194,6 +195,16 @@ class Loader:
             return copy, content
         finally:
             os.close(fd)
+
+    def _create(self) -> tuple[str, int]:
+        """A new private file for the next version's copy, and a descriptor to write it."""
+        name = f"v{self._versions.loads + 1}-{os.path.basename(self._path)}"
+        try:
+            return self._store.create(self._directory, name)
+        except OSError as exc:
+            raise LoadError(
+                self._label, f"cannot write its private copy in {self._directory!r}: {exc}"
+            ) from exc
 
     def _install(
         self,
@@ -263,7 +274,7 @@ class Loader:
                     skipped,
                 ),
             )
-        self.contents.keep(path)
+        self.contents.keep(path, content)
         logger.info(
             "%s version %d of %s in %.2f ms",
             "loaded" if taken is not None else "rolled back to the previous content as",
@@ -397,30 +408,22 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-@contextlib.contextmanager
-def _image(copy: str, content: bytes | None) -> Iterator[Buffer]:
-    """The content of a private copy: the bytes read (a small file), or a mapping."""
-    if content is not None:
-        yield content
-        return
-    with open(copy, "rb", buffering=0) as f:
-        if not os.fstat(f.fileno()).st_size:
-            yield b""
-            return
-        with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mapped:
-            yield mapped
+def _inspect(copy: str, content: bytes | None, current: Version | None) -> ElfInfo | None:
+    """Check a private copy (its bytes when small, else a mapping); None if it holds exactly
+    the bytes of the `current` version (nothing to load).  ElfError says why it is refused."""
+    if content is not None:  # the usual case, on every reload: no mapping, no second read
+        live = current.content if current is not None else None
+        if live is not None and same_bytes(content, live):
+            return None
+        if not content:
+            raise ElfError("the file is empty (a writer may still be creating it)")
+        return check_shared_object(content)
+    with open(copy, "rb", buffering=0) as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as image:
+        if current is not None and current.content is None and _same_file(image, current.path):
+            return None
+        return check_shared_object(image)
 
 
-def _check(image: Buffer) -> ElfInfo:
-    """Check the content of a private copy (ElfError says why it is refused)."""
-    if not len(image):
-        raise ElfError("the file is empty (a writer may still be creating it)")
-    return check_shared_object(image)
-
-
-def _same_content(image: Buffer, version: Version) -> bool:
-    """True if `version` was loaded from exactly the bytes of `image`."""
-    if version.content is not None or len(image) < _MAP_ABOVE:
-        return version.content is not None and same_bytes(image, version.content)
-    with _image(version.path, None) as other:
-        return same_bytes(image, other)
+def _same_file(image: mmap.mmap, path: str) -> bool:
+    with open(path, "rb", buffering=0) as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as live:
+        return same_bytes(image, live)

@@ -78,6 +78,11 @@ class PollWatches:
             if watch in self._watches:
                 self._watches.remove(watch)
 
+    @property
+    def active(self) -> bool:
+        """True if any path is polled."""
+        return bool(self._watches)
+
     def next_due(self) -> float | None:
         """When the next scan is due (clock seconds), or None with nothing to poll."""
         with self._lock:

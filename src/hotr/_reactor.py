@@ -1,10 +1,11 @@
 """The process-wide change source: one thread, one inotify instance, the polling scanner, timers.
 
-Every reloader and Watcher in the process watches through `reactor()`.  Its thread is the one
-reader of the inotify descriptor (any other thread that wants events delivered now calls
-sync(), which reads under the same lock and tells everyone), scans polled paths when they are
-due, and runs the timers reloaders set (debounce).  It never runs user code: sinks and timers
-only record state and wake whoever waits.
+Every reloader and Watcher in the process watches through `reactor()`.  Whoever reads the
+inotify descriptor (sync(), under one lock) tells every watcher of what it read, so any thread
+may: threads that wait read it themselves, and so do update() and poll().  The reactor's thread
+reads it only for consumers that do not (an asyncio wait, a fileno() descriptor); it scans
+polled paths when they are due and runs the timers reloaders set (debounce).  It never runs
+user code: sinks and timers only record state and wake whoever waits.
 
 `Reactor.watch` is the one place a backend is chosen: the argument, else ``$HOTR_BACKEND``,
 else inotify unless the path is on a network file system or inotify cannot be had; a fallback
@@ -128,6 +129,7 @@ class Reactor:
         self._polling = PollWatches()
         self._by_inner: dict[int, _Watch] = {}
         self._warned: set[str] = set()
+        self._readers = 0  # consumers that need events read for them (need_reader)
         self._thread: threading.Thread | None = None
         self._abandoned = False
 
@@ -201,12 +203,33 @@ class Reactor:
             return
         if self._inotify is not None:
             self._inotify.read(blocking=blocking)
-        self._polling.scan(self.clock())
-        self._run_timers()
+        if self._polling.active:
+            self._polling.scan(self.clock())
+        if self._timers:
+            self._run_timers()
 
     def fileno(self) -> int | None:
         """The inotify descriptor (None before anything is watched with inotify)."""
         return None if self._abandoned or self._inotify is None else self._inotify.fd
+
+    def need_reader(self) -> None:
+        """A consumer that does not read events itself is waiting (an asyncio wait, a fileno()
+        descriptor): the reactor's thread reads inotify for it until drop_reader().
+
+        Threads that wait read the descriptor themselves (see fileno()), and update() and poll()
+        read it too, so otherwise the thread leaves it alone: waking for every event in a
+        watched directory (an editor's temporary files, a build's objects) would only take the
+        GIL from the program.
+        """
+        with self._lock:
+            self._readers += 1
+            self._start()
+        self._wake.wake()
+
+    def drop_reader(self) -> None:
+        """The consumer of need_reader() has gone."""
+        with self._lock:
+            self._readers -= 1
 
     def abandon(self) -> None:
         """In a forked child: this reactor's thread is gone and its descriptors are shared with
@@ -233,7 +256,7 @@ class Reactor:
             if self._inotify is None:
                 self._inotify = InotifyWatches(self._moved_to_polling)
                 self._inotify_fd = self._inotify.fd
-                self._wake.wake()  # the thread adds the new descriptor to its poller
+                self._wake.wake()  # the thread may have to add the new descriptor to its poller
             return self._inotify
 
     def _moved_to_polling(self, inner: InotifyWatch, exc: OSError) -> None:
@@ -291,9 +314,13 @@ class Reactor:
         poller.register(self._wake.fd, select.POLLIN)
         registered = -1
         while not self._abandoned:
-            if self._inotify_fd != registered:
-                poller.register(self._inotify_fd, select.POLLIN)
-                registered = self._inotify_fd
+            wanted = self._inotify_fd if self._readers > 0 else -1
+            if wanted != registered:
+                if registered >= 0:
+                    poller.unregister(registered)
+                if wanted >= 0:
+                    poller.register(wanted, select.POLLIN)
+                registered = wanted
             wait = self._next_wait()
             try:
                 ready = poller.poll(None if wait is None else int(wait * 1000) + 1)

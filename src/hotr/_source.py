@@ -68,3 +68,9 @@ class ChangeSource(Protocol):
         A waiting thread may poll it beside its own wake-up and call sync() itself: the event
         then reaches it without a hand-over through the source's thread.
         """
+
+    def need_reader(self) -> None:
+        """Someone who does not call sync() waits for events: deliver them unasked."""
+
+    def drop_reader(self) -> None:
+        """That someone (need_reader) has gone."""

@@ -161,6 +161,11 @@ class PrivateStore:
         with self._lock:
             self._leftovers.discard(path)
 
+    @property
+    def leftovers(self) -> bool:
+        """True if some copies could not be removed yet (retry() tries again)."""
+        return bool(self._leftovers)
+
     def retry(self) -> None:
         """Try again to remove the copies that could not be removed before."""
         with self._lock:

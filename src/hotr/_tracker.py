@@ -6,18 +6,20 @@ those raw changes into *published* ones: the first change after a quiet spell at
 no sooner than `debounce` after the previous publication, so a burst of saves makes one or two
 reloads of the final content and never a lost one.
 
-Publishing bumps counters (a Snapshot) and wakes every waiter: threads blocked on `cond` and
-listeners (asyncio futures, background drivers, the fileno() descriptor).  Nobody takes an event
+Publishing bumps counters (a Snapshot) and calls every listener: the doorbells of waiting
+threads, asyncio futures, background drivers, the fileno() descriptor.  Nobody takes an event
 away from anybody else: each consumer remembers the counters it has seen, so any number of
 threads and tasks may wait on one reloader and each of them sees each change.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ._polling import signature
 from ._source import ChangeSource, Event, Sink, Timer, Watch
@@ -27,15 +29,12 @@ logger = logging.getLogger("hotr")
 Listener = Callable[[], None]
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(NamedTuple):  # a NamedTuple: made on every wait and every look, cheaply
     """The tracker's counters at one moment; compare two to learn what happened between."""
 
     library: int  # published changes of the library file, and finished builds
     inputs: int  # published changes of the inputs (sources, headers)
-    changes: int  # publications that carried a change
     losses: int  # times a watched directory went away
-    wakeups: int  # every publication (a drained version pokes too)
     ended: bool  # stopped or closed: no more changes will come
 
 
@@ -52,8 +51,8 @@ class ChangeTracker:
     """See the module docstring.
 
     Locks: `_watch_lock` (the watch set; held while calling the source) comes before the
-    source's own locks, which come before `cond` (the counters).  Listeners are called with
-    `cond` released.
+    source's own locks, which come before `lock` (the counters).  Listeners are called with
+    `lock` released.
     """
 
     def __init__(
@@ -65,7 +64,7 @@ class ChangeTracker:
         backend: str,
         builds: bool,
     ) -> None:
-        self.cond = threading.Condition(threading.RLock())
+        self.lock = threading.RLock()
         self._source = source
         self._library_path = library
         self._debounce = debounce
@@ -77,9 +76,7 @@ class ChangeTracker:
         self._library = 0
         self._consumed = 0  # the library generation the last load took in
         self._inputs = 1 if builds else 0  # a build is wanted before the first load
-        self._changes = 0
         self._losses = 0
-        self._wakeups = 0
         self._ended = False
         self._dirty_library = False
         self._dirty_inputs = False
@@ -87,7 +84,7 @@ class ChangeTracker:
         self._changed: set[str] = set()  # published, not yet loaded
         self._build_seconds: float | None = None
         self._lost: set[str] = set()  # watched paths whose directory is gone
-        self._last_publish = -float("inf")
+        self._last_library = self._last_inputs = -float("inf")  # last publications
         self._timer: Timer | None = None
 
     # -- the watch set -----------------------------------------------------------------------
@@ -133,18 +130,19 @@ class ChangeTracker:
         """Stop watching for good and wake every waiter."""
         with self._watch_lock:
             self._close_watches()
-            with self.cond:
+            with self.lock:
                 self._ended = True
                 if self._timer is not None:
                     self._timer.cancel()
                     self._timer = None
-                listeners = self._bump(change=False)
-        _call(listeners)
+                listeners = self._bump()
+        if listeners:
+            _call(listeners)
 
     def abandon(self) -> None:
         """In a forked child: forget the watches without touching the parent's reactor."""
         self._watch_lock = threading.Lock()
-        self.cond = threading.Condition(threading.RLock())
+        self.lock = threading.RLock()
         self._watches = {}
         self._ended = True
         self._listeners = []
@@ -161,20 +159,25 @@ class ChangeTracker:
     # -- what the source reports -------------------------------------------------------------
 
     def _sink(self, path: str) -> Sink:
-        return lambda event: self._event(path, event)
+        return functools.partial(self._event, path)
 
     def _event(self, path: str, event: Event) -> None:
-        if event is Event.RESCAN:
-            now = signature(path)
-            if now == self._signatures.get(path):
+        if event is Event.GONE:  # nothing to do until it is back (a linker's every build)
+            self._signatures[path] = None
+            return
+        rescanned = None
+        if event is Event.RESCAN:  # events were dropped: did this file change meanwhile?
+            rescanned = signature(path)
+            if rescanned is not None and rescanned == self._signatures.get(path):
                 return
-            event = Event.WRITTEN if now is not None else Event.GONE
+            event = Event.WRITTEN if rescanned is not None else Event.GONE
         listeners: list[Listener] = []
-        with self.cond:
+        with self.lock:
             if self._ended:
                 return
             if event is Event.WRITTEN:
-                self._signatures[path] = signature(path)
+                # What a rescan compares with: the file as taken in (take) or found now.
+                self._signatures[path] = rescanned
                 if path in self._lost:
                     self._lost.discard(path)
                     logger.info("%s is back; watching it again", path)
@@ -194,107 +197,123 @@ class ChangeTracker:
                         path,
                     )
                 self._losses += 1
-                listeners = self._bump(change=False)
+                listeners = self._bump()
             else:
                 self._signatures[path] = None
-                logger.debug("%s was removed", path)
-        _call(listeners)
+        if listeners:
+            _call(listeners)
 
     def _schedule(self) -> list[Listener]:
-        """A raw change came in: publish now, or when the debounce interval has passed."""
-        now = self._source.clock()
-        due = self._last_publish + self._debounce
-        if now >= due:
-            return self._publish(now)
-        if self._timer is None:
-            self._timer = self._source.call_at(due, self._on_timer)
-        return []
+        """A raw change came in: publish what is due now, the rest once its debounce interval
+        has passed.  The library and the inputs each have their own interval: a build's new
+        library does not hold back the next save of a source."""
+        listeners = self._publish(self._source.clock())
+        self._arm()
+        return listeners
+
+    def _arm(self) -> None:
+        """Set the timer for the earliest change held back (lock held)."""
+        due = [
+            last + self._debounce
+            for dirty, last in (
+                (self._dirty_library, self._last_library),
+                (self._dirty_inputs, self._last_inputs),
+            )
+            if dirty
+        ]
+        if due and self._timer is None:
+            self._timer = self._source.call_at(min(due), self._on_timer)
 
     def _on_timer(self) -> None:
-        with self.cond:
+        with self.lock:
             self._timer = None
-            listeners = self._publish(self._source.clock()) if self._raw else []
-        _call(listeners)
+            listeners = self._publish(self._source.clock())
+            self._arm()
+        if listeners:
+            _call(listeners)
 
     def _publish(self, now: float) -> list[Listener]:
-        if self._dirty_library:
+        """Publish each kind of change whose debounce interval has passed (lock held)."""
+        published = False
+        if self._dirty_library and now >= self._last_library + self._debounce:
             self._library += 1
-        if self._dirty_inputs:
+            self._dirty_library = False
+            self._last_library = now
+            self._changed |= self._raw & {self._library_path or ""}
+            self._raw -= {self._library_path or ""}
+            published = True
+        if self._dirty_inputs and now >= self._last_inputs + self._debounce:
             self._inputs += 1
-        self._dirty_library = self._dirty_inputs = False
-        self._changed |= self._raw
-        self._raw.clear()
-        self._last_publish = now
-        return self._bump(change=True)
+            self._dirty_inputs = False
+            self._last_inputs = now
+            self._changed |= self._raw - {self._library_path or ""}
+            self._raw &= {self._library_path or ""}
+            published = True
+        return self._bump() if published else []
 
-    def _bump(self, *, change: bool) -> list[Listener]:
-        """Count a publication and wake everyone (cond held); returns the listeners to call."""
-        if change:
-            self._changes += 1
-        self._wakeups += 1
-        self.cond.notify_all()
+    def _bump(self) -> list[Listener]:
+        """The listeners to call for a publication (lock held; call them with it released)."""
         return list(self._listeners)
 
     # -- what the reloader tells it ----------------------------------------------------------
 
     def library_built(self, seconds: float) -> None:
         """A build wrote a new library: it is ready to load at once."""
-        with self.cond:
+        with self.lock:
             self._library += 1
             self._build_seconds = seconds
-            listeners = self._bump(change=True)
-        _call(listeners)
+            listeners = self._bump()
+        if listeners:
+            _call(listeners)
 
     def poke(self) -> None:
         """Wake every waiter without a change (a retired version has drained)."""
-        with self.cond:
-            listeners = self._bump(change=False)
-        _call(listeners)
+        with self.lock:
+            listeners = self._bump()
+        if listeners:
+            _call(listeners)
 
     # -- what consumers read -----------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
         """The counters now."""
-        with self.cond:
-            return Snapshot(
-                self._library,
-                self._inputs,
-                self._changes,
-                self._losses,
-                self._wakeups,
-                self._ended,
-            )
+        with self.lock:
+            return Snapshot(self._library, self._inputs, self._losses, self._ended)
 
     def take(self) -> Pending:
         """What a load starting now takes in.  The load reads the file after this, so library
         changes not yet published (held back by the debounce) are taken in too."""
-        with self.cond:
+        with self.lock:
             if self._dirty_library:
                 self._library += 1
                 self._dirty_library = False
                 self._changed.add(self._library_path or "")
                 self._raw.discard(self._library_path or "")
+            if self._library_path is not None:
+                self._signatures[self._library_path] = signature(self._library_path)
             return Pending(self._library, frozenset(self._changed), self._build_seconds)
 
     def take_inputs(self) -> int:
         """The input generation a build starting now takes in (it reads the sources after
         this, so changes not yet published are taken in too)."""
-        with self.cond:
+        with self.lock:
             if self._dirty_inputs:
                 self._inputs += 1
                 self._dirty_inputs = False
                 self._changed |= self._raw - {self._library_path}
                 self._raw &= {self._library_path or ""}
+            for path in self._signatures.keys() - {self._library_path}:
+                self._signatures[path] = signature(path)
             return self._inputs
 
     def newer_than(self, taken: Pending) -> bool:
         """True if the library changed again after `taken` was taken."""
-        with self.cond:
+        with self.lock:
             return self._library > taken.library or self._dirty_library
 
     def consume(self, taken: Pending) -> None:
         """A load took `taken` in (it loaded, or failed for good): forget those changes."""
-        with self.cond:
+        with self.lock:
             self._consumed = max(self._consumed, taken.library)
             self._changed -= taken.changed
             if taken.build_seconds is not None and self._build_seconds == taken.build_seconds:
@@ -302,17 +321,17 @@ class ChangeTracker:
 
     def library_pending(self) -> bool:
         """True if the library changed (or was built) since the last load took it in."""
-        with self.cond:
+        with self.lock:
             return self._library > self._consumed
 
     def add_listener(self, listener: Listener) -> None:
         """Call `listener()` after every publication (from whichever thread publishes)."""
-        with self.cond:
+        with self.lock:
             self._listeners.append(listener)
 
     def remove_listener(self, listener: Listener) -> None:
         """Stop calling `listener`."""
-        with self.cond:
+        with self.lock:
             if listener in self._listeners:
                 self._listeners.remove(listener)
 

@@ -130,7 +130,8 @@ class Version:
                     _dl.dlclose(handle)
                 except OSError as exc:
                     logger.warning("dlclose of version %d failed: %s", self.number, exc)
-            self.sha256()
+            self.sha256()  # r.history keeps the version: keep its hash, let go of the rest
+            self.content, self._globals, self._symbols = None, None, {}
             if os.path.isdir(self._remove):
                 self._store.remove_directory(self._remove)
             else:
@@ -190,8 +191,8 @@ class VersionSet:
 
     @property
     def busy(self) -> bool:
-        """True while a retired version still has calls running."""
-        return bool(self._retired)
+        """True while a retired version waits to be unloaded (or a load was cut short)."""
+        return bool(self._retired or self._loading)
 
     def close(self) -> None:
         """End every version; one with calls running ends when its last call returns."""

@@ -97,6 +97,12 @@ class ScriptedBackend:
     def fileno(self) -> None:
         """There is no descriptor: every event is delivered as it is announced."""
 
+    def need_reader(self) -> None:
+        """Every event is delivered as it is announced anyway."""
+
+    def drop_reader(self) -> None:
+        """Every event is delivered as it is announced anyway."""
+
     # -- what tests call ---------------------------------------------------------------------
 
     @property
