@@ -150,9 +150,9 @@ def test_loads_only_bytes_it_checked_while_the_file_is_torn(builder: Builder) ->
             assert lib.value() in (1, 2, 3), lib.value()
         stop.set()
         thread.join()
-        assert loaded and refused, (loaded, refused)
+        assert r.version > 3, f"only {{r.version}} versions loaded in 300 changes: proves nothing"
         r.close()
-        print(loaded, "loaded,", refused, "refused")
+        print(r.version, "versions loaded,", refused, "refused")
         """,
         env={"HOTR_PRIVATE_DIR": str(builder.dir / "private")},
     )
