@@ -2,4 +2,12 @@
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("hotr._shim", ["src/hotr/_shim.c"])])
+setup(
+    ext_modules=[
+        Extension(
+            "hotr._shim",
+            ["src/hotr/_shim.c", "src/hotr/_elfcheck.c"],
+            depends=["src/hotr/_elfcheck.h"],
+        )
+    ]
+)

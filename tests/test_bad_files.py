@@ -142,3 +142,64 @@ def test_seed_functions_report_failure_by_value(
     hotr.hot_reload_cleanup(r)
     assert hotr.watch_for_changes(r, timeout=0) == -1
     assert hotr.hot_reload_update(r) is None
+
+
+def dynamic_patched(data: bytes, changes: dict[int, tuple[int, int] | None]) -> bytes:
+    """`data` with dynamic entries whose tag is a key of `changes` rewritten (tag, value), or
+    retagged as DT_NULL-free padding (None: the entry is dropped)."""
+    out = bytearray(data)
+    (phoff,) = struct.unpack_from("<Q", out, 0x20)
+    (phnum,) = struct.unpack_from("<H", out, 0x38)
+    for i in range(phnum):
+        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", out, phoff + i * 56)
+        if p_type != 2:
+            continue
+        for at in range(p_offset, p_offset + p_filesz, 16):
+            tag, _ = struct.unpack_from("<qQ", out, at)
+            if tag in changes:
+                change = changes[tag]
+                # 0x6ffffdff is DT_VALRNGHI, a tag glibc does not act on: the entry is gone.
+                struct.pack_into("<qQ", out, at, *(change or (0x6FFFFDFF, 0)))
+    return bytes(out)
+
+
+def test_dynamic_tables_glibc_takes_for_granted_are_checked(builder: Builder) -> None:
+    # Each of these kills the process inside dlopen (an ld.so assertion, a NULL pointer): the
+    # checks must refuse them first.  The loop runs in a child: a miss is a crash.
+    good = builder.compile(source(2))
+    cases: dict[str, tuple[dict[int, tuple[int, int] | None], str]] = {
+        "wrong DT_RELAENT": ({9: (9, 4096)}, "not the size of a relocation"),
+        "no DT_RELAENT": ({9: None}, "DT_RELA without its size"),
+        "no DT_RELASZ": ({8: None}, "DT_RELA without its size"),
+        "no DT_RELA": ({7: None}, "a size without its table"),
+        "no hash table": ({4: None, 0x6FFFFEF5: None}, "no symbol hash table"),
+        "no DT_INIT_ARRAYSZ": ({27: None}, "DT_INIT_ARRAY without its size"),
+        "no DT_FINI_ARRAYSZ": ({28: None}, "DT_FINI_ARRAY without its size"),
+    }
+    files = {}
+    for name, (changes, reason) in cases.items():
+        patched = dynamic_patched(good, changes)
+        assert patched != good, f"{name}: the test library has no such entry"
+        path = builder.dir / "build" / f"{name.replace(' ', '-')}.so"
+        path.write_bytes(patched)
+        files[name] = (str(path), reason)
+    run_python(
+        f"""
+        import os, shutil, hotr
+        lib_path = {str(builder.lib)!r}
+        with hotr.HotReloader(lib_path, debounce=0) as r:
+            lib = r.update()
+            for name, (path, reason) in {files!r}.items():
+                shutil.copyfile(path, lib_path + ".tmp")
+                os.rename(lib_path + ".tmp", lib_path)
+                assert r.watch_for_changes(timeout=5) == 1, name
+                try:
+                    r.update()
+                except hotr.LoadError as exc:
+                    assert reason in exc.reason, (name, exc.reason)
+                else:
+                    raise AssertionError(f"{{name}} was loaded")
+                assert lib.value() == 1
+        """,
+        env={"HOTR_PRIVATE_DIR": str(builder.dir / "private")},
+    )

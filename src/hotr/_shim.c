@@ -21,6 +21,8 @@
 #include <structmember.h>
 #include <string.h>
 
+#include "_elfcheck.h"
+
 #ifdef Py_GIL_DISABLED
 #error "hotr's in-flight counts rely on the GIL; free-threaded builds are not supported"
 #endif
@@ -361,6 +363,9 @@ static PyMethodDef shim_methods[] = {
      "version in one step."},
     {"same_bytes", same_bytes, METH_VARARGS,
      "same_bytes(a, b): True if the two buffers hold the same bytes."},
+    {"check_elf", hotr_check_elf, METH_VARARGS,
+     "check_elf(data, host_class, host_data, host_machine): (code, relro, needed, rpath, "
+     "runpath) of a loadable shared object, or ValueError saying why it is not one."},
     {NULL}
 };
 
