@@ -103,8 +103,10 @@ def test_a_watched_library_can_be_waited_on_too(builder: Builder) -> None:
         # The watcher took the change in; the program has not seen it yet, and does now.
         assert select.select([reloader], [], [], 0)[0] == [reloader]
         assert reloader.watch_for_changes(timeout=0) == 1
-        assert select.select([reloader], [], [], 0)[0] == []
         assert reloader.watch_for_changes(timeout=0.1) == 0
+        assert select.select([reloader], [], [], 0)[0] == [reloader], "not taken in yet"
+        assert reloader.poll() is False
+        assert select.select([reloader], [], [], 0)[0] == []
         assert reloader.version == 2
     with pytest.raises(hotr.HotReloadError, match="closed"):
         watcher.add(builder.lib)

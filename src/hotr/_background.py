@@ -52,7 +52,6 @@ def load(
     reloader = _start(path, on_reload, on_error, options)
     core = core_of(reloader)
     core.background_builds = manual
-    core.background_loads = not manual
     driver = BackgroundDriver(
         f"hotr:{os.path.basename(reloader.path)}", manual=manual, until_empty=True
     )
@@ -89,7 +88,6 @@ async def aload(
         reloader.close()
         raise
     core = core_of(reloader)
-    core.background_loads = True
     cursor = Cursor(core.tracker)  # from now: a change before the task first runs counts
     _tasks.add(loop.create_task(_follow(reloader, cursor), name=f"hotr:{reloader.path}"))
     return reloader.library

@@ -210,11 +210,11 @@ class BuildRunner:
         self._tracker = tracker
         self._cond = threading.Condition()
         self._building = False
-        self._started_from = 0  # the input generation the last build started from
+        self.started_from = 0  # the input generation the last build started from
 
     def wanted(self) -> bool:
         """True if the inputs changed since the last build started."""
-        return self._tracker.snapshot().inputs > self._started_from
+        return self._tracker.snapshot().inputs > self.started_from
 
     def run(self, *, wait: bool) -> None:
         """Build if wanted.  With `wait`, a build running in another thread is waited for
@@ -230,7 +230,7 @@ class BuildRunner:
             if not self.wanted():
                 return
             generation = self._tracker.take_inputs()
-            previous, self._started_from = self._started_from, generation
+            previous, self.started_from = self.started_from, generation
             self._building = True
         seconds: float | None = None
         try:
@@ -240,7 +240,7 @@ class BuildRunner:
             raise
         except BaseException:
             with self._cond:
-                self._started_from = previous
+                self.started_from = previous
             raise
         finally:
             with self._cond:

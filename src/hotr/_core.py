@@ -10,14 +10,13 @@ run outside it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _process, _store
+from . import _process, _signals, _store
 from ._build import Builder, BuildRunner, library_name
 from ._drivers import ProgramView
 from ._exceptions import BuildError, HotReloadError
@@ -59,7 +58,6 @@ class ReloadCore:
         self.source = source
         self.lock = threading.RLock()
         self.background_builds = False  # load(manual=True): a thread builds, update() loads
-        self.background_loads = False  # load(), aload(), Watcher: something else loads it
         self.tracker = ChangeTracker(
             source, library=library, debounce=debounce, backend=backend, builds=bool(inputs)
         )
@@ -102,7 +100,8 @@ class ReloadCore:
         self._closed = self._stopped = self._forked = False
         self._eventfd = -1
         self._eventfd_lock = threading.Lock()  # the descriptor is written from other threads
-        self.view = ProgramView(self.tracker, self._drain)  # what the program has seen
+        self._eventfd_armed = False  # readable now
+        self.view = ProgramView(self.tracker, self._refresh_fd)  # what the program has seen
         try:
             self.tracker.start(inputs)
         except BaseException as exc:
@@ -177,21 +176,37 @@ class ReloadCore:
         finally:
             self.lock.release()
 
-    def update(self) -> None:
-        """Build if the inputs changed, load if the library changed.  Raises HotReloadError."""
+    def update(self, view: ProgramView | None = None) -> None:
+        """Build if the inputs changed, load if the library changed.  Raises HotReloadError.
+
+        `view` (the program's, for its own calls) is told exactly what this call took in: a
+        change that came after that is still news to the program's next wait.
+        """
         self.check_open()
         self._attempted = True
         self.sync()
         self.housekeep()
+        took = self.tracker.snapshot()
+        try:
+            self._update()
+        finally:
+            if view is not None:
+                # What was taken in: the last load's and the last build's generations.
+                inputs = self.builds.started_from if self.builds is not None else took.inputs
+                view.look(shared=True, at=took._replace(library=self.tracker.taken, inputs=inputs))
+
+    def _update(self) -> None:
         live = self.versions.current is not None
         if self.builds is not None and (self.builds_on_update or not live):
             try:
                 self.builds.run(wait=not live)
             except BuildError as exc:
+                self.check_open()  # a close() killed the build: that is no build failure
                 exc.path = self.label
                 self._notify(self._on_error, exc)
                 raise
         failure: HotReloadError | None = None
+        interrupted: BaseException | None = None
         with self.lock:
             self.check_open()
             before = self.versions.loads
@@ -208,6 +223,8 @@ class ReloadCore:
                 failure = exc
                 if self.versions.current is None:
                     self._failure = exc
+            except BaseException as exc:  # a Ctrl-C held back until the reload was done
+                interrupted = exc
             else:
                 self._failure = None
             after = self.versions.loads
@@ -216,6 +233,8 @@ class ReloadCore:
             raise failure
         if before and after != before:
             self._notify(self._on_reload, before, after)
+        if interrupted is not None:
+            raise interrupted
 
     def background_step(self, *, manual: bool) -> None:
         """What a background thread does when woken: build (and with manual=False, load) what
@@ -277,35 +296,34 @@ class ReloadCore:
     # -- the descriptor ----------------------------------------------------------------------
 
     def fileno(self) -> int:
-        """A descriptor that is readable while something happened that the program (its
-        update, poll and waits, in any thread) has not seen yet."""
+        """A descriptor that is readable while something happened that the program has not
+        taken in with update() or poll() (in any thread), or the reloader has ended."""
         self.check_open()
         with self.lock:
             if self._eventfd < 0:
                 self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
                 self.source.need_reader()  # whoever selects on it does not read events
-                self.tracker.add_listener(self._signal)
-                self._signal()
+                self.tracker.add_listener(self._refresh_fd)
+                self._refresh_fd()
             return self._eventfd
 
-    def _signal(self) -> None:
-        now, seen = self.tracker.snapshot(), self.view.latest
-        news = (now.library, now.inputs, now.losses, now.ended) != (
-            seen.library,
-            seen.inputs,
-            seen.losses,
-            seen.ended,
-        )
-        if news or self.actionable():
-            with self._eventfd_lock:
-                if self._eventfd >= 0:
-                    os.eventfd_write(self._eventfd, 1)
-
-    def _drain(self) -> None:
+    def _refresh_fd(self) -> None:
+        """Make the descriptor readable, or quiet, as the news stand now (a listener, and
+        after every update() and poll())."""
         with self._eventfd_lock:
-            if self._eventfd >= 0:
-                with contextlib.suppress(BlockingIOError):  # nothing to drain
-                    os.eventfd_read(self._eventfd)
+            if self._eventfd < 0:
+                return
+            now, seen = self.tracker.snapshot(), self.view.shared
+            news = now.ended or (now.library, now.inputs, now.losses) != (
+                seen.library,
+                seen.inputs,
+                seen.losses,
+            )
+            if news and not self._eventfd_armed:
+                os.eventfd_write(self._eventfd, 1)
+            elif not news and self._eventfd_armed:
+                os.eventfd_read(self._eventfd)
+            self._eventfd_armed = news
 
     # -- ending ------------------------------------------------------------------------------
 
@@ -321,19 +339,20 @@ class ReloadCore:
             return
         if self.builds is not None:
             self.builds.cancel()
-        with self.lock:
+        with self.lock, _signals.deferred():  # a Ctrl-C in a hook ends nothing half-way
             if self._closed:
                 return
             self._closed = True
-            _process.forget(self)
             if self._forked:
+                _process.forget(self)
                 return
             self.tracker.stop()
             self.functions.close()
             self.loader.final_unload()
             self.versions.close()
             self._store.release(self.directory)
-            self.tracker.remove_listener(self._signal)
+            _process.forget(self)
+            self.tracker.remove_listener(self._refresh_fd)
             with self._eventfd_lock:
                 if self._eventfd >= 0:
                     os.close(self._eventfd)

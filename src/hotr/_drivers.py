@@ -46,10 +46,6 @@ class Drivable(Protocol):
         """True if update() runs the builds (not a background thread)."""
 
     @property
-    def background_loads(self) -> bool:
-        """True if a driver of hotr's own loads every change (hotr.load, aload, Watcher)."""
-
-    @property
     def version(self) -> int:
         """The live version's number."""
 
@@ -153,32 +149,29 @@ class ProgramView:
         self._tracker = tracker
         self._key = next(_views)
         self._on_look = on_look
-        self.shared = self.latest = tracker.snapshot()
+        self.shared = tracker.snapshot()
 
     def seen(self) -> Snapshot:
         return _looks.get({}).get(self._key, self.shared)
 
-    def look(self, *, shared: bool = False) -> None:
-        """This thread (task) has seen everything up to now; with `shared`, so has the program
-        (update() and poll() take changes in for everyone)."""
-        now = self._tracker.snapshot()
+    def look(self, *, shared: bool = False, at: Snapshot | None = None) -> None:
+        """This thread (task) has seen everything up to now (or up to `at`); with `shared`, so
+        has the program (update() and poll() take changes in for everyone)."""
+        now = self._tracker.snapshot() if at is None else at
         _looks.set({**_looks.get({}), self._key: now})
         if shared:
             self.shared = now
-        self.latest = now
-        self._on_look()
+            self._on_look()
 
 
-def _verdict(core: Drivable, seen: Snapshot, *, loader: bool) -> int | None:
+def _verdict(core: Drivable, seen: Snapshot) -> int | None:
     """CHANGED, FAILED, or None to go on waiting (the tracker's lock held).
 
-    A waiter that loads (the program, unless hotr.load or a Watcher loads for it; changes())
-    is told of a change waiting to be loaded even if it has seen it already.
+    A change is reported once per view, whoever takes it in: the view remembers it has seen
+    it.  (A change still waiting to be loaded is what poll() reports, not a wait.)
     """
     if core.ended:
         return FAILED
-    if core.actionable() and loader:
-        return CHANGED
     now = core.tracker.snapshot()
     if now.library > seen.library or (core.builds_on_update and now.inputs > seen.inputs):
         return CHANGED  # another driver may have taken it in already: it still happened
@@ -192,14 +185,13 @@ def wait(core: Drivable, timeout: float | None, view: View) -> int:
     reloader cannot report changes: stopped, closed, a directory gone (FAILED, once)."""
     deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
     seen = view.seen()
-    loader = not core.background_loads
     bell: Doorbell | None = None
     try:
         while True:
             core.sync()
             core.housekeep()
             with core.tracker.lock:
-                verdict = _verdict(core, seen, loader=loader)
+                verdict = _verdict(core, seen)
             if verdict is not None:
                 return verdict
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -217,28 +209,24 @@ def wait(core: Drivable, timeout: float | None, view: View) -> int:
         view.look()
 
 
-async def wait_async(
-    core: Drivable, timeout: float | None, view: View, *, loader: bool | None = None
-) -> bool:
+async def wait_async(core: Drivable, timeout: float | None, view: View) -> bool:
     """wait() on the running event loop: True for a change, False after `timeout` seconds.
 
     Raises HotReloadError when the reloader cannot report changes (stopped, closed, a
     directory gone).
     """
-    if loader is None:
-        loader = not core.background_loads
     try:
-        return await _wait_async(core, timeout, view.seen(), loader)
+        return await _wait_async(core, timeout, view.seen())
     finally:
         view.look()
 
 
-async def _wait_async(core: Drivable, timeout: float | None, seen: Snapshot, loader: bool) -> bool:
+async def _wait_async(core: Drivable, timeout: float | None, seen: Snapshot) -> bool:
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + max(timeout, 0.0)
     core.source.need_reader()  # the loop does not read the event source: hotr's thread does
     try:
-        return await _wait_on_loop(core, loop, deadline, seen, loader)
+        return await _wait_on_loop(core, loop, deadline, seen)
     finally:
         core.source.drop_reader()
 
@@ -248,7 +236,6 @@ async def _wait_on_loop(
     loop: asyncio.AbstractEventLoop,
     deadline: float | None,
     seen: Snapshot,
-    loader: bool,
 ) -> bool:
     while True:
         core.sync()
@@ -261,7 +248,7 @@ async def _wait_on_loop(
         core.tracker.add_listener(wake)  # before the check: nothing published after it is lost
         try:
             with core.tracker.lock:
-                verdict = _verdict(core, seen, loader=loader)
+                verdict = _verdict(core, seen)
             if verdict == CHANGED:
                 return True
             if verdict == FAILED:
@@ -291,7 +278,7 @@ async def follow(core: Drivable, cursor: Cursor) -> AsyncIterator[VersionInfo]:
     yielded = core.version
     while not core.ended:
         try:
-            if not await wait_async(core, None, cursor, loader=True):
+            if not await wait_async(core, None, cursor):
                 continue
         except HotReloadError:
             if core.ended:
@@ -307,11 +294,9 @@ async def follow(core: Drivable, cursor: Cursor) -> AsyncIterator[VersionInfo]:
                 return
             logger.error("%s", exc)
             continue
-        finally:
-            cursor.look()
-        if core.version != yielded:
-            yielded = core.version
-            yield core.history()[-1]
+        for info in [v for v in core.history() if v.number > yielded]:
+            yielded = info.number
+            yield info
 
 
 class BackgroundDriver:

@@ -93,9 +93,14 @@ class Loader:
         """Load the library file as the next version.  True if a new version went live; False
         if there was nothing new (same bytes, file removed, overtaken by a newer write).
 
-        Raises LoadError; the change is then consumed and waits for the next one.  Any other
-        exception (KeyboardInterrupt) leaves the change pending: the next load retries it.
+        Raises LoadError; the change is then consumed and waits for the next one.  Ctrl-C and
+        SIGTERM are held back until the load is done or undone (then raised); any other
+        exception leaves the change pending: the next load retries it.
         """
+        with _signals.deferred():
+            return self._load(taken)
+
+    def _load(self, taken: Pending) -> bool:
         started = time.perf_counter()
         current = self._versions.current
         try:
@@ -142,6 +147,10 @@ class Loader:
 
         Raises LoadError if it cannot be loaded now; the contents are then as they were.
         """
+        with _signals.deferred():
+            self._rollback()
+
+    def _rollback(self) -> None:
         previous, current = self.contents.take_previous()
         try:
             copy, content = self._copy(previous)
@@ -226,54 +235,53 @@ class Loader:
             except BaseException:
                 self._remove(remove)
                 raise
-        with _signals.deferred():
-            version = self._versions.begin(path, remove, info, content, time.time())
-            old = self._versions.current
-            handed = 0  # 1: the old version let go of the state; 2: the new one took it
+        version = self._versions.begin(path, remove, info, content, time.time())
+        old = self._versions.current
+        handed = 0  # 1: the old version let go of the state; 2: the new one took it
+        try:
             try:
-                try:
-                    version.map()
-                except OSError as exc:
-                    reason = str(exc).replace(f"{path}: ", "")
-                    raise LoadError(self._label, reason) from None
-                self._check_code(version)
-                if old is not None:
-                    self._call_hook(old, "hotr_unload", reloading=1)
-                    handed = 1
-                carried, skipped = self._carry(old, version)
-                status = self._call_hook(version, "hotr_load", reloading=int(old is not None))
-                if status != 0:
-                    stays = f"version {old.number} stays live" if old else "nothing was loaded"
-                    raise LoadError(self._label, f"its hotr_load returned {status}; {stays}")
-                handed = 2
-                self._functions.switch(version)
-                self._versions.go_live(version)
-                if taken is not None:
-                    self._tracker.consume(taken)
-            except BaseException:
-                if handed == 2:
-                    self._call_hook(version, "hotr_unload", reloading=int(old is not None))
-                if handed >= 1 and old is not None:
-                    self._call_hook(old, "hotr_load", reloading=1)
-                self._versions.discard(version)
-                raise
-            load_ms = (time.perf_counter() - started) * 1000
-            self._history.record(
-                version,
-                VersionInfo(
-                    version.number,
-                    version.loaded_at,
-                    "",
-                    load_ms,
-                    None
-                    if taken is None or taken.build_seconds is None
-                    else taken.build_seconds * 1000,
-                    tuple(sorted(taken.changed)) if taken is not None else (),
-                    taken is None,
-                    carried,
-                    skipped,
-                ),
-            )
+                version.map()
+            except OSError as exc:
+                reason = str(exc).replace(f"{path}: ", "")
+                raise LoadError(self._label, reason) from None
+            self._check_code(version)
+            if old is not None:
+                self._call_hook(old, "hotr_unload", reloading=1)
+                handed = 1
+            carried, skipped = self._carry(old, version)
+            status = self._call_hook(version, "hotr_load", reloading=int(old is not None))
+            if status != 0:
+                stays = f"version {old.number} stays live" if old else "nothing was loaded"
+                raise LoadError(self._label, f"its hotr_load returned {status}; {stays}")
+            handed = 2
+            self._functions.switch(version)
+            self._versions.go_live(version)
+            if taken is not None:
+                self._tracker.consume(taken)
+        except BaseException:
+            if handed == 2:
+                self._call_hook(version, "hotr_unload", reloading=int(old is not None))
+            if handed >= 1 and old is not None:
+                self._call_hook(old, "hotr_load", reloading=1)
+            self._versions.discard(version)
+            raise
+        load_ms = (time.perf_counter() - started) * 1000
+        self._history.record(
+            version,
+            VersionInfo(
+                version.number,
+                version.loaded_at,
+                "",
+                load_ms,
+                None
+                if taken is None or taken.build_seconds is None
+                else taken.build_seconds * 1000,
+                tuple(sorted(taken.changed)) if taken is not None else (),
+                taken is None,
+                carried,
+                skipped,
+            ),
+        )
         self.contents.keep(path, content)
         logger.info(
             "%s version %d of %s in %.2f ms",

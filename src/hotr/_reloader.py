@@ -171,10 +171,7 @@ class HotReloader:
                 message says why, and the previous version stays live.
             HotReloadError: the reloader is closed.
         """
-        try:
-            self._core.update()
-        finally:
-            self._core.view.look(shared=True)
+        self._core.update(self._core.view)
         return self.library
 
     def poll(self) -> bool:
@@ -220,8 +217,8 @@ class HotReloader:
         return _drivers.follow(self._core, _drivers.Cursor(self._core.tracker))
 
     def fileno(self) -> int:
-        """A descriptor for select/selectors/event loops: readable when a change arrived
-        since the last update(), poll() or watch_for_changes()."""
+        """A descriptor for select/selectors/event loops: readable while a change has
+        happened that no update() or poll() has taken in yet (and once the reloader ends)."""
         return self._core.fileno()
 
     def rollback(self) -> Library:

@@ -26,17 +26,22 @@ _main = threading.main_thread().ident  # signal handlers run there only
 
 class deferred:  # lower case: it is used like a function, `with deferred():`
     """Run the body with the handlers of SIGINT and SIGTERM held back (see the module
-    docstring).  A class, not a generator: it runs on every reload."""
+    docstring).  A class, not a generator: it runs on every reload.  Only the main thread
+    swaps handlers, and only its outermost deferred() does."""
 
-    _depth = 0  # deferred() inside deferred(): only the outermost one swaps handlers
+    _depth = 0  # nesting in the main thread
+    _outer: deferred | None = None  # the one that swapped the handlers
 
     def __enter__(self) -> None:
         self._saved: dict[int, Callable[[int, FrameType | None], Any]] = {}
         self._caught: list[tuple[int, FrameType | None]] = []
-        if deferred._depth or threading.get_ident() != _main:
-            deferred._depth += 1
+        self._main = threading.get_ident() == _main
+        if not self._main:
             return
         deferred._depth += 1
+        if deferred._depth > 1:
+            return
+        deferred._outer = self
         for signum in _HELD:
             handler = _signal.getsignal(signum)
             if callable(handler):
@@ -47,17 +52,29 @@ class deferred:  # lower case: it is used like a function, `with deferred():`
         self._caught.append((signum, frame))
 
     def __exit__(self, *exc_info: object) -> None:
+        if not self._main:
+            return
         deferred._depth -= 1
-        for signum, handler in self._saved.items():
-            _signal.signal(signum, handler)
+        if deferred._outer is not self:
+            return
+        deferred._outer = None
+        self._restore()
         for signum, frame in self._caught:
             self._saved[signum](signum, frame)
 
+    def _restore(self) -> None:
+        for signum, handler in self._saved.items():
+            _signal.signal(signum, handler)
+
 
 def _after_fork_in_child() -> None:
+    """The forking thread is the child's main thread, and a deferral the parent's main thread
+    had open never closes here: put the real handlers back."""
     global _main
-    _main = threading.get_ident()  # the forking thread is the child's main thread
-    deferred._depth = 0
+    _main = threading.get_ident()
+    outer, deferred._outer, deferred._depth = deferred._outer, None, 0
+    if outer is not None:
+        outer._restore()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

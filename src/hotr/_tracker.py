@@ -75,6 +75,7 @@ class ChangeTracker:
         self._listeners: list[Listener] = []
         self._library = 0
         self._consumed = 0  # the library generation the last load took in
+        self.taken = 0  # the library generation the last load started from (take)
         self._inputs = 1 if builds else 0  # a build is wanted before the first load
         self._losses = 0
         self._ended = False
@@ -291,6 +292,7 @@ class ChangeTracker:
                 self._raw.discard(self._library_path or "")
             if self._library_path is not None:
                 self._signatures[self._library_path] = signature(self._library_path)
+            self.taken = self._library
             return Pending(self._library, frozenset(self._changed), self._build_seconds)
 
     def take_inputs(self) -> int:

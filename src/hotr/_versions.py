@@ -196,17 +196,24 @@ class VersionSet:
 
     def close(self) -> None:
         """End every version; one with calls running ends when its last call returns."""
-        versions = [*self._loading, *self._retired, *([self.current] if self.current else [])]
-        self._loading, self._retired, self.current = [], [], None
-        for version in versions:
-            if version.pin.inflight == 0:
-                version.pin.on_idle = None
-                version.end()
-            else:
-                logger.info(
-                    "version %d has calls running; it is unloaded when they return", version.number
-                )
-                version.pin.on_idle = _ender(version)
+        for group in (self._loading, self._retired):
+            while group:
+                self._close_one(group[0])
+                group.pop(0)
+        if self.current is not None:
+            self._close_one(self.current)
+            self.current = None
+
+    @staticmethod
+    def _close_one(version: Version) -> None:
+        if version.pin.inflight == 0:
+            version.pin.on_idle = None
+            version.end()
+        else:
+            logger.info(
+                "version %d has calls running; it is unloaded when they return", version.number
+            )
+            version.pin.on_idle = _ender(version)
 
 
 def _ender(version: Version) -> Callable[[], None]:

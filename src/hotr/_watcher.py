@@ -63,7 +63,6 @@ class Watcher:
         reloader = HotReloader(path, **options)
         core = core_of(reloader)
         core.background_builds = self.manual
-        core.background_loads = not self.manual
         try:
             reloader.update()
         except BaseException:
