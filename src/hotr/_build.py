@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ._exceptions import BuildError
+from ._source import absolute
 
 logger = logging.getLogger("hotr")
 
@@ -247,9 +248,9 @@ class BuildRunner:
                 self._building = False
                 self._cond.notify_all()
             self._tracker.watch_inputs(self.builder.inputs())
+            self._tracker.build_done(seconds)
         self.failure = None
         logger.info("built %s in %.1f ms", self._label, seconds * 1000)
-        self._tracker.library_built(seconds)
 
     def cancel(self) -> None:
         """Kill a build in progress (the reloader is closing)."""
@@ -274,5 +275,5 @@ def _read_depfiles(paths: list[str], sources: list[str]) -> set[str]:
         for rule in text.replace("\\\n", " ").splitlines():
             _, _, deps = rule.partition(": ")
             words = deps.replace("\\ ", "\0").split()
-            headers.update(os.path.abspath(w.replace("\0", " ")) for w in words)
+            headers.update(absolute(w.replace("\0", " ")) for w in words)
     return headers - set(sources)

@@ -93,6 +93,42 @@ def base_address(handle: int) -> int:
     return int(link_map.contents.l_addr)
 
 
+class _DlInfo(ctypes.Structure):
+    """Dl_info (<dlfcn.h>)."""
+
+    _fields_ = [
+        ("dli_fname", ctypes.c_char_p),
+        ("dli_fbase", ctypes.c_void_p),
+        ("dli_sname", ctypes.c_char_p),
+        ("dli_saddr", ctypes.c_void_p),
+    ]
+
+
+_dladdr = _libc_with_gil.dladdr
+_dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+_dladdr.restype = ctypes.c_int
+
+
+def owner(address: int) -> str | None:
+    """The path of the loaded object that holds `address` (dladdr), or None."""
+    info = _DlInfo()
+    with LOCK:
+        if not _dladdr(address, ctypes.byref(info)) or not info.dli_fname:
+            return None
+    return os.fsdecode(info.dli_fname)
+
+
+def executable(address: int) -> bool:
+    """True if `address` is in an executable mapping of this process (/proc/self/maps)."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            span, perms = line.split(None, 2)[:2]
+            low, high = (int(x, 16) for x in span.split("-"))
+            if low <= address < high:
+                return "x" in perms
+    return False
+
+
 def _before_fork() -> None:
     LOCK.acquire()
 

@@ -74,6 +74,7 @@ SHF_WRITE = 0x1
 SHF_ALLOC = 0x2
 STT_OBJECT = 1
 STT_FILE = 4
+STT_TLS = 6
 STB_LOCAL = 0
 RESET_SECTION = "hotr_reset"  # where hotr.h's HOTR_RESET puts a global
 # gcc names a function-local static `count` as `count.0`, `count.1`... in order of appearance,
@@ -160,6 +161,11 @@ def read_globals(data: Buffer, relro: tuple[int, int] | None) -> Globals:
             kind = st_info & 0xF
             if kind == STT_FILE:
                 source = c_string(strings + st_name)
+                continue
+            if kind == STT_TLS and st_size and 0 < st_shndx < e_shnum:
+                skipped[c_string(strings + st_name)] = (
+                    "thread-local: each thread has its own, which hotr cannot reach"
+                )
                 continue
             if kind != STT_OBJECT or st_size == 0 or not 0 < st_shndx < e_shnum:
                 continue

@@ -15,9 +15,10 @@
  *
  * Returns (code ranges, relro range or None, needed, rpath, runpath): the executable segments
  * (a function outside them would fault), PT_GNU_RELRO (read-only once relocated), and the
- * DT_RPATH / DT_RUNPATH entries with, only when one of them uses $ORIGIN, the DT_NEEDED names
- * (bytes).  Raises ValueError with the reason.
+ * DT_RPATH / DT_RUNPATH entries with, only when $ORIGIN is used in them or in a name, the
+ * DT_NEEDED names (bytes).  Raises ValueError with the reason.
  */
+#define _GNU_SOURCE  /* memmem */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
@@ -443,33 +444,34 @@ check_dynamic(Elf *e, PyObject *needed, PyObject *rpath, PyObject *runpath)
                   || (e->present[T_FLAGS] && (e->value[T_FLAGS] & DF_TEXTREL));
     if (!textrel && check_relocations(e) < 0)
         goto done;
-    /* The names are read only when a search path uses $ORIGIN (_origin.py): most libraries
-     * have no DT_RPATH or DT_RUNPATH at all. */
-    int searched = 0, origin = 0;
-    for (Py_ssize_t i = 0; i < nstrings; i++)
-        searched |= strings[2 * i] == 15 || strings[2 * i] == 29;
-    if (searched) {
+    /* The names are returned only when $ORIGIN is used (_origin.py), in a search path or in
+     * a DT_NEEDED name; most libraries use it nowhere, and this runs on every reload. */
+    if (nstrings) {
         wide table;
         if (!file_offset(e, e->value[T_STRTAB], strsz, &table)) {
             refuse("corrupt dynamic section: the string table is not in the file");
             goto done;
         }
-        for (int pass = 0; pass < 2; pass++) {  /* search paths first, then the names */
-            for (Py_ssize_t i = 0; i < nstrings; i++) {
-                wide tag = strings[2 * i];
-                if (pass == 0 ? tag != 15 && tag != 29 : tag != 1 || !origin)
-                    continue;
-                PyObject *text = string_at(e, table, strings[2 * i + 1], table + strsz);
-                if (text == NULL)
-                    goto done;
-                if (pass == 0 && strstr(PyBytes_AS_STRING(text), "ORIGIN"))
-                    origin = 1;
-                PyObject *list = tag == 1 ? needed : tag == 15 ? rpath : runpath;
-                int added = PyList_Append(list, text);
-                Py_DECREF(text);
-                if (added < 0)
-                    goto done;
-            }
+        int origin = 0;
+        for (Py_ssize_t i = 0; i < nstrings && !origin; i++) {
+            wide start = table + strings[2 * i + 1], limit = table + strsz;
+            const unsigned char *text = e->data + (size_t)start;
+            const unsigned char *nul = memchr(text, 0, (size_t)(limit - start));
+            size_t length = nul ? (size_t)(nul - text) : (size_t)(limit - start);
+            origin = strings[2 * i] != 14 && memmem(text, length, "ORIGIN", 6) != NULL;
+        }
+        for (Py_ssize_t i = 0; i < nstrings; i++) {
+            wide tag = strings[2 * i];
+            if (tag == 14 || (tag == 1 && !origin))
+                continue;
+            PyObject *text = string_at(e, table, strings[2 * i + 1], table + strsz);
+            if (text == NULL)
+                goto done;
+            PyObject *list = tag == 1 ? needed : tag == 15 ? rpath : runpath;
+            int added = PyList_Append(list, text);
+            Py_DECREF(text);
+            if (added < 0)
+                goto done;
         }
     }
     status = 0;

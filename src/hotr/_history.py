@@ -12,7 +12,7 @@ from ._store import PrivateStore
 from ._versions import Version
 
 HISTORY_LENGTH = 100  # versions r.history remembers
-ROLLBACK_DEPTH = 8  # earlier contents rollback() can go back through
+ROLLBACK_DEPTH = 9  # contents kept for rollback(): the live one and 8 earlier
 
 
 @dataclass(frozen=True)

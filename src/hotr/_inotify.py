@@ -269,22 +269,25 @@ class InotifyWatches:
         what the path resolves through did not move, so at most one lstat tells all.  False
         for a symlink: the path must be resolved again."""
         mode: int | None
+        linked = False  # a name made for a file that is complete already (ln)
         if mask & (IN_DELETE | IN_MOVED_FROM):
             mode = None  # gone; a new file there brings an event of its own
         elif mask & IN_CLOSE_WRITE:
             mode = stat.S_IFREG  # only a file opened for writing is closed after writing
-        else:  # created or renamed in: it may be a symlink
+        else:  # created or renamed in: it may be a symlink, or a hard link
             try:
-                mode = os.lstat(entry).st_mode
+                info = os.lstat(entry)
             except OSError:
                 mode = None
+            else:
+                mode, linked = info.st_mode, info.st_nlink > 1
             if mode is not None and stat.S_ISLNK(mode):
                 return False
         before = watch.state
         watch.final = entry if mode is not None else None
         watch.state = _State.PRESENT if mode is not None else _State.ABSENT
-        if mode is not None and mask & (IN_CLOSE_WRITE | IN_MOVED_TO):
-            watch.sink(Event.WRITTEN)  # a writer is done, or a whole file was renamed in
+        if mode is not None and (mask & (IN_CLOSE_WRITE | IN_MOVED_TO) or linked):
+            watch.sink(Event.WRITTEN)  # a writer is done, or a whole file was put in place
         elif mode is None and before is _State.PRESENT:
             watch.sink(Event.GONE)
         return True  # created and still being written: its IN_CLOSE_WRITE will follow

@@ -80,7 +80,7 @@ class FunctionTable:
         address = version.symbol(name)
         if address is None:
             raise SymbolNotFoundError(self._label, name, version.number)
-        if not version.is_code(address):
+        if not version.callable(address):
             raise HotReloadError(
                 f"{name!r} in {self._label!r} is not a function (not in executable code)"
             )
@@ -149,6 +149,9 @@ class FunctionTable:
         return self._ffi.cast(ctype, address)
 
 
+_PARTS = "hotr.parts"  # where a Library keeps its reloader, lookup and handle
+
+
 class Library:
     """The live library: ``lib.name`` and ``lib["name"]`` are Functions that follow every reload.
 
@@ -164,27 +167,26 @@ class Library:
         lookup: Callable[[str], Function],
         handle: Callable[[], int],
     ) -> None:
-        self.__reloader = reloader
-        self.__lookup = lookup
-        self.__handle = handle
+        # Under a name no C identifier can have: every C name stays free for lib.name.
+        vars(self)[_PARTS] = (reloader, lookup, handle)
 
     def __getattr__(self, name: str) -> Function:
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        function = self.__lookup(name)
+        function: Function = vars(self)[_PARTS][1](name)
         setattr(self, name, function)  # later lookups are plain attribute hits
         return function
 
     def __getitem__(self, name: str) -> Function:
-        return self.__lookup(name)
+        return vars(self)[_PARTS][1](name)  # type: ignore[no-any-return]
 
     @property
     def _handle(self) -> int:
         """The live version's dlopen handle (what ctypes' in_dll reads)."""
-        return self.__handle()
+        return vars(self)[_PARTS][2]()  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
-        return f"<hotr.Library of {self.__reloader!r}>"
+        return f"<hotr.Library of {vars(self)[_PARTS][0]!r}>"
 
     def __enter__(self) -> Library:
         return self
@@ -195,11 +197,11 @@ class Library:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.__reloader.close()
+        vars(self)[_PARTS][0].close()
 
 
 def reloader_of(library: Library) -> HotReloader:
     """Return the HotReloader behind `library` (e.g. one made by hotr.load), to close it."""
     if not isinstance(library, Library):
         raise TypeError(f"reloader_of() takes a hotr.Library, not {type(library).__name__}")
-    return cast("HotReloader", vars(library)["_Library__reloader"])
+    return cast("HotReloader", vars(library)[_PARTS][0])

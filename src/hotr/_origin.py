@@ -32,13 +32,22 @@ def origin_entries(info: ElfInfo) -> list[str]:
 
     glibc ignores DT_RPATH when DT_RUNPATH is present.
     """
-    relative = []
-    for entry in info.runpath or info.rpath:
-        for marker in _MARKERS:
-            if entry.startswith(marker):
-                rest = entry[len(marker) :].lstrip("/")
-                relative.append(os.path.normpath(rest) if rest else "")
-    return relative
+    return [rel for entry in info.runpath or info.rpath if (rel := _relative(entry)) is not None]
+
+
+def origin_names(info: ElfInfo) -> list[str]:
+    """The DT_NEEDED names that are $ORIGIN/<file>, as <file> (glibc expands $ORIGIN there
+    too)."""
+    return [rel for name in info.needed if (rel := _relative(name))]
+
+
+def _relative(entry: str) -> str | None:
+    """`entry` relative to $ORIGIN ("" for $ORIGIN itself), or None if it does not use it."""
+    for marker in _MARKERS:
+        if entry.startswith(marker):
+            rest = entry[len(marker) :].lstrip("/")
+            return os.path.normpath(rest) if rest else ""
+    return None
 
 
 def place(copy: str, original: str, info: ElfInfo) -> tuple[str, str]:
@@ -47,10 +56,10 @@ def place(copy: str, original: str, info: ElfInfo) -> tuple[str, str]:
     Returns (the path to load, the path to delete when the version ends).  A library without
     $ORIGIN entries stays where it is.
     """
-    entries = origin_entries(info)
-    if not entries:
+    entries, names = origin_entries(info), origin_names(info)
+    if not entries and not names:
         return copy, copy
-    depth = max((_climbs(rel) for rel in entries), default=0)
+    depth = max((_climbs(rel) for rel in entries + names), default=0)
     root = copy + ".d"
     directory = os.path.join(root, *["o"] * depth)
     loaded = os.path.join(directory, os.path.basename(original))
@@ -61,7 +70,10 @@ def place(copy: str, original: str, info: ElfInfo) -> tuple[str, str]:
         shutil.rmtree(root, ignore_errors=True)
         raise
     links: dict[str, str] = {}
-    _link_entries(directory, os.path.dirname(original), info, entries, depth, links, set())
+    origin = os.path.dirname(original)
+    for name in names:
+        _link(os.path.normpath(os.path.join(directory, name)), os.path.join(origin, name), links)
+    _link_entries(directory, origin, info, entries, depth, links, set())
     return loaded, root
 
 

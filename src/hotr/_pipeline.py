@@ -245,6 +245,8 @@ class Loader:
                 reason = str(exc).replace(f"{path}: ", "")
                 raise LoadError(self._label, reason) from None
             self._check_code(version)
+            if self.keep_globals:
+                version.globals()  # read now, while its copy is sure to be there
             if old is not None:
                 self._call_hook(old, "hotr_unload", reloading=1)
                 handed = 1
@@ -298,8 +300,12 @@ class Loader:
             self._store.remove(path)
 
     def _check_code(self, version: Version) -> None:
-        for name in (*self._functions.names, *HOOKS):
+        for name in self._functions.names:
             address = version.symbol(name)
+            if address and not version.callable(address):
+                raise LoadError(self._label, f"{name!r} is not a function (not in executable code)")
+        for name in HOOKS:
+            address = version.hook(name)
             if address and not version.is_code(address):
                 raise LoadError(self._label, f"{name!r} is not in an executable segment")
 
@@ -327,7 +333,7 @@ class Loader:
 
     def _call_hook(self, version: Version, name: str, *, reloading: int) -> int:
         """Call hotr_load / hotr_unload of `version` if it exports it; return its status."""
-        address = version.symbol(name)
+        address = version.hook(name)
         if not address:
             return 0
         status = int(_HOOK(address)(ctypes.byref(self._state), version.number, reloading))
@@ -342,7 +348,11 @@ class Loader:
         not carried and why."""
         if not self.keep_globals or old is None:
             return (), ()
-        before, after = old.globals(), new.globals()
+        try:
+            before, after = old.globals(), new.globals()
+        except OSError as exc:  # read at load time, so only if a copy went missing meanwhile
+            logger.warning("globals not carried into version %d: %s", new.number, exc)
+            return (), (("*", f"the symbol table could not be read: {exc.strerror}"),)
         pairs = _match(before.variables, after.variables)
         carried: list[str] = []
         skipped: dict[str, str] = dict(after.skipped)

@@ -162,7 +162,7 @@ class Reactor:
         if chosen == "auto":
             remote = remote_file_system(os.path.dirname(path))
             if remote is not None:
-                logger.info(
+                logger.warning(
                     "%s is on %s, which inotify cannot watch: polling every %g s",
                     path,
                     remote,

@@ -15,7 +15,7 @@ from ._core import ErrorCallback, ReloadCallback, ReloadCore
 from ._history import VersionInfo
 from ._library import Library
 from ._reactor import reactor
-from ._source import ChangeSource
+from ._source import ChangeSource, absolute
 
 if TYPE_CHECKING:
     from .testing import ScriptedBackend
@@ -307,7 +307,7 @@ def _paths(value: object, name: str) -> list[str]:
         text = os.fspath(item)
         if not text:
             raise ValueError(f"{name} is an empty path")
-        paths.append(os.path.abspath(text))
+        paths.append(absolute(text))
     if not paths:
         raise ValueError(f"{name} is an empty list")
     return paths

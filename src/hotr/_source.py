@@ -8,8 +8,16 @@ source calls each watch's sink with an Event; it never runs user code.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Callable
 from typing import Protocol
+
+
+def absolute(path: str) -> str:
+    """`path` made absolute against the working directory, its `..` left for the kernel to
+    resolve (os.path.abspath would drop `dir/..` even when `dir` is a symlink elsewhere, and
+    name another file than open() and dlopen() do)."""
+    return path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
 
 
 class Event(enum.Enum):

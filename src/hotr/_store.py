@@ -69,7 +69,14 @@ def _sweep(root: str) -> None:
             continue  # its owner is alive
         else:
             shutil.rmtree(entry.path, ignore_errors=True)
-            logger.debug("swept private copies left by a dead process: %s", entry.path)
+            if os.path.lexists(entry.path):
+                logger.warning(
+                    "cannot remove %s, left by a process that died; the next hotr process "
+                    "tries again",
+                    entry.path,
+                )
+            else:
+                logger.debug("swept private copies left by a dead process: %s", entry.path)
         finally:
             os.close(fd)
 

@@ -85,6 +85,7 @@ class ChangeTracker:
         self._changed: set[str] = set()  # published, not yet loaded
         self._build_seconds: float | None = None
         self._lost: set[str] = set()  # watched paths whose directory is gone
+        self._building = False  # between take_inputs() and build_done()
         self._last_library = self._last_inputs = -float("inf")  # last publications
         self._timer: Timer | None = None
 
@@ -217,7 +218,7 @@ class ChangeTracker:
         due = [
             last + self._debounce
             for dirty, last in (
-                (self._dirty_library, self._last_library),
+                (self._dirty_library and not self._building, self._last_library),
                 (self._dirty_inputs, self._last_inputs),
             )
             if dirty
@@ -236,7 +237,8 @@ class ChangeTracker:
     def _publish(self, now: float) -> list[Listener]:
         """Publish each kind of change whose debounce interval has passed (lock held)."""
         published = False
-        if self._dirty_library and now >= self._last_library + self._debounce:
+        held = self._building  # a build is writing the library: see build_done()
+        if self._dirty_library and not held and now >= self._last_library + self._debounce:
             self._library += 1
             self._dirty_library = False
             self._last_library = now
@@ -258,12 +260,23 @@ class ChangeTracker:
 
     # -- what the reloader tells it ----------------------------------------------------------
 
-    def library_built(self, seconds: float) -> None:
-        """A build wrote a new library: it is ready to load at once."""
+    def build_done(self, seconds: float | None) -> None:
+        """The build take_inputs() began has ended (`seconds` None: it failed).
+
+        What it wrote to a watched library (a custom build's output) is its own doing: those
+        events are read now and folded into it, not reported afterwards as another change.
+        A successful build's library is ready to load at once.
+        """
+        self._source.sync()
         with self.lock:
-            self._library += 1
-            self._build_seconds = seconds
-            listeners = self._bump()
+            self._building = False
+            self._dirty_library = False
+            self._raw.discard(self._library_path or "")
+            listeners: list[Listener] = []
+            if seconds is not None:
+                self._library += 1
+                self._build_seconds = seconds
+                listeners = self._bump()
         if listeners:
             _call(listeners)
 
@@ -306,6 +319,7 @@ class ChangeTracker:
                 self._raw &= {self._library_path or ""}
             for path in self._signatures.keys() - {self._library_path}:
                 self._signatures[path] = signature(path)
+            self._building = True  # the library's own changes are the build's from now on
             return self._inputs
 
     def newer_than(self, taken: Pending) -> bool:

@@ -89,11 +89,32 @@ class Version:
         offset = address - self.base
         return any(low <= offset < high for low, high in self.info.code)
 
+    def callable(self, address: int) -> bool:
+        """True if `address` is code: this version's, or a dependency's (dlsym finds the
+        symbols of the libraries a version needs, as ctypes.CDLL does)."""
+        if self.is_code(address):
+            return True
+        return _dl.owner(address) != self.path and _dl.executable(address)
+
+    def hook(self, name: str) -> int | None:
+        """The address of hook `name` (hotr_load, cleanup...) if this version defines it; one
+        a dependency defines is the dependency's, not this version's."""
+        address = self.symbol(name)
+        if address is None or self.is_code(address) or _dl.owner(address) == self.path:
+            return address
+        return None
+
     def globals(self) -> Globals:
         """The variables keep_globals may carry, read from the copy's symbol table once."""
         if self._globals is None:
-            with open(self.path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
-                self._globals = read_globals(m, self.info.relro)
+            if self.content is not None:
+                self._globals = read_globals(self.content, self.info.relro)
+            else:
+                with (
+                    open(self.path, "rb") as f,
+                    mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mapped,
+                ):
+                    self._globals = read_globals(mapped, self.info.relro)
         return self._globals
 
     def sha256(self) -> str:
@@ -122,7 +143,7 @@ class Version:
             if self.handle is not None:
                 if self.stage is not Stage.ENDING:
                     self.stage = Stage.ENDING
-                    cleanup = self.symbol("cleanup")
+                    cleanup = self.hook("cleanup")
                     if cleanup and self.is_code(cleanup):
                         _VOID_FN(cleanup)()
                 handle, self.handle = self.handle, None

@@ -9,6 +9,8 @@ Pass it as a reloader's backend; write real files as tools do, then announce the
     rebuild("libsim.so")            # the real file, as a real tool writes it
     backend.written("libsim.so")    # what inotify would have reported
     assert r.poll()
+    r.update()
+    rebuild("libsim.so")
     backend.written("libsim.so")    # again, within the debounce interval: not yet...
     assert not r.poll()
     backend.advance(0.02)           # ...until the clock has moved on
@@ -27,7 +29,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._source import Event, Sink
+from ._source import Event, Sink, absolute
 
 __all__ = ["ScriptedBackend"]
 
@@ -86,7 +88,7 @@ class ScriptedBackend:
 
     def watch(self, path: str, sink: Sink, backend: str) -> _Watch:
         """Report to `sink` what the test announces for `path` (`backend` is ignored)."""
-        watch = _Watch(self, os.path.abspath(path), sink)
+        watch = _Watch(self, absolute(path), sink)
         with self._lock:
             self._watches.setdefault(watch.path, []).append(watch)
         return watch
@@ -144,7 +146,7 @@ class ScriptedBackend:
         self._now = target
 
     def _tell(self, path: str | os.PathLike[str], event: Event) -> None:
-        key = os.path.abspath(os.fspath(path))
+        key = absolute(os.fspath(path))
         with self._lock:
             watches = list(self._watches.get(key, ()))
         if not watches:
