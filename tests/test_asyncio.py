@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
@@ -172,3 +173,65 @@ def test_aload_builds_sources(builder: Builder) -> None:
                 await asyncio.sleep(0.01)
 
     asyncio.run(main())
+
+
+def test_a_task_that_only_waits_beside_one_that_loads(builder: Builder) -> None:
+    # A notifier that never calls update() is told of each change once, and gives the loop
+    # back, so the task in changes() runs and loads it.
+    async def main() -> tuple[int, list[int]]:
+        reloader = hotr.HotReloader(builder.lib)
+        reloader.update()
+        seen = 0
+        loaded: list[int] = []
+
+        async def notifier() -> None:
+            nonlocal seen
+            with contextlib.suppress(hotr.HotReloadError):
+                while True:
+                    if await reloader.wait_for_change():
+                        seen += 1
+
+        async def consumer() -> None:
+            async for version in reloader.changes():
+                loaded.append(version.number)
+
+        tasks = [asyncio.create_task(notifier()), asyncio.create_task(consumer())]
+        await asyncio.sleep(0.05)
+        builder.rename(source(2))
+        deadline = time.monotonic() + 5
+        while not loaded:
+            assert time.monotonic() < deadline, "the loop was never given back"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        reloader.close()
+        await asyncio.wait_for(asyncio.gather(*tasks), 1)
+        return seen, loaded
+
+    seen, loaded = asyncio.run(main())
+    assert loaded == [2]
+    assert seen == 1, f"the notifier was told {seen} times of one change"
+
+
+def test_changes_yields_versions_another_driver_loaded(builder: Builder) -> None:
+    async def main() -> list[int]:
+        reloader = hotr.HotReloader(builder.lib, debounce=0)
+        reloader.update()
+        got: list[int] = []
+
+        async def follow() -> None:
+            async for version in reloader.changes():
+                got.append(version.number)
+                if version.number == 3:
+                    return
+
+        task = asyncio.create_task(follow())
+        await asyncio.sleep(0.05)
+        for n in (2, 3):  # loaded from this (blocked) loop's thread, the loop busy meanwhile
+            builder.rename(source(n))
+            reloader.watch_for_changes(timeout=5)
+            reloader.update()
+        await asyncio.wait_for(task, 5)
+        reloader.close()
+        return got
+
+    assert asyncio.run(main()) == [2, 3]

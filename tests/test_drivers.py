@@ -231,3 +231,27 @@ def test_each_thread_sees_each_change_once_however_late_it_comes_back(builder: B
         for thread in threads:
             thread.join()
         assert len(seen["quick"]) == len(seen["slow"]) == 2, seen
+
+
+def test_a_thread_that_only_waits_is_told_once(builder: Builder) -> None:
+    with hotr.HotReloader(builder.lib) as reloader:
+        reloader.update()
+        told: list[int] = []
+        stop = threading.Event()
+
+        def notifier() -> None:
+            while not stop.is_set():
+                if reloader.watch_for_changes(timeout=0.05) == 1:
+                    told.append(1)
+
+        thread = threading.Thread(target=notifier)
+        thread.start()
+        wait_until_blocked([thread])
+        builder.rename(source(2))
+        wait_until(lambda: told, "the change was not reported")
+        time.sleep(0.3)  # the program takes its time to update(): the notifier must not spin
+        reloader.update()
+        time.sleep(0.1)
+        stop.set()
+        thread.join()
+        assert told == [1], f"told {len(told)} times of one change"
