@@ -109,6 +109,14 @@ class Builder:
         src.write_bytes(self.compile(code))
         shutil.copyfile(src, self.lib)
 
+    def hard_link(self, code: str) -> None:
+        """Put a hard link to a finished file in the library's place (`ln -f`, `cp -l`)."""
+        self._n += 1
+        built = self.dir / "build" / f"linked-{self._n}.so"
+        built.write_bytes(self.compile(code))
+        self.lib.unlink(missing_ok=True)
+        os.link(built, self.lib)
+
     def write_bytes(self, data: bytes) -> None:
         """Replace the library with arbitrary bytes, atomically (rename)."""
         tmp = self.dir / ".libhot.so.tmp"
@@ -116,7 +124,7 @@ class Builder:
         os.rename(tmp, self.lib)
 
 
-WAYS = ["link", "rename", "in_place", "recreate", "copy"]
+WAYS = ["link", "rename", "in_place", "recreate", "copy", "hard_link"]
 
 TAG_MARKER = 0x5EED0000
 TAGGED = """

@@ -208,3 +208,47 @@ def test_arguments_are_checked(tmp_path: Path, src: Path) -> None:
         hotr.HotReloader(tmp_path / "x.so", build=["make"])
     with pytest.raises(ValueError, match="one shared library"):
         hotr.HotReloader([tmp_path / "a.so", tmp_path / "b.so"])
+
+
+def test_close_during_a_build_ends_it_as_closed_not_failed(tmp_path: Path, src: Path) -> None:
+    slow = tmp_path / "slow-cc"
+    slow.write_text('#!/bin/sh\nsleep 30\nexec cc "$@"\n')
+    slow.chmod(0o755)
+    r = hotr.HotReloader(src, cc=str(slow))
+    errors: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            r.update()
+        except BaseException as exc:  # the test inspects what was raised
+            errors.append(exc)
+
+    thread = threading.Thread(target=build)
+    thread.start()
+    time.sleep(0.2)  # the compiler is running
+    started = time.monotonic()
+    r.close()
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - started < 5, "close() waited for the build"
+    (error,) = errors
+    assert type(error) is hotr.HotReloadError and "closed" in str(error), repr(error)
+
+
+def test_a_build_that_writes_the_watched_library_is_one_reload(tmp_path: Path, src: Path) -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    (tmp_path / "Makefile").write_text(
+        "libk.so: kernel.c\n\tcc -shared -fPIC kernel.c -o libk.so\n"
+    )
+    with hotr.HotReloader(
+        tmp_path / "libk.so", sources=[src], build=["make", "-s", "-C", str(tmp_path)], debounce=0
+    ) as r:
+        lib = r.update()
+        told: list[tuple[int, int]] = []
+        r.on_reload(lambda old, new: told.append((old, new)))
+        save(src, '#include "params.h"\nint value(void) { return 7; }\n')
+        reload_next(r)
+        assert lib.value() == 7
+        # The library the build wrote is what update() loaded, not one more change to load.
+        assert r.watch_for_changes(timeout=0.5) == 0
+        assert told == [(1, 2)] and r.version == 2

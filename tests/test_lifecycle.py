@@ -363,3 +363,166 @@ def test_a_copy_that_cannot_be_removed_never_stops_the_watcher(
             subprocess.run(["chattr", "-i", str(first)], check=True)
         hotr.reloader_of(lib).poll()  # the next housekeeping removes it
         assert not first.exists()
+
+
+# cleanup() raises SIGINT in the process: close() must still end every version and remove every
+# copy, then let the Ctrl-C through.
+INTERRUPTS_CLEANUP = """
+#include <signal.h>
+#include <unistd.h>
+int value(void) { return TAG; }
+__attribute__((destructor)) static void bye(void) { }
+void hotr_unload(void **s, int v) { kill(getpid(), SIGINT); }
+"""
+
+
+def test_ctrl_c_from_a_cleanup_during_close_ends_every_version(builder: Builder) -> None:
+    versions = [builder.compile_to_file(threaded(n, INTERRUPTS_CLEANUP)) for n in (1, 2)]
+    child(
+        builder,
+        f"""
+        import os, shutil, hotr
+        lib_path = {str(builder.lib)!r}
+        shutil.copyfile({versions[0]!r}, lib_path)
+        r = hotr.HotReloader(lib_path)
+        lib = r.update()
+        shutil.copyfile({versions[1]!r}, lib_path + ".tmp")
+        os.rename(lib_path + ".tmp", lib_path)
+        assert r.watch_for_changes(timeout=5) == 1
+        try:
+            r.update()  # version 1's hotr_unload interrupts, after the reload is done
+        except KeyboardInterrupt:
+            pass
+        assert lib.value() == 2
+        try:
+            r.close()
+        except KeyboardInterrupt:
+            pass
+        else:
+            raise AssertionError("the Ctrl-C raised in hotr_unload was lost")
+        assert r.closed
+        """,
+    )
+    assert marks(builder.dir / "mark.txt") == ["cleanup 1", "cleanup 2"]
+    assert list((builder.dir / "private").iterdir()) == []
+
+
+def test_a_reload_in_one_thread_holds_a_ctrl_c_raised_in_another(builder: Builder) -> None:
+    # Thread X's hotr_load takes its time; meanwhile the main thread reloads Y, whose hotr_load
+    # raises SIGINT.  Both reloads complete; the Ctrl-C reaches the main thread afterwards.
+    slow = [
+        builder.compile_to_file(
+            "#include <unistd.h>\nint hotr_load(void **s, int v, int r) {"
+            f" if (v == 2) usleep(300000); return 0; }}\nint value(void) {{ return {n}; }}\n"
+        )
+        for n in (11, 12)
+    ]
+    loud = [
+        builder.compile_to_file(threaded(n, SIGNALLING.replace("SIG", "SIGINT"))) for n in (1, 2)
+    ]
+    child(
+        builder,
+        f"""
+        import os, shutil, threading, hotr
+        d = {str(builder.dir)!r}
+        x_path, y_path = d + "/libx.so", d + "/liby.so"
+        shutil.copyfile({slow[0]!r}, x_path)
+        shutil.copyfile({loud[0]!r}, y_path)
+        x, y = hotr.HotReloader(x_path), hotr.HotReloader(y_path)
+        lx, ly = x.update(), y.update()
+        for new, path in (({slow[1]!r}, x_path), ({loud[1]!r}, y_path)):
+            shutil.copyfile(new, path + ".tmp")
+            os.rename(path + ".tmp", path)
+        assert x.watch_for_changes(timeout=5) == 1 and y.watch_for_changes(timeout=5) == 1
+        done = []
+        thread = threading.Thread(target=lambda: done.append(x.update().value()))
+        thread.start()
+        try:
+            y.update()
+        except KeyboardInterrupt:
+            pass
+        else:
+            raise AssertionError("the Ctrl-C was lost")
+        thread.join()
+        assert done == [12] and x.version == 2 and y.version == 2
+        assert ly.value() == 2
+        x.close()
+        y.close()
+        """,
+    )
+
+
+def test_a_child_forked_while_a_reload_holds_ctrl_c_gets_its_handler_back(
+    builder: Builder,
+) -> None:
+    # The main thread is inside a reload (hotr_load sleeps) when another thread forks: in the
+    # child, that thread is the main thread and Ctrl-C must raise KeyboardInterrupt there.
+    slow = [
+        builder.compile_to_file(
+            "#include <unistd.h>\nint hotr_load(void **s, int v, int r) {"
+            f" if (v == 2) usleep(400000); return 0; }}\nint value(void) {{ return {n}; }}\n"
+        )
+        for n in (1, 2)
+    ]
+    child(
+        builder,
+        f"""
+        import os, shutil, signal, threading, time, hotr
+        lib_path = {str(builder.lib)!r}
+        shutil.copyfile({slow[0]!r}, lib_path)
+        r = hotr.HotReloader(lib_path)
+        r.update()
+        shutil.copyfile({slow[1]!r}, lib_path + ".tmp")
+        os.rename(lib_path + ".tmp", lib_path)
+        assert r.watch_for_changes(timeout=5) == 1
+        status = []
+
+        def fork_midway():
+            time.sleep(0.15)  # the main thread is in hotr_load by now
+            pid = os.fork()
+            if pid == 0:
+                code = 4
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(1)
+                except KeyboardInterrupt:
+                    code = 0
+                os._exit(code)
+            status.append(os.waitpid(pid, 0)[1])
+
+        thread = threading.Thread(target=fork_midway)
+        thread.start()
+        r.update()
+        thread.join()
+        assert r.version == 2
+        assert os.waitstatus_to_exitcode(status[0]) == 0, "Ctrl-C was held in the child"
+        r.close()
+        """,
+    )
+
+
+def test_on_reload_runs_when_a_held_ctrl_c_follows_the_reload(builder: Builder) -> None:
+    versions = [
+        builder.compile_to_file(threaded(n, SIGNALLING.replace("SIG", "SIGINT"))) for n in (1, 2)
+    ]
+    child(
+        builder,
+        f"""
+        import os, shutil, hotr
+        lib_path = {str(builder.lib)!r}
+        shutil.copyfile({versions[0]!r}, lib_path)
+        r = hotr.HotReloader(lib_path)
+        told = []
+        r.on_reload(lambda old, new: told.append((old, new)))
+        r.update()
+        shutil.copyfile({versions[1]!r}, lib_path + ".tmp")
+        os.rename(lib_path + ".tmp", lib_path)
+        assert r.watch_for_changes(timeout=5) == 1
+        try:
+            r.update()
+        except KeyboardInterrupt:
+            pass
+        assert (1, 2) in told, told
+        r.close()
+        """,
+    )

@@ -34,7 +34,7 @@ def test_1000_reloads_keep_resources_bounded(builder: Builder) -> None:
         r.poll()  # unloads the version the last update() replaced
         assert len(os.listdir("/proc/self/fd")) <= fds
         assert copies(private) == ["v1001-libhot.so"]
-        assert len(kept(private)) <= 9, "rollback keeps the live content and 8 earlier ones, no more"
+        assert len(kept(private)) <= 9, "rollback keeps the live content and 8 earlier, no more"
         assert len(mapped(private)) == 1
     assert list(private.iterdir()) == []
     assert mapped(private) == set()

@@ -296,3 +296,34 @@ def test_compiler_numbered_statics_are_never_mixed_up(builder: Builder) -> None:
         assert r.history[-1].carried == ("calls",)
         assert (lib.first(), lib.second()) == (101, 201), "not carried: both start afresh"
         assert lib.lonely() == 2, "an unambiguous function-local static was not carried"
+
+
+def test_thread_locals_are_reported_not_carried(builder: Builder) -> None:
+    code = (
+        "__thread int per_thread = 1;\nint shared = 1;\n"
+        "int bump(void) { return ++per_thread + ++shared; }\nint tag(void) { return TAG; }\n"
+    )
+    land(builder, "#define TAG 1\n" + code)
+    with hotr.HotReloader(builder.lib, keep_globals=True) as r:
+        lib = r.update()
+        assert lib.bump() == 4
+        land(builder, "#define TAG 2\n" + code)
+        reload_next(r)
+        assert lib.tag() == 2
+        info = r.history[-1]
+        assert info.carried == ("shared",)
+        assert dict(info.not_carried)["per_thread"].startswith("thread-local")
+
+
+def test_keep_globals_after_the_old_copy_was_deleted(builder: Builder) -> None:
+    # Something (a /tmp cleaner, a user) removes hotr's private copy of the running version.
+    land(builder, "#define OLD\n#define GROWS 2\n" + GLOBALS)
+    with hotr.HotReloader(builder.lib, keep_globals=True) as r:
+        lib = r.update()
+        lib.bump()
+        for copy in (builder.dir / "private").rglob("v*"):
+            copy.unlink()
+        land(builder, "#define GROWS 2\n" + GLOBALS)
+        reload_next(r)
+        assert lib.get_counter() == 6
+        assert "counter" in r.history[-1].carried

@@ -122,18 +122,22 @@ def test_an_overflowed_event_queue_loses_no_change(tmp_path: Path, builder: Buil
 ORIGIN_MAIN = "int dep_value(void);\nint value(void) { return dep_value() * 10 + TAG; }\n"
 
 
-@pytest.mark.parametrize("layout", ["$ORIGIN", "$ORIGIN/../deps"])
+@pytest.mark.parametrize("layout", ["$ORIGIN", "$ORIGIN/../deps", "needed"])
 def test_a_library_finding_its_dependency_through_origin(tmp_path: Path, layout: str) -> None:
     lib_dir = tmp_path / "app" / "lib"
-    dep_dir = lib_dir if layout == "$ORIGIN" else tmp_path / "app" / "deps"
+    dep_dir = tmp_path / "app" / "deps" if layout == "$ORIGIN/../deps" else lib_dir
     for path in {lib_dir, dep_dir}:
         path.mkdir(parents=True, exist_ok=True)
     dep_src, main_src = tmp_path / "dep.c", tmp_path / "main.c"
     dep_src.write_text("int dep_value(void) { return 4; }\n")
-    # No -soname: the dependency is matched by the name in DT_NEEDED, looked up with $ORIGIN.
+    # No -soname: the dependency is matched by the name in DT_NEEDED, looked up with $ORIGIN;
+    # "needed": DT_NEEDED itself is "$ORIGIN/libdep.so" (the dependency's soname).
+    soname = ["-Wl,-soname,$ORIGIN/libdep.so"] if layout == "needed" else []
     subprocess.run(
-        [CC, "-shared", "-fPIC", str(dep_src), "-o", str(dep_dir / "libdep.so")], check=True
+        [CC, "-shared", "-fPIC", *soname, str(dep_src), "-o", str(dep_dir / "libdep.so")],
+        check=True,
     )
+    rpath = [] if layout == "needed" else [f"-Wl,-rpath,{layout}"]
     main = lib_dir / "libmain.so"
 
     def build_main(tag: int) -> None:
@@ -149,7 +153,7 @@ def test_a_library_finding_its_dependency_through_origin(tmp_path: Path, layout:
                 str(out),
                 f"-L{dep_dir}",
                 "-ldep",
-                f"-Wl,-rpath,{layout}",
+                *rpath,
             ],
             check=True,
         )
@@ -184,3 +188,24 @@ def test_a_symlink_put_where_the_library_was(tmp_path: Path, builder: Builder) -
         builder.lib.symlink_to(target)  # a symlink has no writer: created is complete
         reload_next(r)
         assert lib.value() == 2
+
+
+def test_a_path_through_a_symlinked_directory_and_dotdot(tmp_path: Path) -> None:
+    # build/../lib/libk.so where build is a symlink: the kernel resolves '..' from the symlink's
+    # target, as open() does, and so must the watch.
+    real = tmp_path / "real"
+    (real / "build").mkdir(parents=True)
+    (real / "lib").mkdir()
+    (tmp_path / "build").symlink_to(real / "build")
+    builder = Builder(real / "lib")
+    builder.lib = real / "lib" / "libk.so"
+    builder.rename(source(1))
+    path = tmp_path / "build" / ".." / "lib" / "libk.so"
+    assert path.exists() and not (tmp_path / "lib").exists()
+    with hotr.HotReloader(path) as r:
+        lib = r.update()
+        assert lib.value() == 1
+        for n in (2, 3):
+            builder.rename(source(n))
+            reload_next(r)
+            assert lib.value() == n

@@ -218,7 +218,8 @@ class ReloadCore:
                 if stale is not None:
                     raise stale  # nothing changed since it failed: the same error
             try:
-                self.loader.load(self.tracker.take())
+                with _signals.deferred():  # a change taken in is loaded, whatever interrupts
+                    self.loader.load(self.tracker.take())
             except HotReloadError as exc:
                 failure = exc
                 if self.versions.current is None:

@@ -117,8 +117,8 @@ class View(Protocol):
     def seen(self) -> Snapshot:
         """The counters at the consumer's last look."""
 
-    def look(self) -> None:
-        """The consumer has seen everything up to now."""
+    def look(self, *, at: Snapshot) -> None:
+        """The consumer has seen everything up to `at` (the counters its wait judged)."""
 
 
 class Cursor:
@@ -131,8 +131,8 @@ class Cursor:
     def seen(self) -> Snapshot:
         return self._seen
 
-    def look(self) -> None:
-        self._seen = self._tracker.snapshot()
+    def look(self, *, at: Snapshot) -> None:
+        self._seen = at
 
 
 # Each thread, and each asyncio task, has its own view of each reloader (a context variable),
@@ -164,20 +164,23 @@ class ProgramView:
             self._on_look()
 
 
-def _verdict(core: Drivable, seen: Snapshot) -> int | None:
-    """CHANGED, FAILED, or None to go on waiting (the tracker's lock held).
+def _verdict(core: Drivable, seen: Snapshot) -> tuple[int | None, Snapshot]:
+    """CHANGED, FAILED, or None to go on waiting, and the counters judged (the tracker's lock
+    held).
 
     A change is reported once per view, whoever takes it in: the view remembers it has seen
-    it.  (A change still waiting to be loaded is what poll() reports, not a wait.)
+    it, once the wait has returned its verdict.  A wait that ends by an exception (Ctrl-C,
+    cancellation) has told nobody, so its view sees nothing new.  (A change still waiting to be
+    loaded is what poll() reports, not a wait.)
     """
-    if core.ended:
-        return FAILED
     now = core.tracker.snapshot()
+    if core.ended:
+        return FAILED, now
     if now.library > seen.library or (core.builds_on_update and now.inputs > seen.inputs):
-        return CHANGED  # another driver may have taken it in already: it still happened
+        return CHANGED, now  # another driver may have taken it in already: it still happened
     if now.losses > seen.losses:
-        return FAILED
-    return None
+        return FAILED, now
+    return None, now
 
 
 def wait(core: Drivable, timeout: float | None, view: View) -> int:
@@ -191,11 +194,13 @@ def wait(core: Drivable, timeout: float | None, view: View) -> int:
             core.sync()
             core.housekeep()
             with core.tracker.lock:
-                verdict = _verdict(core, seen)
+                verdict, now = _verdict(core, seen)
             if verdict is not None:
+                view.look(at=now)
                 return verdict
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
+                view.look(at=now)
                 return TIMED_OUT
             if bell is None:  # only when it must block: a change already there needs none
                 bell = Doorbell()
@@ -206,7 +211,6 @@ def wait(core: Drivable, timeout: float | None, view: View) -> int:
         if bell is not None:
             core.tracker.remove_listener(bell.ring)
             bell.close()
-        view.look()
 
 
 async def wait_async(core: Drivable, timeout: float | None, view: View) -> bool:
@@ -215,18 +219,11 @@ async def wait_async(core: Drivable, timeout: float | None, view: View) -> bool:
     Raises HotReloadError when the reloader cannot report changes (stopped, closed, a
     directory gone).
     """
-    try:
-        return await _wait_async(core, timeout, view.seen())
-    finally:
-        view.look()
-
-
-async def _wait_async(core: Drivable, timeout: float | None, seen: Snapshot) -> bool:
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + max(timeout, 0.0)
     core.source.need_reader()  # the loop does not read the event source: hotr's thread does
     try:
-        return await _wait_on_loop(core, loop, deadline, seen)
+        return await _wait_on_loop(core, loop, deadline, view)
     finally:
         core.source.drop_reader()
 
@@ -235,8 +232,9 @@ async def _wait_on_loop(
     core: Drivable,
     loop: asyncio.AbstractEventLoop,
     deadline: float | None,
-    seen: Snapshot,
+    view: View,
 ) -> bool:
+    seen = view.seen()
     while True:
         core.sync()
         core.housekeep()
@@ -248,7 +246,9 @@ async def _wait_on_loop(
         core.tracker.add_listener(wake)  # before the check: nothing published after it is lost
         try:
             with core.tracker.lock:
-                verdict = _verdict(core, seen)
+                verdict, now = _verdict(core, seen)
+            if verdict is not None:
+                view.look(at=now)
             if verdict == CHANGED:
                 return True
             if verdict == FAILED:
@@ -258,6 +258,7 @@ async def _wait_on_loop(
                 )
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
+                view.look(at=now)
                 return False
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(woken, remaining)

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import _libc
+from ._signals import deferred
 from ._source import Event, Sink
 
 logger = logging.getLogger("hotr")
@@ -209,17 +210,18 @@ class InotifyWatches:
             queued = _QUEUED.unpack(fcntl.ioctl(self.fd, termios.FIONREAD, _NOTHING_QUEUED))[0]
             if not queued:
                 return
-            try:
-                data = os.read(self.fd, max(queued, _READ_SIZE))
-            except (BlockingIOError, InterruptedError):
-                return
-            offset = 0
-            while offset < len(data):
-                wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
-                offset += _EVENT.size
-                name = os.fsdecode(data[offset : offset + length].rstrip(b"\0"))
-                offset += length
-                self._dispatch(wd, mask, name)
+            with deferred():  # events read are events delivered: a Ctrl-C waits for them
+                try:
+                    data = os.read(self.fd, max(queued, _READ_SIZE))
+                except (BlockingIOError, InterruptedError):
+                    return
+                offset = 0
+                while offset < len(data):
+                    wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+                    offset += _EVENT.size
+                    name = os.fsdecode(data[offset : offset + length].rstrip(b"\0"))
+                    offset += length
+                    self._dispatch(wd, mask, name)
 
     def close(self) -> None:
         """Close the instance (its watches go with it); safe to call twice."""

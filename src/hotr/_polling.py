@@ -14,6 +14,7 @@ import os
 import threading
 from dataclasses import dataclass
 
+from ._signals import deferred
 from ._source import Event, Sink
 
 _Signature = tuple[int, int, int, int, int]
@@ -91,11 +92,15 @@ class PollWatches:
     def scan(self, now: float) -> None:
         """Look at every path whose interval has passed; report what changed."""
         with self._lock:
-            for watch in [w for w in self._watches if w.due <= now]:
-                watch.due = now + watch.interval
-                event = _look(watch)
-                if event is not None:
-                    watch.sink(event)
+            due = [w for w in self._watches if w.due <= now]
+            if not due:
+                return
+            with deferred():  # a change seen is a change reported: a Ctrl-C waits for it
+                for watch in due:
+                    watch.due = now + watch.interval
+                    event = _look(watch)
+                    if event is not None:
+                        watch.sink(event)
 
 
 def _look(watch: PollWatch) -> Event | None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from . import _env, _libc
 from ._inotify import InotifyWatch, InotifyWatches
 from ._polling import PollWatch, PollWatches
+from ._signals import deferred
 from ._source import Sink
 
 logger = logging.getLogger("hotr")
@@ -303,11 +304,14 @@ class Reactor:
                 timer = heapq.heappop(self._timers)
                 if not timer.cancelled:
                     ready.append(timer)
-        for timer in ready:
-            try:
-                timer.callback()
-            except Exception:
-                logger.exception("a hotr timer failed")
+        if not ready:
+            return
+        with deferred():  # a timer popped is a timer run: a Ctrl-C waits for them
+            for timer in ready:
+                try:
+                    timer.callback()
+                except Exception:
+                    logger.exception("a hotr timer failed")
 
     def _run(self) -> None:
         poller = select.poll()

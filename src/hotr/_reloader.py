@@ -180,8 +180,9 @@ class HotReloader:
         self._core.check_open()
         self._core.sync()
         self._core.housekeep()
+        seen = self._core.tracker.snapshot()  # first: a change after it is news to a wait
         waiting = self._core.actionable()
-        self._core.view.look(shared=True)
+        self._core.view.look(shared=True, at=seen)
         return waiting
 
     def watch_for_changes(self, timeout: float | None = None) -> int:

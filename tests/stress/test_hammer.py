@@ -78,3 +78,73 @@ def test_hammer(builder: Builder, request: pytest.FixtureRequest) -> None:
         env={"HOTR_PRIVATE_DIR": str(builder.dir / "private")},
     )
     print(proc.stdout)
+
+
+def test_a_storm_of_ctrl_c_during_reloads(builder: Builder, request: pytest.FixtureRequest) -> None:
+    # Another thread sends SIGINT to the process every few hundred microseconds while the main
+    # thread reloads: every KeyboardInterrupt lands between steps, no descriptor, mapping or copy
+    # leaks, and each version gets its cleanup once.
+    reloads = 1000 if request.config.getoption("--long") else 200
+    versions = tagged_versions(builder.compile(TAGGED), reloads + 1)
+    blob = builder.dir / "versions.bin"
+    blob.write_bytes(b"".join(versions))
+    private = builder.dir / "private"
+    run_python(
+        f"""
+        import os, signal, threading, time, hotr
+        lib_path, size, reloads = {str(builder.lib)!r}, {len(versions[0])}, {reloads}
+        blob = open({str(blob)!r}, "rb").read()
+        versions = [blob[i:i + size] for i in range(0, len(blob), size)]
+        open(lib_path, "wb").write(versions[0])
+        r = hotr.HotReloader(lib_path, debounce=0)
+        lib = r.update()
+        fds = len(os.listdir("/proc/self/fd"))
+        go, stop = threading.Event(), threading.Event()
+
+        def storm():
+            go.wait()
+            while not stop.is_set():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.0003)
+
+        thread = threading.Thread(target=storm)
+        thread.start()
+        go.set()
+        interrupts = 0
+        written, n = 1, 1
+        deadline = time.monotonic() + 60
+        while True:  # every step inside the try: a Ctrl-C may land anywhere
+            try:
+                n = lib.value()
+                if n == reloads or time.monotonic() > deadline:
+                    break
+                if n >= written:  # an interrupted write is simply written again
+                    with open(lib_path + ".tmp", "wb") as f:
+                        f.write(versions[n])
+                    os.rename(lib_path + ".tmp", lib_path)
+                    written = n + 1
+                r.update()  # first: a change reported to an interrupted update() is still due
+                r.watch_for_changes(timeout=0.5)
+            except KeyboardInterrupt:
+                interrupts += 1
+        while thread.is_alive():
+            try:
+                stop.set()
+                thread.join()
+            except KeyboardInterrupt:
+                interrupts += 1
+        try:
+            time.sleep(0.05)
+        except KeyboardInterrupt:  # the last one in flight
+            pass
+        assert lib.value() == reloads, (n, lib.value())
+        assert interrupts > 50, f"only {{interrupts}} interrupts: the storm proved nothing"
+        maps = open("/proc/self/maps").read().count("{private.name}")
+        assert maps <= 40, f"{{maps}} mappings of private copies are left"
+        assert len(os.listdir("/proc/self/fd")) <= fds + 2, "descriptors leaked"
+        r.close()
+        assert open("/proc/self/maps").read().count("{private.name}") == 0
+        """,
+        env={"HOTR_PRIVATE_DIR": str(private)},
+    )
+    assert list(private.iterdir()) == []
