@@ -187,3 +187,25 @@ def test_the_library_and_its_sources_have_their_own_debounce(
         assert r.poll() is True, "the save waited for the library's debounce interval"
         r.update()
         assert lib.value() == 2
+
+
+def test_the_module_example(builder: Builder) -> None:
+    # hotr.testing's docstring, as written there.
+    versions = iter(range(2, 10))
+
+    def rebuild(path: str) -> None:
+        builder.rename(source(next(versions)))
+
+    backend = hotr.testing.ScriptedBackend()
+    r = hotr.HotReloader(str(builder.lib), backend=backend, debounce=0.02)
+    r.update()
+    rebuild(str(builder.lib))
+    backend.written(str(builder.lib))
+    assert r.poll()
+    r.update()
+    rebuild(str(builder.lib))
+    backend.written(str(builder.lib))
+    assert not r.poll()
+    backend.advance(0.02)
+    assert r.poll()
+    r.close()
