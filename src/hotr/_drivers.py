@@ -22,6 +22,7 @@ from typing import Protocol
 
 from ._exceptions import HotReloadError
 from ._history import VersionInfo
+from ._signals import deferred
 from ._source import ChangeSource
 from ._tracker import ChangeTracker, Snapshot
 
@@ -203,14 +204,16 @@ def wait(core: Drivable, timeout: float | None, view: View) -> int:
                 view.look(at=now)
                 return TIMED_OUT
             if bell is None:  # only when it must block: a change already there needs none
-                bell = Doorbell()
-                core.tracker.add_listener(bell.ring)
+                with deferred():  # a Ctrl-C here leaks no descriptor and no listener
+                    bell = Doorbell()
+                    core.tracker.add_listener(bell.ring)
                 continue  # check again: nothing published from now on is missed
             bell.wait([core.source], remaining)
     finally:
         if bell is not None:
-            core.tracker.remove_listener(bell.ring)
-            bell.close()
+            with deferred():
+                core.tracker.remove_listener(bell.ring)
+                bell.close()
 
 
 async def wait_async(core: Drivable, timeout: float | None, view: View) -> bool:

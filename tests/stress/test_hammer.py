@@ -98,7 +98,17 @@ def test_a_storm_of_ctrl_c_during_reloads(builder: Builder, request: pytest.Fixt
         open(lib_path, "wb").write(versions[0])
         r = hotr.HotReloader(lib_path, debounce=0)
         lib = r.update()
-        fds = len(os.listdir("/proc/self/fd"))
+
+        def open_descriptors():
+            found = []
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    found.append(os.readlink(f"/proc/self/fd/{{fd}}"))
+                except OSError:  # listdir's own, closed
+                    pass
+            return found
+
+        fds = open_descriptors()
         go, stop = threading.Event(), threading.Event()
 
         def storm():
@@ -107,6 +117,13 @@ def test_a_storm_of_ctrl_c_during_reloads(builder: Builder, request: pytest.Fixt
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(0.0003)
 
+        def interrupt(signum, frame):
+            # The test's own loop has gaps outside its try (the jump back to `while`): a signal
+            # landing in the test's frame is skipped, one anywhere inside hotr raises.
+            if not stop.is_set() and frame is not None and frame.f_code.co_filename != "<string>":
+                raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, interrupt)
         thread = threading.Thread(target=storm)
         thread.start()
         go.set()
@@ -127,21 +144,14 @@ def test_a_storm_of_ctrl_c_during_reloads(builder: Builder, request: pytest.Fixt
                 r.watch_for_changes(timeout=0.5)
             except KeyboardInterrupt:
                 interrupts += 1
-        while thread.is_alive():
-            try:
-                stop.set()
-                thread.join()
-            except KeyboardInterrupt:
-                interrupts += 1
-        try:
-            time.sleep(0.05)
-        except KeyboardInterrupt:  # the last one in flight
-            pass
+        stop.set()
+        thread.join()
         assert lib.value() == reloads, (n, lib.value())
         assert interrupts > 50, f"only {{interrupts}} interrupts: the storm proved nothing"
         maps = open("/proc/self/maps").read().count("{private.name}")
         assert maps <= 40, f"{{maps}} mappings of private copies are left"
-        assert len(os.listdir("/proc/self/fd")) <= fds + 2, "descriptors leaked"
+        now = open_descriptors()
+        assert len(now) <= len(fds) + 2, f"descriptors leaked: {{now}} (were {{fds}})"
         r.close()
         assert open("/proc/self/maps").read().count("{private.name}") == 0
         """,
