@@ -15,6 +15,8 @@ from conftest import WAYS, Builder, marks, reload_next, source
 
 import hotr
 
+pytestmark = pytest.mark.every_python
+
 
 @pytest.mark.parametrize("way", WAYS)
 def test_each_way_of_writing_is_reloaded_every_time(builder: Builder, way: str) -> None:

@@ -5,7 +5,10 @@ Each test runs in a child interpreter: a bug here is a segfault, which must not 
 
 from __future__ import annotations
 
+import pytest
 from conftest import Builder, run_python, source
+
+pytestmark = pytest.mark.every_python
 
 THREADED = """
 #include <unistd.h>
