@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import cases
+from . import cases, reload
 from .cases import Row
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,14 +38,11 @@ def main() -> int:
     rows: list[Row] = []
     try:
         steps = [
-            (
-                "reload latency (rename)",
-                lambda: cases.reload_latency(work, 30 if q else 300, "rename"),
-            ),
-            (
-                "reload latency (linker)",
-                lambda: cases.reload_latency(work, 10 if q else 60, "link"),
-            ),
+            ("reload latency by size", lambda: reload.sizes(work, 12 if q else 120)),
+            ("reload back to back", lambda: reload.back_to_back(work, 100 if q else 1000)),
+            ("reload memory", lambda: reload.memory(work, 4 if q else 20)),
+            ("cold start", lambda: reload.cold_start(work, 3 if q else 20)),
+            ("alternatives", lambda: cases.alternatives(work, 3 if q else 20)),
             ("call overhead", lambda: cases.call_overhead(work, 3 if q else 15)),
             ("idle cost", lambda: cases.idle_cost(work, 1.0 if q else 10.0)),
             ("scale", lambda: cases.scale(work, 20 if q else 200)),
@@ -92,7 +89,7 @@ def render(rows: list[Row]) -> str:
             continue
         p90 = statistics.quantiles(r.samples, n=10)[-1] if len(r.samples) >= 10 else max(r.samples)
         ratio = ""
-        if r.baseline is not None:
+        if r.baseline in medians:
             ratio = f"{med / medians[r.baseline]:.3g}x of `{r.baseline}`"
             if r.section == "edit":
                 ratio = f"{ratio}; hotr's overhead {(med - medians[r.baseline]) * 1e3:.2f} ms"

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hotr
-from hotr import _dl
 
 CC = os.environ.get("CC", "cc")
 LIB_SOURCE = (
@@ -62,122 +61,30 @@ def link(lib: Path, work: Path, n: int) -> None:
     subprocess.run([CC, "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
 
 
-# -- 1. reload latency ---------------------------------------------------------------------------
+# -- 1. the alternatives to hotr -----------------------------------------------------------------
 
 
-def reload_latency(work: Path, trials: int, way: str) -> list[Row]:
-    """New library lands -> the new code answers through a function taken before the change.
-
-    The floor and hotr take turns, trial by trial, so machine noise hits both alike.
-    """
+def alternatives(work: Path, trials: int) -> list[Row]:
+    """What people do without hotr: a file watcher that reloads (watchfiles), or a restart of
+    the whole process.  Compared with hotr at 16 KiB (the reload rows)."""
     variants = [compile_lib(work, n) for n in (1, 2)]
+    lib = work / "alternatives" / "libhot.so"
+    lib.parent.mkdir()
 
-    def lander(lib: Path) -> Callable[[int], float]:
-        def land(n: int) -> float:
-            if way == "rename":
-                started = time.perf_counter()
-                place(lib, variants[n % 2])
-                return started
-            link(lib, work, n)
-            return time.perf_counter()  # from the moment the linker has exited
+    def land(n: int) -> float:
+        place(lib, variants[n % 2])
+        return time.perf_counter()  # from the moment the rename returned
 
-        return land
-
-    floor_dir, hotr_dir = work / f"floor-{way}", work / f"hotr-{way}"
-    floor_dir.mkdir()
-    hotr_dir.mkdir()
-    floor = _Floor(floor_dir / "libhot.so", variants[0], lander(floor_dir / "libhot.so"))
-    mine = _Hotr(hotr_dir / "libhot.so", variants[0], lander(hotr_dir / "libhot.so"))
-    floor_samples, hotr_samples = [], []
-    try:
-        for n in range(1, trials + 1):
-            floor_samples.append(floor.trial(n))
-            hotr_samples.append(mine.trial(n))
-    finally:
-        floor.close()
-        mine.close()
-    floor_name = f"floor: inotify+copy+dlopen+dlsym+call ({way})"
-    rows = [
-        Row("reload", floor_name, floor_samples),
-        Row("reload", f"hotr ({way})", hotr_samples, baseline=floor_name),
-    ]
-    if way == "rename":
-        lib = work / "libhot.so"
-        land = lander(lib)
-        few = max(5, trials // 10)
-        others: dict[str, Callable[[], list[float]]] = {
-            "watchfiles.watch() defaults + load (rename)": lambda: _watchfiles(
-                lib, variants, few, land
-            ),
-            "process restart, minimal (inotify + spawn python + load)": lambda: _restart(
-                lib, variants, few, land, via_watchfiles=False
-            ),
-            "process restart via `watchfiles 'python host.py'`": lambda: _restart(
-                lib, variants, few, land, via_watchfiles=True
-            ),
-        }
-        rows += [
-            Row("reload", name, run(), baseline=f"hotr ({way})") for name, run in others.items()
-        ]
-    return rows
-
-
-class _Floor:
-    """The least any reloader can do: inotify wait, copy, dlopen, dlsym, call."""
-
-    def __init__(self, lib: Path, first: bytes, land: Callable[[int], float]) -> None:
-        from inotify_simple import INotify
-        from inotify_simple import flags as F
-
-        place(lib, first)
-        self.lib, self.land = lib, land
-        self.inotify = INotify()
-        self.inotify.add_watch(str(lib.parent), F.CLOSE_WRITE | F.MOVED_TO)
-        self.copies = lib.parent / "copies"
-        self.copies.mkdir()
-        self.handles: list[int] = []
-
-    def trial(self, n: int) -> float:
-        started = self.land(n)
-        while not any(e.name == self.lib.name for e in self.inotify.read()):
-            pass
-        copy = self.copies / f"{n}.so"
-        shutil.copyfile(self.lib, copy)
-        handle = _dl.dlopen(str(copy))
-        fn = ctypes.CFUNCTYPE(ctypes.c_int)(_dl.dlsym(handle, "value") or 0)
-        assert fn() == n % 2 + 1
-        elapsed = time.perf_counter() - started
-        self.handles.append(handle)
-        if len(self.handles) > 1:
-            _dl.dlclose(self.handles.pop(0))  # housekeeping, outside the timed part
-        copy.unlink()
-        return elapsed
-
-    def close(self) -> None:
-        self.inotify.close()
-
-
-class _Hotr:
-    """hotr driven from one thread: watch_for_changes(), update(), call."""
-
-    def __init__(self, lib: Path, first: bytes, land: Callable[[int], float]) -> None:
-        place(lib, first)
-        self.land = land
-        self.reloader = hotr.HotReloader(lib, debounce=0)
-        self.value = self.reloader.update().value
-
-    def trial(self, n: int) -> float:
-        started = self.land(n)
-        while self.reloader.watch_for_changes() != 1:
-            pass
-        self.reloader.update()
-        assert self.value() == n % 2 + 1
-        elapsed = time.perf_counter() - started
-        self.reloader.poll()  # housekeeping a program does while idle: unload the old version
-        return elapsed
-
-    def close(self) -> None:
-        self.reloader.close()
+    others: dict[str, Callable[[], list[float]]] = {
+        "watchfiles.watch() defaults + load": lambda: _watchfiles(lib, variants, trials, land),
+        "process restart, minimal (inotify + spawn python + load)": lambda: _restart(
+            lib, variants, trials, land, via_watchfiles=False
+        ),
+        "process restart via `watchfiles 'python host.py'`": lambda: _restart(
+            lib, variants, trials, land, via_watchfiles=True
+        ),
+    }
+    return [Row("reload", name, run(), baseline="hotr, 16 KiB") for name, run in others.items()]
 
 
 def _watchfiles(
@@ -200,8 +107,7 @@ def _watchfiles(
                 continue
             copy = copies / f"{i}.so"
             shutil.copyfile(lib, copy)
-            handle = _dl.dlopen(str(copy))
-            if ctypes.CFUNCTYPE(ctypes.c_int)(_dl.dlsym(handle, "value") or 0)() == expected[0]:
+            if ctypes.CDLL(str(copy)).value() == expected[0]:
                 answered.set()
 
     thread = threading.Thread(target=watcher, daemon=True)

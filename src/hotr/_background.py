@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._drivers import BackgroundDriver, Cursor, follow
 from ._exceptions import HotReloadError
 from ._library import Library
 from ._reloader import HotReloader, core_of
 
+if TYPE_CHECKING:
+    import asyncio
 Target = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 
@@ -76,6 +77,8 @@ async def aload(
 
         lib = await hotr.aload("./libhot.so")
     """
+    import asyncio  # here, not at import time: it costs ~20 ms
+
     loop = asyncio.get_running_loop()
     reloader = HotReloader(path, **options)
     _register(reloader, on_reload, on_error)
@@ -101,6 +104,8 @@ async def _follow(reloader: HotReloader, cursor: Cursor) -> None:
         async for _ in follow(core_of(reloader), cursor):
             pass
     finally:
+        import asyncio
+
         task = asyncio.current_task()
         if task is not None:
             _tasks.discard(task)

@@ -14,10 +14,9 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _process, _signals, _store
-from ._build import Builder, BuildRunner, library_name
 from ._drivers import ProgramView
 from ._exceptions import BuildError, HotReloadError
 from ._history import History, VersionInfo
@@ -26,6 +25,9 @@ from ._pipeline import Loader
 from ._source import ChangeSource
 from ._tracker import ChangeTracker
 from ._versions import VersionSet
+
+if TYPE_CHECKING:
+    from ._build import BuildRunner
 
 logger = logging.getLogger("hotr")
 
@@ -63,12 +65,14 @@ class ReloadCore:
         )
         store = _store.store()
         self.directory = store.new_directory()
-        self.path = library or os.path.join(self.directory, library_name(inputs[0]))
-        self.builds = None
+        self.builds: BuildRunner | None = None
         if inputs:
+            from ._build import Builder, BuildRunner, library_name  # only builds need subprocess
+
+            library = library or os.path.join(self.directory, library_name(inputs[0]))
             builder = Builder(
                 list(inputs),
-                self.path,
+                library,
                 self.directory,
                 list(build) if build else None,
                 cc,
@@ -76,6 +80,8 @@ class ReloadCore:
                 build_timeout,
             )
             self.builds = BuildRunner(builder, self.tracker, label)
+        assert library is not None  # HotReloader gives a library, or sources to build one
+        self.path = library
         self.versions = VersionSet(store, self.tracker.poke)
         self.functions = FunctionTable(label, ffi, owner)
         self._history = History()

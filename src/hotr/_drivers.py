@@ -7,7 +7,6 @@ of drivers, threads and tasks may wait on one reloader at once, and each sees ea
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import itertools
@@ -18,13 +17,16 @@ import select
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ._exceptions import HotReloadError
 from ._history import VersionInfo
 from ._signals import deferred
 from ._source import ChangeSource
 from ._tracker import ChangeTracker, Snapshot
+
+if TYPE_CHECKING:
+    import asyncio  # imported by the async functions themselves: it costs ~20 ms at import
 
 logger = logging.getLogger("hotr")
 
@@ -222,6 +224,8 @@ async def wait_async(core: Drivable, timeout: float | None, view: View) -> bool:
     Raises HotReloadError when the reloader cannot report changes (stopped, closed, a
     directory gone).
     """
+    import asyncio
+
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + max(timeout, 0.0)
     core.source.need_reader()  # the loop does not read the event source: hotr's thread does
@@ -237,6 +241,8 @@ async def _wait_on_loop(
     deadline: float | None,
     view: View,
 ) -> bool:
+    import asyncio
+
     seen = view.seen()
     while True:
         core.sync()
@@ -278,6 +284,8 @@ async def follow(core: Drivable, cursor: Cursor) -> AsyncIterator[VersionInfo]:
     """Reload on every change, on the running loop; yield each new version (also one another
     driver loaded).  Builds run in the loop's default executor, loads on the loop; failures are
     logged and skipped."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     yielded = core.version
     while not core.ended:

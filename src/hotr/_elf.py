@@ -10,7 +10,6 @@ import os
 import re
 import struct
 import sys
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ._shim import check_elf
@@ -86,8 +85,7 @@ _NUMBERED = re.compile(r"^(.+)\.(\d+)$")
 Key = tuple[str, str, str]
 
 
-@dataclass(frozen=True)
-class Variable:
+class Variable(NamedTuple):
     """One variable keep_globals may carry.
 
     Attributes:
@@ -101,8 +99,7 @@ class Variable:
     size: int
 
 
-@dataclass(frozen=True)
-class Globals:
+class Globals(NamedTuple):
     """The writable variables of a shared object, keyed to match across versions.
 
     Attributes:
@@ -112,7 +109,7 @@ class Globals:
     """
 
     variables: dict[Key, Variable]
-    skipped: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str]
 
 
 def read_globals(data: Buffer, relro: tuple[int, int] | None) -> Globals:

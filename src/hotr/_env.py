@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 
 BACKENDS = ("auto", "inotify", "poll")
 DEFAULT_POLL_INTERVAL = 0.5  # seconds
@@ -37,6 +36,8 @@ def poll_interval() -> float:
 
 
 def private_root() -> str:
-    """``$HOTR_PRIVATE_DIR``: where the private copies live (default ``<tmp>/hotr-<uid>``)."""
+    """``$HOTR_PRIVATE_DIR``: where the private copies live (default ``$TMPDIR/hotr-<uid>``,
+    ``/tmp/hotr-<uid>`` without TMPDIR)."""
     configured = os.environ.get("HOTR_PRIVATE_DIR", "")
-    return configured or os.path.join(tempfile.gettempdir(), f"hotr-{os.getuid()}")
+    tmp = os.environ.get("TMPDIR") or "/tmp"
+    return configured or os.path.join(tmp, f"hotr-{os.getuid()}")

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import collections
-import dataclasses
 import os
-import shutil
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ._store import PrivateStore
 from ._versions import Version
@@ -15,9 +13,8 @@ HISTORY_LENGTH = 100  # versions r.history remembers
 ROLLBACK_DEPTH = 9  # contents kept for rollback(): the live one and 8 earlier
 
 
-@dataclass(frozen=True)
-class VersionInfo:
-    """A loaded version, as r.history reports it.
+class VersionInfo(NamedTuple):
+    """A loaded version, as r.history reports it (a named tuple).
 
     Attributes:
         number: its version number (1 for the first load).
@@ -57,7 +54,7 @@ class History:
 
     def infos(self) -> list[VersionInfo]:
         """The versions remembered, oldest first."""
-        return [dataclasses.replace(info, sha256=v.sha256()) for v, info in self._entries]
+        return [info._replace(sha256=v.sha256()) for v, info in self._entries]
 
 
 Content = bytes | str  # a version's bytes, or the path of a file holding them
@@ -92,6 +89,8 @@ class Contents:
             try:
                 os.link(path, kept)
             except OSError:  # a file system without hard links: copy it
+                import shutil
+
                 try:
                     shutil.copyfile(path, kept)
                 except OSError:

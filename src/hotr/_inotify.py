@@ -28,7 +28,6 @@ import struct
 import termios
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from . import _libc
 from ._signals import deferred
@@ -132,28 +131,29 @@ class _State(enum.Enum):
     UNREACHABLE = "unreachable"  # a directory on the way does not exist
 
 
-@dataclass(eq=False)
 class InotifyWatch:
     """One watched path: the directory entries it is resolved through, and what it names."""
 
-    owner: InotifyWatches
-    path: str
-    sink: Sink
-    attached: set[Point] = field(default_factory=set)
-    points: tuple[Point, ...] = ()
-    final: str | None = None
-    state: _State = _State.UNREACHABLE
-    backend: str = "inotify"
+    backend = "inotify"
+
+    def __init__(self, owner: InotifyWatches, path: str, sink: Sink) -> None:
+        self.owner, self.path, self.sink = owner, path, sink
+        self.attached: set[Point] = set()
+        self.points: tuple[Point, ...] = ()
+        self.final: str | None = None
+        self.state = _State.UNREACHABLE
 
     def close(self) -> None:
         """Stop watching the path; safe to call twice."""
         self.owner.unwatch(self)
 
 
-@dataclass(eq=False)
 class _Directory:
-    paths: set[str]
-    names: dict[str, set[InotifyWatch]] = field(default_factory=dict)
+    __slots__ = ("names", "paths")
+
+    def __init__(self, paths: set[str]) -> None:
+        self.paths = paths
+        self.names: dict[str, set[InotifyWatch]] = {}
 
 
 class InotifyWatches:

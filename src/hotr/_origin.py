@@ -17,7 +17,6 @@ import contextlib
 import logging
 import mmap
 import os
-import shutil
 
 from ._elf import ElfError, ElfInfo, check_shared_object
 
@@ -67,6 +66,8 @@ def place(copy: str, original: str, info: ElfInfo) -> tuple[str, str]:
         os.makedirs(directory, 0o700)
         os.rename(copy, loaded)
     except OSError:
+        import shutil  # rarely needed: not at import time
+
         shutil.rmtree(root, ignore_errors=True)
         raise
     links: dict[str, str] = {}

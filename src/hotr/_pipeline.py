@@ -23,9 +23,7 @@ import errno
 import logging
 import mmap
 import os
-import signal
 import stat
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -54,7 +52,7 @@ _PROBE = (
     "    sys.exit(str(exc))\n"
 )
 _PROBE_TIMEOUT = 10
-_MAP_ABOVE = 1 << 20  # files this large are mapped, not read, to be checked and compared
+_MAP_ABOVE = 1 << 16  # files this large are mapped, not read, to be checked and compared
 
 
 class Loader:
@@ -311,6 +309,9 @@ class Loader:
 
     def _probe(self, path: str) -> None:
         """Load `path` in a child process first: a constructor that crashes kills only it."""
+        import signal  # probe=True only: not at import time
+        import subprocess
+
         try:
             proc = subprocess.run(
                 [sys.executable, "-S", "-c", _PROBE, path],

@@ -9,10 +9,8 @@ the last one reported: a touch is not a change.  A change shows within one to tw
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
-from dataclasses import dataclass
 
 from ._signals import deferred
 from ._source import Event, Sink
@@ -30,6 +28,8 @@ def signature(path: str) -> _Signature | None:
 
 
 def _digest(path: str) -> bytes | None:
+    import hashlib  # the poll backend only
+
     try:
         with open(path, "rb") as f:
             return hashlib.sha256(f.read()).digest()
@@ -37,19 +37,24 @@ def _digest(path: str) -> bytes | None:
         return None
 
 
-@dataclass(eq=False)
 class PollWatch:
     """One polled path and what its last scans saw."""
 
-    owner: PollWatches
-    path: str
-    sink: Sink
-    interval: float
-    due: float
-    stable: _Signature | None  # the signature last reported (or found when watching began)
-    digest: bytes | None  # the content hash at that signature
-    latest: _Signature | None  # the signature at the last scan
-    backend: str = "poll"
+    backend = "poll"
+
+    def __init__(
+        self,
+        owner: PollWatches,
+        path: str,
+        sink: Sink,
+        interval: float,
+        due: float,
+        stable: _Signature | None,  # the signature last reported (or found when watching began)
+        digest: bytes | None,  # the content hash at that signature
+        latest: _Signature | None,  # the signature at the last scan
+    ) -> None:
+        self.owner, self.path, self.sink, self.interval, self.due = owner, path, sink, interval, due
+        self.stable, self.digest, self.latest = stable, digest, latest
 
     def close(self) -> None:
         """Stop polling the path; safe to call twice."""

@@ -24,7 +24,6 @@ import select
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from . import _env, _libc
 from ._inotify import InotifyWatch, InotifyWatches
@@ -85,12 +84,15 @@ class WakePipe:
             self.fd = self._write_fd = -1
 
 
-@dataclass(order=True)
 class _Timer:
-    when: float
-    serial: int
-    callback: Callable[[], None] = field(compare=False)
-    cancelled: bool = field(default=False, compare=False)
+    __slots__ = ("callback", "cancelled", "serial", "when")
+
+    def __init__(self, when: float, serial: int, callback: Callable[[], None]) -> None:
+        self.when, self.serial, self.callback = when, serial, callback
+        self.cancelled = False
+
+    def __lt__(self, other: _Timer) -> bool:  # the heap's order: earliest first, then FIFO
+        return (self.when, self.serial) < (other.when, other.serial)
 
     def cancel(self) -> None:
         self.cancelled = True

@@ -18,9 +18,7 @@ import fcntl
 import itertools
 import logging
 import os
-import shutil
 import stat
-import tempfile
 import threading
 
 from . import _env
@@ -68,7 +66,7 @@ def _sweep(root: str) -> None:
         except OSError:
             continue  # its owner is alive
         else:
-            shutil.rmtree(entry.path, ignore_errors=True)
+            _rmtree(entry.path)
             if os.path.lexists(entry.path):
                 logger.warning(
                     "cannot remove %s, left by a process that died; the next hotr process "
@@ -79,6 +77,24 @@ def _sweep(root: str) -> None:
                 logger.debug("swept private copies left by a dead process: %s", entry.path)
         finally:
             os.close(fd)
+
+
+def _rmtree(path: str) -> None:
+    import shutil  # not at import time: it pulls in the compression modules
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _new_directory(root: str, prefix: str) -> str:
+    """A new directory of mode 0700 under `root`, under a name nobody else took."""
+    for _ in range(100):
+        path = os.path.join(root, prefix + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path
+    raise OSError(errno.EEXIST, "no free name for a private directory", root)
 
 
 class PrivateStore:
@@ -94,7 +110,7 @@ class PrivateStore:
                 fcntl.flock(guard, fcntl.LOCK_EX)
                 _sweep(root)
                 fcntl.flock(guard, fcntl.LOCK_SH)  # others may sweep once ours is locked
-                self.path = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root)
+                self.path = _new_directory(root, f"{os.getpid()}-")
                 self._lock_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             finally:
@@ -127,7 +143,7 @@ class PrivateStore:
     def release(self, directory: str) -> None:
         """Remove a reloader's subdirectory and what is left in it; the whole process
         directory goes with the last one.  Never raises."""
-        shutil.rmtree(directory, ignore_errors=True)
+        _rmtree(directory)
         if os.path.lexists(directory):
             logger.warning("cannot remove private directory %s; it is swept later", directory)
         with self._lock:
@@ -182,7 +198,7 @@ class PrivateStore:
 
     def remove_directory(self, directory: str) -> None:
         """Remove a directory of copies (a version's $ORIGIN layout); never raises."""
-        shutil.rmtree(directory, ignore_errors=True)
+        _rmtree(directory)
         if os.path.lexists(directory):
             logger.warning("cannot remove private directory %s; it is swept later", directory)
 
@@ -191,7 +207,7 @@ class PrivateStore:
         if self._lock_fd < 0:
             return
         if os.getpid() == self._owner:
-            shutil.rmtree(self.path, ignore_errors=True)
+            _rmtree(self.path)
         os.close(self._lock_fd)
         self._lock_fd = -1
 

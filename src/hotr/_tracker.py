@@ -18,7 +18,6 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from ._polling import signature
@@ -38,8 +37,7 @@ class Snapshot(NamedTuple):  # a NamedTuple: made on every wait and every look, 
     ended: bool  # stopped or closed: no more changes will come
 
 
-@dataclass(frozen=True)
-class Pending:
+class Pending(NamedTuple):
     """What a load about to start takes in: the library generation and why it changed."""
 
     library: int

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import enum
-import hashlib
 import logging
 import mmap
 import os
@@ -120,6 +119,8 @@ class Version:
     def sha256(self) -> str:
         """SHA-256 of the version's content, hex; computed once, while the copy exists."""
         if self._sha256 is None:
+            import hashlib  # only when history is read, or a version ends
+
             try:
                 if self.content is not None:
                     digest = hashlib.sha256(self.content)

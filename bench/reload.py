@@ -1,0 +1,383 @@
+"""Reload latency at every library size, back to back, through hotr.load, and at cold start.
+
+Every hotr row has a baseline measured in the same run, trial by trial in turn with it: the
+floor, a bare loop doing only what any reloader must (inotify wait, kernel copy into a private
+file, dlopen, dlsym, call).  Clocks start when the user's change is complete: when rename(2)
+or the linker has returned.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import hotr
+
+from .cases import CC, Row
+
+_libdl = ctypes.CDLL(None, use_errno=True)
+_libdl.dlopen.restype = ctypes.c_void_p
+_libdl.dlopen.argtypes = (ctypes.c_char_p, ctypes.c_int)
+_libdl.dlsym.restype = ctypes.c_void_p
+_libdl.dlsym.argtypes = (ctypes.c_void_p, ctypes.c_char_p)
+_libdl.dlclose.argtypes = (ctypes.c_void_p,)
+_VALUE = ctypes.CFUNCTYPE(ctypes.c_int)
+
+SIZES = {"16 KiB": 16 << 10, "1 MiB": 1 << 20, "10 MiB": 10 << 20, "50 MiB": 50 << 20}
+RELOCATIONS = 1_000_000
+
+# A library of about `size` bytes (a constant table), with `relocations` R_X86_64_RELATIVE
+# entries in .data.rel.ro (what large C++ libraries have: vtables, tables of pointers).
+_SOURCE = """
+int value(void) {{ return {n}; }}
+__attribute__((used)) static const char pad[{pad}] = {{ {n} }};
+__asm__(".section .data.rel.ro,\\"aw\\"\\n.balign 8\\nhotr_table:\\n"
+        ".rept {relocations}\\n.quad hotr_table\\n.endr\\n.previous");
+"""
+
+
+def build(work: Path, n: int, size: int, relocations: int = 0) -> bytes:
+    """Version `n` (value() returns n) of a library of about `size` bytes."""
+    out = work / f"lib-{size}-{relocations}-{n}.so"
+    if not out.exists():
+        src = out.with_suffix(".c")
+        pad = max(1, size - (16 << 10) - relocations * 8)
+        src.write_text(_SOURCE.format(n=n, pad=pad, relocations=relocations))
+        subprocess.run([CC, "-shared", "-fPIC", str(src), "-o", str(out)], check=True)
+    return out.read_bytes()
+
+
+def rename_into(lib: Path, data: bytes) -> float:
+    """Put `data` in place the way install(1) and editors do; the clock starts on return."""
+    tmp = lib.with_name(lib.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.rename(tmp, lib)
+    return time.perf_counter()
+
+
+def link_into(lib: Path, work: Path, n: int) -> float:
+    """The linker writes the new library (GNU ld unlinks and re-creates); the clock starts when
+    it has exited."""
+    src = work / f"link{n % 2}.c"
+    src.write_text(f"int value(void) {{ return {n % 2 + 1}; }}\n")
+    subprocess.run([CC, "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
+    return time.perf_counter()
+
+
+class Floor:
+    """The least a reloader can do: inotify wait, kernel copy, dlopen, dlsym, call."""
+
+    def __init__(self, lib: Path, first: bytes) -> None:
+        from inotify_simple import INotify
+        from inotify_simple import flags as F
+
+        rename_into(lib, first)
+        self.lib = lib
+        self.inotify = INotify()
+        self.inotify.add_watch(str(lib.parent), F.CLOSE_WRITE | F.MOVED_TO)
+        self.copies = lib.parent / "floor-copies"
+        self.copies.mkdir()
+        self.handles: list[int] = []
+        self.serial = 0
+
+    def reload(self) -> int:
+        """Wait for the change, load it, return what the new value() says."""
+        name = self.lib.name
+        while not any(e.name == name for e in self.inotify.read()):
+            pass
+        self.serial += 1
+        copy = str(self.copies / f"{self.serial}.so")
+        source = os.open(self.lib, os.O_RDONLY)
+        target = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o500)
+        while os.copy_file_range(source, target, 1 << 30):
+            pass
+        os.close(source)
+        os.close(target)
+        handle = _libdl.dlopen(copy.encode(), os.RTLD_NOW | os.RTLD_LOCAL)
+        self.handles.append(handle)
+        return int(_VALUE(_libdl.dlsym(handle, b"value"))())
+
+    def housekeep(self) -> None:
+        """What a reloader does once the new code runs: unload the old version, drop its copy."""
+        while len(self.handles) > 1:
+            _libdl.dlclose(self.handles.pop(0))
+        for copy in self.copies.iterdir():
+            if copy.name != f"{self.serial}.so":
+                copy.unlink()
+
+    def close(self) -> None:
+        self.housekeep()
+        self.inotify.close()
+
+
+class Manual:
+    """hotr driven from one thread: watch_for_changes(), update(), a function taken before."""
+
+    def __init__(self, lib: Path, first: bytes) -> None:
+        rename_into(lib, first)
+        self.reloader = hotr.HotReloader(lib, debounce=0)
+        self.value = self.reloader.update().value
+
+    def reload(self) -> int:
+        while self.reloader.watch_for_changes() != 1:
+            pass
+        self.reloader.update()
+        return int(self.value())
+
+    def housekeep(self) -> None:
+        self.reloader.poll()  # what a program does while idle: the old version is unloaded
+
+    def close(self) -> None:
+        self.reloader.close()
+
+
+class Background:
+    """hotr.load: its thread reloads; the program learns of it from on_reload."""
+
+    def __init__(self, lib: Path, first: bytes) -> None:
+        rename_into(lib, first)
+        self.reloaded = threading.Event()
+        self.lib = hotr.load(lib, debounce=0, on_reload=lambda old, new: self.reloaded.set())
+        self.value = self.lib.value
+
+    def reload(self) -> int:
+        if not self.reloaded.wait(10):
+            raise RuntimeError("hotr.load did not reload within 10 s")
+        self.reloaded.clear()
+        return int(self.value())
+
+    def housekeep(self) -> None:
+        """hotr's thread does its own."""
+
+    def close(self) -> None:
+        hotr.reloader_of(self.lib).close()
+
+
+Contender = Floor | Manual | Background
+
+
+def _turns(
+    contenders: list[Contender],
+    land: Callable[[Contender, int], float],
+    trials: int,
+) -> list[list[float]]:
+    """Each contender reloads once per trial, in turn; samples in seconds from the landing."""
+    samples: list[list[float]] = [[] for _ in contenders]
+    k = len(contenders)
+    for n in range(1, trials + 1):
+        for i in [(n + j) % k for j in range(k)]:  # who goes first rotates
+            c = contenders[i]
+            started = land(c, n)
+            got = c.reload()
+            samples[i].append(time.perf_counter() - started)
+            assert got == n % 2 + 1, (type(c).__name__, got, n)
+            c.housekeep()
+    return samples
+
+
+def _setup(work: Path, tag: str, kinds: list[type[Contender]], first: bytes) -> list[Contender]:
+    made: list[Contender] = []
+    for kind in kinds:
+        directory = work / f"{tag}-{kind.__name__.lower()}"
+        directory.mkdir()
+        made.append(kind(directory / "libhot.so", first))
+    return made
+
+
+def _close(contenders: list[Contender]) -> None:
+    for c in contenders:
+        c.close()
+
+
+def sizes(work: Path, trials: int) -> list[Row]:
+    """Reload latency at 16 KiB to 50 MiB (rename), with a million relocations, and after the
+    linker at 16 KiB; hotr from one thread and through hotr.load's thread."""
+    rows: list[Row] = []
+    cases = [(label, size, 0) for label, size in SIZES.items()]
+    cases.append(
+        (f"{RELOCATIONS // 1000}k relocations", (RELOCATIONS * 8) + (64 << 10), RELOCATIONS)
+    )
+    for label, size, relocations in cases:
+        big = size >= 10 << 20 or relocations
+        n_trials = max(5, trials // 6) if big else trials
+        variants = [build(work, n, size, relocations) for n in (1, 2)]
+        tag = label.replace(" ", "")
+        contenders = _setup(work, tag, [Floor, Manual, Background], variants[0])
+        try:
+            floor, manual, background = _turns(
+                contenders,
+                lambda c, n, v=variants: rename_into(_lib_of(c), v[n % 2]),  # type: ignore[misc]
+                n_trials,
+            )
+        finally:
+            _close(contenders)
+        floor_name = f"floor, {label}"
+        rows += [
+            Row("reload", floor_name, floor),
+            Row("reload", f"hotr, {label}", manual, baseline=floor_name),
+            Row("reload", f"hotr.load (its thread), {label}", background, baseline=floor_name),
+        ]
+    contenders = _setup(work, "link", [Floor, Manual], build(work, 1, SIZES["16 KiB"]))
+    try:
+        floor, manual = _turns(contenders, lambda c, n: link_into(_lib_of(c), work, n), trials // 3)
+    finally:
+        _close(contenders)
+    rows += [
+        Row("reload", "floor, after the linker", floor),
+        Row("reload", "hotr, after the linker", manual, baseline="floor, after the linker"),
+    ]
+    return rows
+
+
+def _lib_of(c: Contender) -> Path:
+    if isinstance(c, Floor):
+        return c.lib
+    reloader = c.reloader if isinstance(c, Manual) else hotr.reloader_of(c.lib)
+    return Path(reloader.path)
+
+
+def back_to_back(work: Path, reloads: int) -> list[Row]:
+    """`reloads` reloads in a row, housekeeping included: total time per reload, in blocks that
+    take turns with the floor's."""
+    variants = [build(work, n, SIZES["16 KiB"]) for n in (1, 2)]
+    contenders = _setup(work, "row", [Floor, Manual], variants[0])
+    blocks = 10
+    per_block: list[list[float]] = [[], []]
+    try:
+        for block in range(blocks):
+            for i, c in enumerate(contenders):
+                lib = _lib_of(c)
+                started = time.perf_counter()
+                for n in range(block * reloads // blocks + 1, (block + 1) * reloads // blocks + 1):
+                    rename_into(lib, variants[n % 2])
+                    assert c.reload() == n % 2 + 1
+                    c.housekeep()
+                per_block[i].append((time.perf_counter() - started) / (reloads // blocks))
+    finally:
+        _close(contenders)
+    name = f"floor, {reloads} back to back (per reload)"
+    return [
+        Row("reload", name, per_block[0]),
+        Row(
+            "reload",
+            f"hotr, {reloads} reloads back to back (per reload)",
+            per_block[1],
+            baseline=name,
+        ),
+    ]
+
+
+def memory(work: Path, reloads: int) -> list[Row]:
+    """Growth of the process over `reloads` reloads of a 50 MiB library (in a child process)."""
+    variants = [build(work, n, SIZES["50 MiB"]) for n in (1, 2)]
+    lib = work / "mem" / "libhot.so"
+    lib.parent.mkdir()
+    code = f"""
+        import os, sys, hotr
+        def rss():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        variants = [open(p, "rb").read() for p in sys.argv[1:3]]
+        lib = {str(lib)!r}
+        def put(data):
+            with open(lib + ".tmp", "wb") as f:
+                f.write(data)
+            os.rename(lib + ".tmp", lib)
+        put(variants[0])
+        r = hotr.HotReloader(lib, debounce=0)
+        r.update()
+        r.poll()
+        before = rss()
+        for n in range(1, {reloads} + 1):
+            put(variants[n % 2])
+            r.watch_for_changes(10)
+            r.update()
+            r.poll()
+        print(before, rss())
+    """
+    paths = [str(work / f"lib-{SIZES['50 MiB']}-0-{n}.so") for n in (1, 2)]
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *paths],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ,
+    ).stdout.split()
+    before, after = int(out[0]), int(out[1])
+    size = len(variants[0])
+    return [
+        Row("memory", "library size (50 MiB)", [size / 2**20], unit="MiB"),
+        Row(
+            "memory",
+            f"RSS growth over {reloads} reloads of it",
+            [(after - before) / 2**20],
+            baseline="library size (50 MiB)",
+            unit="MiB",
+        ),
+    ]
+
+
+_START = {
+    "bare": "import ctypes, sys, time\n",
+    "hotr": "import ctypes, sys, time\nimport hotr\n",
+}
+
+
+def cold_start(work: Path, trials: int) -> list[Row]:
+    """`import hotr`, the first hotr.load answering, exit with hotr's thread running: each
+    against the same child without hotr, in turn."""
+    lib = work / "cold" / "libhot.so"
+    lib.parent.mkdir()
+    lib.write_bytes(build(work, 1, SIZES["16 KiB"]))
+    load = {
+        "bare": "t = time.perf_counter(); ctypes.CDLL(sys.argv[1]).value(); "
+        "loaded = time.perf_counter() - t\n",
+        "hotr": "t = time.perf_counter(); hotr.load(sys.argv[1]).value(); "
+        "loaded = time.perf_counter() - t\n",
+    }
+    finish = "print(loaded, time.monotonic(), flush=True)\n"
+    result: dict[str, dict[str, list[float]]] = {
+        k: {"import": [], "load": [], "exit": []} for k in _START
+    }
+    for _ in range(trials):
+        for kind in ("bare", "hotr"):
+            started = time.monotonic()
+            subprocess.run([sys.executable, "-c", _START[kind], str(lib)], check=True)
+            result[kind]["import"].append(time.monotonic() - started)
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _START[kind] + load[kind] + finish, str(lib)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert proc.stdout is not None
+            line = proc.stdout.readline().split()
+            proc.wait()
+            ended = time.monotonic()
+            proc.stdout.close()
+            result[kind]["load"].append(float(line[0]))
+            result[kind]["exit"].append(ended - float(line[1]))
+    rows = []
+    for what, title in (
+        ("import", "interpreter start {}"),
+        ("load", "first load answering, {}"),
+        ("exit", "exit, {}"),
+    ):
+        bare = title.format("without hotr" if what == "import" else "ctypes.CDLL")
+        if what == "exit":
+            bare = "exit, a ctypes library loaded"
+        mine = title.format("with import hotr" if what == "import" else "hotr.load")
+        if what == "exit":
+            mine = "exit, hotr.load's thread watching"
+        rows += [
+            Row("start", bare, result["bare"][what]),
+            Row("start", mine, result["hotr"][what], baseline=bare),
+        ]
+    return rows
