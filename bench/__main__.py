@@ -91,8 +91,8 @@ def render(rows: list[Row]) -> str:
         ratio = ""
         if r.baseline in medians:
             ratio = f"{med / medians[r.baseline]:.3g}x of `{r.baseline}`"
-            if r.section == "edit":
-                ratio = f"{ratio}; hotr's overhead {(med - medians[r.baseline]) * 1e3:.2f} ms"
+            if r.section in ("edit", "start"):
+                ratio = f"{ratio}; {(med - medians[r.baseline]) * 1e3:+.2f} ms"
         unit = f" {r.unit}" if r.unit else ""
         lines.append(
             f"| {r.section} | {r.name} | {scaled(r, med):.3g}{unit} | {scaled(r, p90):.3g}{unit} "

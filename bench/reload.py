@@ -325,59 +325,54 @@ def memory(work: Path, reloads: int) -> list[Row]:
     ]
 
 
-_START = {
-    "bare": "import ctypes, sys, time\n",
-    "hotr": "import ctypes, sys, time\nimport hotr\n",
+_IMPORTS = "import ctypes, sys, time\n"
+_LOADS = {
+    "ctypes": "ctypes.CDLL(sys.argv[1]).value()",
+    "hotr": "hotr.load(sys.argv[1]).value()",
 }
 
 
 def cold_start(work: Path, trials: int) -> list[Row]:
-    """`import hotr`, the first hotr.load answering, exit with hotr's thread running: each
-    against the same child without hotr, in turn."""
+    """Three rows, each against the same child without the part measured, in turn: the
+    interpreter start with and without `import hotr`; the first hotr.load answering against
+    ctypes.CDLL; the exit with hotr.load's thread watching against one with hotr imported and
+    the library loaded by ctypes (the exit of the modules themselves is the import's share)."""
     lib = work / "cold" / "libhot.so"
     lib.parent.mkdir()
     lib.write_bytes(build(work, 1, SIZES["16 KiB"]))
-    load = {
-        "bare": "t = time.perf_counter(); ctypes.CDLL(sys.argv[1]).value(); "
-        "loaded = time.perf_counter() - t\n",
-        "hotr": "t = time.perf_counter(); hotr.load(sys.argv[1]).value(); "
-        "loaded = time.perf_counter() - t\n",
-    }
-    finish = "print(loaded, time.monotonic(), flush=True)\n"
-    result: dict[str, dict[str, list[float]]] = {
-        k: {"import": [], "load": [], "exit": []} for k in _START
-    }
+    start: dict[str, list[float]] = {"bare": [], "hotr": []}
+    load: dict[str, list[float]] = {"ctypes": [], "hotr": []}
+    leave: dict[str, list[float]] = {"ctypes": [], "hotr": []}
     for _ in range(trials):
-        for kind in ("bare", "hotr"):
+        for kind, code in (("bare", _IMPORTS), ("hotr", _IMPORTS + "import hotr\n")):
             started = time.monotonic()
-            subprocess.run([sys.executable, "-c", _START[kind], str(lib)], check=True)
-            result[kind]["import"].append(time.monotonic() - started)
+            subprocess.run([sys.executable, "-c", code], check=True)
+            start[kind].append(time.monotonic() - started)
+        for kind, call in _LOADS.items():
+            code = (
+                f"{_IMPORTS}import hotr\nt = time.perf_counter()\n{call}\n"
+                "print(time.perf_counter() - t, time.monotonic(), flush=True)\n"
+            )
             proc = subprocess.Popen(
-                [sys.executable, "-c", _START[kind] + load[kind] + finish, str(lib)],
-                stdout=subprocess.PIPE,
-                text=True,
+                [sys.executable, "-c", code, str(lib)], stdout=subprocess.PIPE, text=True
             )
             assert proc.stdout is not None
-            line = proc.stdout.readline().split()
+            took, printed = proc.stdout.readline().split()
             proc.wait()
             ended = time.monotonic()
             proc.stdout.close()
-            result[kind]["load"].append(float(line[0]))
-            result[kind]["exit"].append(ended - float(line[1]))
-    rows = []
-    for what, title in (
-        ("import", "interpreter start {}"),
-        ("load", "first load answering, {}"),
-        ("exit", "exit, {}"),
-    ):
-        bare = title.format("without hotr" if what == "import" else "ctypes.CDLL")
-        if what == "exit":
-            bare = "exit, a ctypes library loaded"
-        mine = title.format("with import hotr" if what == "import" else "hotr.load")
-        if what == "exit":
-            mine = "exit, hotr.load's thread watching"
-        rows += [
-            Row("start", bare, result["bare"][what]),
-            Row("start", mine, result["hotr"][what], baseline=bare),
-        ]
-    return rows
+            load[kind].append(float(took))
+            leave[kind].append(ended - float(printed))
+    return [
+        Row("start", "interpreter start", start["bare"]),
+        Row("start", "interpreter start + import hotr", start["hotr"], "interpreter start"),
+        Row("start", "first call, ctypes.CDLL", load["ctypes"]),
+        Row("start", "first call, hotr.load", load["hotr"], "first call, ctypes.CDLL"),
+        Row("start", "exit, library loaded by ctypes", leave["ctypes"]),
+        Row(
+            "start",
+            "exit, hotr.load's thread watching",
+            leave["hotr"],
+            "exit, library loaded by ctypes",
+        ),
+    ]

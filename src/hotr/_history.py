@@ -19,7 +19,8 @@ class VersionInfo(NamedTuple):
     Attributes:
         number: its version number (1 for the first load).
         loaded_at: when it was loaded (seconds since the epoch).
-        sha256: SHA-256 of the library file's content, hex (as sha256sum prints it).
+        sha256: SHA-256 of the library file's content, hex (as sha256sum prints it); empty
+            if nobody asked before the reloader was closed.
         load_ms: milliseconds from reading the file to the new code being live.
         build_ms: milliseconds the build took, or None when no build ran for it.
         changed: the files whose change led to this version (empty for the first load).

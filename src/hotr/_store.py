@@ -80,9 +80,21 @@ def _sweep(root: str) -> None:
 
 
 def _rmtree(path: str) -> None:
-    import shutil  # not at import time: it pulls in the compression modules
-
-    shutil.rmtree(path, ignore_errors=True)
+    """shutil.rmtree(path, ignore_errors=True), without importing shutil (and the compression
+    modules it imports) into every program, at exit."""
+    for parent, directories, files in os.walk(path, topdown=False):
+        for name in files:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(parent, name))
+        for name in directories:
+            entry = os.path.join(parent, name)
+            with contextlib.suppress(OSError):
+                if os.path.islink(entry):
+                    os.unlink(entry)
+                else:
+                    os.rmdir(entry)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
 
 
 def _new_directory(root: str, prefix: str) -> str:

@@ -132,8 +132,9 @@ class Version:
             self._sha256 = digest.hexdigest()
         return self._sha256
 
-    def end(self) -> None:
+    def end(self, *, keep_hash: bool = True) -> None:
         """End this version: cleanup() if it was mapped, dlclose, delete the copy; once.
+        `keep_hash`: hash the content first, for r.history (not worth it at close()).
 
         Signals are held back meanwhile, so a Ctrl-C cannot leave it half-ended.  Never raises
         for a failure to unmap or delete (logged; the copy is retried later).
@@ -152,7 +153,8 @@ class Version:
                     _dl.dlclose(handle)
                 except OSError as exc:
                     logger.warning("dlclose of version %d failed: %s", self.number, exc)
-            self.sha256()  # r.history keeps the version: keep its hash, let go of the rest
+            if keep_hash:
+                self.sha256()  # r.history keeps the version: keep its hash, let go of the rest
             self.content, self._globals, self._symbols = None, None, {}
             if os.path.isdir(self._remove):
                 self._store.remove_directory(self._remove)
@@ -230,7 +232,7 @@ class VersionSet:
     def _close_one(version: Version) -> None:
         if version.pin.inflight == 0:
             version.pin.on_idle = None
-            version.end()
+            version.end(keep_hash=False)
         else:
             logger.info(
                 "version %d has calls running; it is unloaded when they return", version.number
@@ -243,6 +245,6 @@ def _ender(version: Version) -> Callable[[], None]:
 
     def end() -> None:
         version.pin.on_idle = None
-        version.end()
+        version.end(keep_hash=False)
 
     return end
