@@ -2,8 +2,8 @@
 
 Every hotr row has a baseline measured in the same run, trial by trial in turn with it: the
 floor, a bare loop doing only what any reloader must (inotify wait, kernel copy into a private
-file, dlopen, dlsym, call).  Clocks start when the user's change is complete: when rename(2)
-or the linker has returned.
+file, dlopen, dlsym, call).  Clocks start when the change is complete: when rename(2) or the
+linker has returned.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import hotr
@@ -43,7 +42,7 @@ __asm__(".section .data.rel.ro,\\"aw\\"\\n.balign 8\\nhotr_table:\\n"
 """
 
 
-def build(work: Path, n: int, size: int, relocations: int = 0) -> bytes:
+def build(work: Path, n: int, size: int, relocations: int = 0) -> Path:
     """Version `n` (value() returns n) of a library of about `size` bytes."""
     out = work / f"lib-{size}-{relocations}-{n}.so"
     if not out.exists():
@@ -51,7 +50,7 @@ def build(work: Path, n: int, size: int, relocations: int = 0) -> bytes:
         pad = max(1, size - (16 << 10) - relocations * 8)
         src.write_text(_SOURCE.format(n=n, pad=pad, relocations=relocations))
         subprocess.run([CC, "-shared", "-fPIC", str(src), "-o", str(out)], check=True)
-    return out.read_bytes()
+    return out
 
 
 def rename_into(lib: Path, data: bytes) -> float:
@@ -63,12 +62,10 @@ def rename_into(lib: Path, data: bytes) -> float:
     return time.perf_counter()
 
 
-def link_into(lib: Path, work: Path, n: int) -> float:
-    """The linker writes the new library (GNU ld unlinks and re-creates); the clock starts when
-    it has exited."""
-    src = work / f"link{n % 2}.c"
-    src.write_text(f"int value(void) {{ return {n % 2 + 1}; }}\n")
-    subprocess.run([CC, "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
+def link_into(lib: Path, source: Path) -> float:
+    """The linker writes the library (GNU ld unlinks and re-creates); the clock starts when it
+    has exited."""
+    subprocess.run([CC, "-shared", "-fPIC", str(source), "-o", str(lib)], check=True)
     return time.perf_counter()
 
 
@@ -155,7 +152,8 @@ class Background:
         return int(self.value())
 
     def housekeep(self) -> None:
-        """hotr's thread does its own."""
+        """Its thread does it as well; done here so it cannot run into the next trial."""
+        hotr.reloader_of(self.lib).poll()
 
     def close(self) -> None:
         hotr.reloader_of(self.lib).close()
@@ -166,16 +164,23 @@ Contender = Floor | Manual | Background
 
 def _turns(
     contenders: list[Contender],
-    land: Callable[[Contender, int], float],
+    way: str,
+    sources: list[Path],
     trials: int,
 ) -> list[list[float]]:
-    """Each contender reloads once per trial, in turn; samples in seconds from the landing."""
+    """Each contender reloads once per trial, in turn (who goes first rotates); samples in
+    seconds from the change being complete to the new code answering.  `sources[n % 2]` is
+    what the writer puts in place in trial n."""
     samples: list[list[float]] = [[] for _ in contenders]
     k = len(contenders)
+    data = [s.read_bytes() for s in sources]
     for n in range(1, trials + 1):
-        for i in [(n + j) % k for j in range(k)]:  # who goes first rotates
+        for i in [(n + j) % k for j in range(k)]:
             c = contenders[i]
-            started = land(c, n)
+            lib = _lib_of(c)
+            started = (
+                rename_into(lib, data[n % 2]) if way == "rename" else link_into(lib, sources[n % 2])
+            )
             got = c.reload()
             samples[i].append(time.perf_counter() - started)
             assert got == n % 2 + 1, (type(c).__name__, got, n)
@@ -183,12 +188,12 @@ def _turns(
     return samples
 
 
-def _setup(work: Path, tag: str, kinds: list[type[Contender]], first: bytes) -> list[Contender]:
+def _setup(work: Path, tag: str, kinds: list[type[Contender]], first: Path) -> list[Contender]:
     made: list[Contender] = []
     for kind in kinds:
         directory = work / f"{tag}-{kind.__name__.lower()}"
         directory.mkdir()
-        made.append(kind(directory / "libhot.so", first))
+        made.append(kind(directory / "libhot.so", first.read_bytes()))
     return made
 
 
@@ -212,11 +217,7 @@ def sizes(work: Path, trials: int) -> list[Row]:
         tag = label.replace(" ", "")
         contenders = _setup(work, tag, [Floor, Manual, Background], variants[0])
         try:
-            floor, manual, background = _turns(
-                contenders,
-                lambda c, n, v=variants: rename_into(_lib_of(c), v[n % 2]),  # type: ignore[misc]
-                n_trials,
-            )
+            floor, manual, background = _turns(contenders, "rename", variants, n_trials)
         finally:
             _close(contenders)
         floor_name = f"floor, {label}"
@@ -226,8 +227,12 @@ def sizes(work: Path, trials: int) -> list[Row]:
             Row("reload", f"hotr.load (its thread), {label}", background, baseline=floor_name),
         ]
     contenders = _setup(work, "link", [Floor, Manual], build(work, 1, SIZES["16 KiB"]))
+    sources = []
+    for n in (1, 2):
+        sources.append(work / f"link{n}.c")
+        sources[-1].write_text(f"int value(void) {{ return {n}; }}\n")
     try:
-        floor, manual = _turns(contenders, lambda c, n: link_into(_lib_of(c), work, n), trials // 3)
+        floor, manual = _turns(contenders, "link", sources, max(4, trials // 3))
     finally:
         _close(contenders)
     rows += [
@@ -251,13 +256,14 @@ def back_to_back(work: Path, reloads: int) -> list[Row]:
     contenders = _setup(work, "row", [Floor, Manual], variants[0])
     blocks = 10
     per_block: list[list[float]] = [[], []]
+    data = [v.read_bytes() for v in variants]
     try:
         for block in range(blocks):
             for i, c in enumerate(contenders):
                 lib = _lib_of(c)
                 started = time.perf_counter()
                 for n in range(block * reloads // blocks + 1, (block + 1) * reloads // blocks + 1):
-                    rename_into(lib, variants[n % 2])
+                    rename_into(lib, data[n % 2])
                     assert c.reload() == n % 2 + 1
                     c.housekeep()
                 per_block[i].append((time.perf_counter() - started) / (reloads // blocks))
@@ -268,7 +274,7 @@ def back_to_back(work: Path, reloads: int) -> list[Row]:
         Row("reload", name, per_block[0]),
         Row(
             "reload",
-            f"hotr, {reloads} reloads back to back (per reload)",
+            f"hotr, {reloads} back to back (per reload)",
             per_block[1],
             baseline=name,
         ),
@@ -278,6 +284,7 @@ def back_to_back(work: Path, reloads: int) -> list[Row]:
 def memory(work: Path, reloads: int) -> list[Row]:
     """Growth of the process over `reloads` reloads of a 50 MiB library (in a child process)."""
     variants = [build(work, n, SIZES["50 MiB"]) for n in (1, 2)]
+    size = variants[0].stat().st_size
     lib = work / "mem" / "libhot.so"
     lib.parent.mkdir()
     code = f"""
@@ -303,7 +310,7 @@ def memory(work: Path, reloads: int) -> list[Row]:
             r.poll()
         print(before, rss())
     """
-    paths = [str(work / f"lib-{SIZES['50 MiB']}-0-{n}.so") for n in (1, 2)]
+    paths = [str(v) for v in variants]
     out = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *paths],
         capture_output=True,
@@ -312,7 +319,6 @@ def memory(work: Path, reloads: int) -> list[Row]:
         env=os.environ,
     ).stdout.split()
     before, after = int(out[0]), int(out[1])
-    size = len(variants[0])
     return [
         Row("memory", "library size (50 MiB)", [size / 2**20], unit="MiB"),
         Row(
@@ -339,7 +345,7 @@ def cold_start(work: Path, trials: int) -> list[Row]:
     the library loaded by ctypes (the exit of the modules themselves is the import's share)."""
     lib = work / "cold" / "libhot.so"
     lib.parent.mkdir()
-    lib.write_bytes(build(work, 1, SIZES["16 KiB"]))
+    lib.write_bytes(build(work, 1, SIZES["16 KiB"]).read_bytes())
     start: dict[str, list[float]] = {"bare": [], "hotr": []}
     load: dict[str, list[float]] = {"ctypes": [], "hotr": []}
     leave: dict[str, list[float]] = {"ctypes": [], "hotr": []}

@@ -20,7 +20,7 @@ class VersionInfo(NamedTuple):
         number: its version number (1 for the first load).
         loaded_at: when it was loaded (seconds since the epoch).
         sha256: SHA-256 of the library file's content, hex (as sha256sum prints it); empty
-            if nobody asked before the reloader was closed.
+            for a library over 64 KiB if nobody asked while it was live.
         load_ms: milliseconds from reading the file to the new code being live.
         build_ms: milliseconds the build took, or None when no build ran for it.
         changed: the files whose change led to this version (empty for the first load).
@@ -41,8 +41,8 @@ class VersionInfo(NamedTuple):
 
 
 class History:
-    """The last HISTORY_LENGTH versions; each one's hash is computed when first asked for (or
-    when the version ends), off the path to the new code."""
+    """The last HISTORY_LENGTH versions; each one's hash is computed when first asked for,
+    off the path to the new code."""
 
     def __init__(self) -> None:
         self._entries: collections.deque[tuple[Version, VersionInfo]] = collections.deque(

@@ -117,7 +117,8 @@ class Version:
         return self._globals
 
     def sha256(self) -> str:
-        """SHA-256 of the version's content, hex; computed once, while the copy exists."""
+        """SHA-256 of the version's content, hex, computed when first asked for: from its bytes
+        (a small library), or its copy while it is live; "" once a large one's copy is gone."""
         if self._sha256 is None:
             import hashlib  # only when history is read, or a version ends
 
@@ -132,9 +133,8 @@ class Version:
             self._sha256 = digest.hexdigest()
         return self._sha256
 
-    def end(self, *, keep_hash: bool = True) -> None:
+    def end(self) -> None:
         """End this version: cleanup() if it was mapped, dlclose, delete the copy; once.
-        `keep_hash`: hash the content first, for r.history (not worth it at close()).
 
         Signals are held back meanwhile, so a Ctrl-C cannot leave it half-ended.  Never raises
         for a failure to unmap or delete (logged; the copy is retried later).
@@ -153,9 +153,9 @@ class Version:
                     _dl.dlclose(handle)
                 except OSError as exc:
                     logger.warning("dlclose of version %d failed: %s", self.number, exc)
-            if keep_hash:
-                self.sha256()  # r.history keeps the version: keep its hash, let go of the rest
-            self.content, self._globals, self._symbols = None, None, {}
+            # r.history keeps the version: a small one's bytes stay for its hash (history is
+            # short), nothing else does
+            self._globals, self._symbols = None, {}
             if os.path.isdir(self._remove):
                 self._store.remove_directory(self._remove)
             else:
@@ -232,7 +232,7 @@ class VersionSet:
     def _close_one(version: Version) -> None:
         if version.pin.inflight == 0:
             version.pin.on_idle = None
-            version.end(keep_hash=False)
+            version.end()
         else:
             logger.info(
                 "version %d has calls running; it is unloaded when they return", version.number
@@ -245,6 +245,6 @@ def _ender(version: Version) -> Callable[[], None]:
 
     def end() -> None:
         version.pin.on_idle = None
-        version.end(keep_hash=False)
+        version.end()
 
     return end
