@@ -222,6 +222,8 @@ class InotifyWatches:
                     name = os.fsdecode(data[offset : offset + length].rstrip(b"\0"))
                     offset += length
                     self._dispatch(wd, mask, name)
+            if len(data) < _READ_SIZE:
+                return  # the queue was empty then: no second ioctl to find that out
 
     def close(self) -> None:
         """Close the instance (its watches go with it); safe to call twice."""
