@@ -255,3 +255,33 @@ def test_a_thread_that_only_waits_is_told_once(builder: Builder) -> None:
         stop.set()
         thread.join()
         assert told == [1], f"told {len(told)} times of one change"
+
+
+def test_a_save_of_sources_is_reported_once_not_again_when_built(tmp_path: Path) -> None:
+    # The waiting thread hears of each save when it is made; the build that update() runs for
+    # it is not a second change.
+    src = tmp_path / "kernel.c"
+    save(src, "int value(void) { return 0; }\n")
+    with hotr.HotReloader(src) as reloader:
+        lib = reloader.update()
+        told: list[int] = []
+        stop = threading.Event()
+
+        def waiter() -> None:
+            while not stop.is_set():
+                if reloader.watch_for_changes(timeout=0.05) == 1:
+                    told.append(1)
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        try:
+            for n in range(1, 6):
+                save(src, f"int value(void) {{ return {n}; }}\n")
+                wait_until(lambda n=n: len(told) >= n, f"save {n} was not reported")
+                reloader.update()
+                assert lib.value() == n
+            time.sleep(0.3)  # room for a report of the last build, which must not come
+        finally:
+            stop.set()
+            thread.join()
+        assert len(told) == 5, f"{len(told)} reports of 5 saves"

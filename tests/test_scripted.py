@@ -58,6 +58,46 @@ def test_changes_closer_than_debounce_wait_for_it(
         assert r.poll() is False
 
 
+def test_a_long_burst_is_one_reload_once_it_is_quiet(
+    builder: Builder, scripted: ScriptedBackend
+) -> None:
+    # 100 writes 5 ms apart with debounce 20 ms: the first loads at once, the other 99 are one
+    # reload of the final content, 20 ms after the last (not one every 20 ms meanwhile).
+    with hotr.HotReloader(builder.lib, backend=scripted, debounce=0.02) as r:
+        r.update()
+        versions = [builder.compile(source(n)) for n in range(2, 102)]
+        for data in versions:
+            builder.write_bytes(data)
+            scripted.written(builder.lib)
+            if r.poll():
+                r.update()
+            scripted.advance(0.005)
+        assert r.version == 2, "the burst was cut into reloads while it lasted"
+        scripted.advance(0.0149)
+        assert r.poll() is False
+        scripted.advance(0.0002)
+        assert r.poll() is True
+        assert r.update().value() == 101
+        assert r.version == 3
+
+
+def test_a_burst_that_never_ends_still_reloads_once_a_second(
+    builder: Builder, scripted: ScriptedBackend
+) -> None:
+    with hotr.HotReloader(builder.lib, backend=scripted, debounce=0.02) as r:
+        r.update()
+        data = [builder.compile(source(n)) for n in (2, 3)]
+        due = 0
+        for n in range(300):  # 3 s of writes 10 ms apart
+            builder.write_bytes(data[n % 2])
+            scripted.written(builder.lib)
+            if r.poll():
+                due += 1
+                r.update()
+            scripted.advance(0.01)
+        assert 3 <= due <= 4, f"{due} reloads were due in 3 s of writes"
+
+
 def test_a_load_takes_in_a_change_still_held_back(
     builder: Builder, scripted: ScriptedBackend
 ) -> None:

@@ -199,7 +199,10 @@ class ReloadCore:
             if view is not None:
                 # What was taken in: the last load's and the last build's generations.
                 inputs = self.builds.started_from if self.builds is not None else took.inputs
-                view.look(shared=True, at=took._replace(library=self.tracker.taken, inputs=inputs))
+                taken = took._replace(
+                    library=self.tracker.taken, built=self.tracker.taken_built, inputs=inputs
+                )
+                view.look(shared=True, at=taken)
 
     def _update(self) -> None:
         live = self.versions.current is not None

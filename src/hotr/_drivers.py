@@ -179,7 +179,13 @@ def _verdict(core: Drivable, seen: Snapshot) -> tuple[int | None, Snapshot]:
     now = core.tracker.snapshot()
     if core.ended:
         return FAILED, now
-    if now.library > seen.library or (core.builds_on_update and now.inputs > seen.inputs):
+    if core.builds_on_update:
+        # A save is news once: when the inputs change, not again when update() has built it.
+        # A library written otherwise (a build command's output changed by hand) is news too.
+        changed = now.inputs > seen.inputs or (now.library - now.built > seen.library - seen.built)
+    else:
+        changed = now.library > seen.library
+    if changed:
         return CHANGED, now  # another driver may have taken it in already: it still happened
     if now.losses > seen.losses:
         return FAILED, now

@@ -50,9 +50,10 @@ class HotReloader:
             ``$HOTR_POLL_INTERVAL`` seconds, default 0.5, for network file systems), ``"auto"``
             (default: ``$HOTR_BACKEND`` if set, else inotify unless the file is on a network
             file system or inotify cannot be had), or a ``hotr.testing.ScriptedBackend``.
-        debounce: minimum time between two reloads, in seconds (default 0.02).  The first change
-            after a quiet spell is applied at once; changes arriving faster than this are
-            coalesced into one reload of the final content.
+        debounce: seconds of quiet that end a burst of changes (default 0.02).  The first
+            change after a quiet spell is applied at once; the changes that follow it closer
+            than this are one reload of the final content, once the file has been quiet for
+            `debounce` (at least once a second if it never is).
 
     Raises:
         FileNotFoundError: `path` (or a source) does not exist.

@@ -2,9 +2,10 @@
 
 A reloader's files are its library (when the user names a file) and its inputs (sources, and the
 headers its last build used).  The change source calls the tracker's sinks; the tracker folds
-those raw changes into *published* ones: the first change after a quiet spell at once, later ones
-no sooner than `debounce` after the previous publication, so a burst of saves makes one or two
-reloads of the final content and never a lost one.
+those raw changes into *published* ones: the first change after a quiet spell at once; one that
+follows within `debounce` starts a burst, published once the file has been quiet for `debounce`
+(or at least once a second, if it never is).  A burst of saves makes one or two reloads of the
+final content, and never a lost one.
 
 Publishing bumps counters (a Snapshot) and calls every listener: the doorbells of waiting
 threads, asyncio futures, background drivers, the fileno() descriptor.  Nobody takes an event
@@ -32,6 +33,7 @@ class Snapshot(NamedTuple):  # a NamedTuple: made on every wait and every look, 
     """The tracker's counters at one moment; compare two to learn what happened between."""
 
     library: int  # published changes of the library file, and finished builds
+    built: int  # finished builds (counted in `library` too)
     inputs: int  # published changes of the inputs (sources, headers)
     losses: int  # times a watched directory went away
     ended: bool  # stopped or closed: no more changes will come
@@ -72,8 +74,10 @@ class ChangeTracker:
         self._signatures: dict[str, tuple[int, ...] | None] = {}
         self._listeners: list[Listener] = []
         self._library = 0
+        self._built = 0
         self._consumed = 0  # the library generation the last load took in
         self.taken = 0  # the library generation the last load started from (take)
+        self.taken_built = 0  # the builds finished by then
         self._inputs = 1 if builds else 0  # a build is wanted before the first load
         self._losses = 0
         self._ended = False
@@ -85,6 +89,8 @@ class ChangeTracker:
         self._lost: set[str] = set()  # watched paths whose directory is gone
         self._building = False  # between take_inputs() and build_done()
         self._last_library = self._last_inputs = -float("inf")  # last publications
+        self._raw_library = self._raw_inputs = -float("inf")  # last raw changes
+        self._burst_library = self._burst_inputs = False  # held until quiet for `debounce`
         self._timer: Timer | None = None
 
     # -- the watch set -----------------------------------------------------------------------
@@ -181,10 +187,17 @@ class ChangeTracker:
                 if path in self._lost:
                     self._lost.discard(path)
                     logger.info("%s is back; watching it again", path)
+                now = self._source.clock()
                 if path == self._library_path:
-                    self._dirty_library = True
+                    self._burst_library = self._dirty_library or (
+                        now < self._last_library + self._debounce
+                    )
+                    self._dirty_library, self._raw_library = True, now
                 else:
-                    self._dirty_inputs = True
+                    self._burst_inputs = (
+                        self._dirty_inputs or now < self._last_inputs + self._debounce
+                    )
+                    self._dirty_inputs, self._raw_inputs = True, now
                 self._raw.add(path)
                 listeners = self._schedule()
             elif event is Event.LOST:
@@ -214,10 +227,15 @@ class ChangeTracker:
     def _arm(self) -> None:
         """Set the timer for the earliest change held back (lock held)."""
         due = [
-            last + self._debounce
-            for dirty, last in (
-                (self._dirty_library and not self._building, self._last_library),
-                (self._dirty_inputs, self._last_inputs),
+            self._due(burst, published, raw)
+            for dirty, burst, published, raw in (
+                (
+                    self._dirty_library and not self._building,
+                    self._burst_library,
+                    self._last_library,
+                    self._raw_library,
+                ),
+                (self._dirty_inputs, self._burst_inputs, self._last_inputs, self._raw_inputs),
             )
             if dirty
         ]
@@ -232,18 +250,27 @@ class ChangeTracker:
         if listeners:
             _call(listeners)
 
+    def _due(self, burst: bool, published: float, raw: float) -> float:
+        """When a held change is published: `debounce` after the previous publication, or in a
+        burst once quiet for `debounce` (at most a second, or 5 x debounce, after the last)."""
+        if not burst:
+            return published + self._debounce
+        return min(raw + self._debounce, published + max(1.0, 5 * self._debounce))
+
     def _publish(self, now: float) -> list[Listener]:
         """Publish each kind of change whose debounce interval has passed (lock held)."""
         published = False
         held = self._building  # a build is writing the library: see build_done()
-        if self._dirty_library and not held and now >= self._last_library + self._debounce:
+        due_library = self._due(self._burst_library, self._last_library, self._raw_library)
+        if self._dirty_library and not held and now >= due_library:
             self._library += 1
             self._dirty_library = False
             self._last_library = now
             self._changed |= self._raw & {self._library_path or ""}
             self._raw -= {self._library_path or ""}
             published = True
-        if self._dirty_inputs and now >= self._last_inputs + self._debounce:
+        due_inputs = self._due(self._burst_inputs, self._last_inputs, self._raw_inputs)
+        if self._dirty_inputs and now >= due_inputs:
             self._inputs += 1
             self._dirty_inputs = False
             self._last_inputs = now
@@ -273,6 +300,7 @@ class ChangeTracker:
             listeners: list[Listener] = []
             if seconds is not None:
                 self._library += 1
+                self._built += 1
                 self._build_seconds = seconds
                 listeners = self._bump()
         if listeners:
@@ -290,7 +318,7 @@ class ChangeTracker:
     def snapshot(self) -> Snapshot:
         """The counters now."""
         with self.lock:
-            return Snapshot(self._library, self._inputs, self._losses, self._ended)
+            return Snapshot(self._library, self._built, self._inputs, self._losses, self._ended)
 
     def take(self) -> Pending:
         """What a load starting now takes in.  The load reads the file after this, so library
@@ -303,7 +331,7 @@ class ChangeTracker:
                 self._raw.discard(self._library_path or "")
             if self._library_path is not None:
                 self._signatures[self._library_path] = signature(self._library_path)
-            self.taken = self._library
+            self.taken, self.taken_built = self._library, self._built
             return Pending(self._library, frozenset(self._changed), self._build_seconds)
 
     def take_inputs(self) -> int:
