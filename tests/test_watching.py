@@ -209,3 +209,38 @@ def test_a_path_through_a_symlinked_directory_and_dotdot(tmp_path: Path) -> None
             builder.rename(source(n))
             reload_next(r)
             assert lib.value() == n
+
+
+def test_a_hard_link_whose_other_name_is_gone_at_once_is_seen(builder: Builder) -> None:
+    # write lib.so.tmp, unlink lib.so, link lib.so.tmp lib.so, unlink lib.so.tmp: inotify says
+    # only IN_CREATE, and by the time hotr looks the file has one name, like a file being
+    # written.  No close event comes; a quiet, unchanged file nobody writes is complete.
+    with hotr.HotReloader(builder.lib, debounce=0) as r:
+        lib = r.update()
+        for n in (2, 3):
+            tmp = builder.dir / "libhot.so.tmp"
+            tmp.write_bytes(builder.compile(source(n)))
+            builder.lib.unlink()
+            os.link(tmp, builder.lib)
+            tmp.unlink()
+            assert r.watch_for_changes(timeout=10) == 1, "the hard link was never seen"
+            r.update()
+            assert lib.value() == n
+
+
+def test_a_slow_writer_of_a_created_file_is_waited_for(builder: Builder) -> None:
+    # Created, half written, then a pause longer than hotr's quiet time with the file still open
+    # for writing: nothing is loaded until it is closed.
+    data = builder.compile(source(2))
+    with hotr.HotReloader(builder.lib, debounce=0) as r:
+        lib = r.update()
+        builder.lib.unlink()
+        with open(builder.lib, "wb") as f:
+            f.write(data[: len(data) // 2])
+            f.flush()
+            assert r.watch_for_changes(timeout=1.5) == 0, "a file still being written was due"
+            f.write(data[len(data) // 2 :])
+        assert r.watch_for_changes(timeout=10) == 1
+        r.update()
+        assert lib.value() == 2
+        assert r.version == 2

@@ -68,6 +68,9 @@ _QUEUED = struct.Struct("i")
 _NOTHING_QUEUED = _QUEUED.pack(0)
 _MAX_LINKS = 40  # as the kernel's ELOOP limit
 _SETTLE = 8  # resolutions in a row before a path that keeps changing is left as it is
+# A file created under the watched name with no close event after this long, unchanged and open
+# for writing by no process hotr can see, is complete: a hard link whose other name is gone.
+_QUIET_AFTER_CREATE = 0.5
 
 
 class Role(enum.Enum):
@@ -142,6 +145,7 @@ class InotifyWatch:
         self.points: tuple[Point, ...] = ()
         self.final: str | None = None
         self.state = _State.UNREACHABLE
+        self.created: tuple[int, ...] | None = None  # created, its close event not seen yet
 
     def close(self) -> None:
         """Stop watching the path; safe to call twice."""
@@ -163,9 +167,14 @@ class InotifyWatches:
     under one lock, so whoever reads, every watcher hears every event.
     """
 
-    def __init__(self, on_unwatchable: Callable[[InotifyWatch, OSError], None]) -> None:
+    def __init__(
+        self,
+        on_unwatchable: Callable[[InotifyWatch, OSError], None],
+        call_later: Callable[[float, Callable[[], None]], object],
+    ) -> None:
         self.fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         self._on_unwatchable = on_unwatchable
+        self._call_later = call_later  # (seconds, callback): run it later, in another thread
         self._lock = threading.RLock()
         self._by_wd: dict[int, _Directory] = {}
         self._wds: dict[str, int] = {}
@@ -290,11 +299,33 @@ class InotifyWatches:
         before = watch.state
         watch.final = entry if mode is not None else None
         watch.state = _State.PRESENT if mode is not None else _State.ABSENT
+        watch.created = None
         if mode is not None and (mask & (IN_CLOSE_WRITE | IN_MOVED_TO) or linked):
             watch.sink(Event.WRITTEN)  # a writer is done, or a whole file was put in place
         elif mode is None and before is _State.PRESENT:
             watch.sink(Event.GONE)
-        return True  # created and still being written: its IN_CLOSE_WRITE will follow
+        elif mode is not None and mask & IN_CREATE:
+            # Created and being written (its IN_CLOSE_WRITE will follow), or a hard link whose
+            # other name went before hotr looked (no event will follow): see _quiet().
+            watch.created = _identity(entry)
+            self._call_later(_QUIET_AFTER_CREATE, lambda: self._quiet(watch, entry))
+        return True
+
+    def _quiet(self, watch: InotifyWatch, entry: str) -> None:
+        """A while after `entry` was created with no close event since: if it is the same file,
+        unchanged, and no process hotr can see has it open for writing, it is complete."""
+        with self._lock:
+            if watch not in self._watches or watch.created is None or watch.final != entry:
+                return
+            now = _identity(entry)
+            if now is None:
+                watch.created = None
+            elif now != watch.created or _open_for_writing(now[0], now[1]):
+                watch.created = now  # still being written: look again later
+                self._call_later(_QUIET_AFTER_CREATE, lambda: self._quiet(watch, entry))
+            else:
+                watch.created = None
+                watch.sink(Event.WRITTEN)
 
     def _refresh(self, watch: InotifyWatch, created: bool = False) -> None:
         """Resolve `watch` again after a change on its way (a directory or symlink, or a
@@ -394,3 +425,38 @@ def _state_of(watch: InotifyWatch) -> _State:
     if watch.points and watch.points[-1][2] is Role.FILE:
         return _State.ABSENT
     return _State.UNREACHABLE
+
+
+def _identity(path: str) -> tuple[int, ...] | None:
+    """(device, inode, size, mtime) of `path` itself, or None if it is gone."""
+    try:
+        s = os.lstat(path)
+    except OSError:
+        return None
+    return s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns
+
+
+def _open_for_writing(device: int, inode: int) -> bool:
+    """True if a process whose descriptors hotr may read (its user's) has the file open for
+    writing (/proc/PID/fdinfo: the open flags)."""
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return False
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue  # another user's, or gone
+        for fd in fds:
+            try:
+                s = os.stat(f"/proc/{pid}/fd/{fd}")
+                if (s.st_dev, s.st_ino) != (device, inode):
+                    continue
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    flags = next(int(line.split()[1], 8) for line in f if line.startswith("flags:"))
+            except (OSError, StopIteration, ValueError):
+                continue
+            if flags & (os.O_WRONLY | os.O_RDWR):
+                return True
+    return False

@@ -257,7 +257,10 @@ class Reactor:
     def _inotify_watches(self) -> InotifyWatches:
         with self._lock:
             if self._inotify is None:
-                self._inotify = InotifyWatches(self._moved_to_polling)
+                self._inotify = InotifyWatches(
+                    self._moved_to_polling,
+                    lambda seconds, callback: self.call_at(self.clock() + seconds, callback),
+                )
                 self._inotify_fd = self._inotify.fd
                 self._wake.wake()  # the thread may have to add the new descriptor to its poller
             return self._inotify
