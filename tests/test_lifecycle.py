@@ -526,3 +526,16 @@ def test_on_reload_runs_when_a_held_ctrl_c_follows_the_reload(builder: Builder) 
         r.close()
         """,
     )
+
+
+def test_a_closed_library_says_it_was_closed(builder: Builder) -> None:
+    r = hotr.HotReloader(builder.lib)
+    lib = r.update()
+    r.close()
+    with pytest.raises(hotr.HotReloadError, match="closed"):
+        lib.value()
+    with hotr.Watcher() as watcher:
+        other = watcher.add(builder.lib)
+        watcher.remove(other)
+        with pytest.raises(hotr.HotReloadError, match="closed"):
+            other.value()

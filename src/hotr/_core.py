@@ -144,6 +144,11 @@ class ReloadCore:
     def history(self) -> list[VersionInfo]:
         return self._history.infos()
 
+    def _check_not_closed(self) -> None:
+        """A forked child still calls the version it has; a closed reloader has none."""
+        if self._closed and not self._forked:
+            raise HotReloadError(f"the reloader for {self.label!r} is closed; its code is unloaded")
+
     def check_open(self) -> None:
         if self._forked:
             raise HotReloadError(
@@ -281,10 +286,12 @@ class ReloadCore:
 
     def function(self, name: str) -> Function:
         with self.lock:
+            self._check_not_closed()
             return self.functions.get(name, self.versions.current)
 
     def handle(self) -> int:
         with self.lock:
+            self._check_not_closed()
             current = self.versions.current
             if current is None or current.handle is None:
                 raise HotReloadError(f"{self.label!r} is not loaded: call update() first")
