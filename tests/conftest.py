@@ -152,6 +152,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.fixture(autouse=True)
+def _own_object_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Each test builds with an empty object cache of its own, never the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOTR_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture
 def builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Builder:
     monkeypatch.setenv("HOTR_TEST_MARK", str(tmp_path / "mark.txt"))

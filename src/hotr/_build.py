@@ -1,40 +1,35 @@
-"""Build a shared library from its sources: the default C compiler command or the user's own.
+"""Build a shared library from its sources: the default compilers or the user's own command.
 
-The default command is ``$CC`` (else ``cc``) ``-shared -fPIC -I<hotr.h's directory> $CFLAGS
-<sources> -o <output>``
-with the compiler's dependency output (``-MMD -MF``; ``-MD`` for tcc, which lists only user
-headers with it), then the user's flags and ``$LDFLAGS``, so libraries (``-lm``) come after the
-sources.  Headers found in the dependency files are watched too.  Several sources are compiled
-one object each (in parallel), because one compiler run writes a single dependency file.
-A custom command is an argv list run as is: never through a shell.
+The default build (NativeBuild, _compile.py) compiles C with ``$CC`` (else ``cc``) and C++ with
+``$CXX`` (else ``c++``), ``-fPIC -I<hotr.h's directory>`` and ``$CFLAGS``/``$CXXFLAGS``, only
+the sources that changed, through the per-user object cache, then links with ``$LDFLAGS``.
+The user's one list of flags is split between the compile and link steps (_toolchain.py).
+Headers found in the compilers' dependency files are watched too.  A custom command is an argv
+list run as is: never through a shell.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shlex
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ._cache import open_cache
+from ._compile import INCLUDE_DIR, Commands, NativeBuild
 from ._exceptions import BuildError
-from ._source import absolute
+from ._toolchain import split_flags
 
 logger = logging.getLogger("hotr")
 
 if TYPE_CHECKING:
     from ._tracker import ChangeTracker
 
-SOURCE_SUFFIXES = (".c", ".cc", ".cpp", ".cxx", ".C")
-# hotr.h lives here; the default command puts it on the include path (`hotr --include` prints it).
-INCLUDE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
+__all__ = ["INCLUDE_DIR", "BuildRunner", "Builder", "is_source", "library_name"]
+
+SOURCE_SUFFIXES = (".c", ".cc", ".cpp", ".cxx", ".C", ".c++")
 
 
 def is_source(path: str) -> bool:
@@ -48,155 +43,76 @@ def library_name(source: str) -> str:
     return f"lib{stem}.so"
 
 
-@dataclass
 class Builder:
-    """How to turn `sources` into the shared library at `output`.
+    """How to turn `sources` into the shared library at `output`: a custom argv run as is, or
+    the default compilers (NativeBuild) with the user's flags split between the compile and
+    link steps.
 
-    Attributes:
+    Args:
         sources: files whose change triggers a build (absolute paths).
         output: the library the build writes.
-        command: a custom argv, or None for the default compiler command.
-        cc: the compiler for the default command (None: ``$CC``, else ``cc``).
-        flags: extra compiler flags for the default command.
-        timeout: seconds a build may take before it is killed.
         workdir: private directory for dependency files and objects.
+        command: a custom argv, or None for the default compilers.
+        cc: the C compiler for the default build (None: ``$CC``, else ``cc``).
+        flags: extra flags for the default build, split by kind (_toolchain.py).
+        timeout: seconds a build step may take before it is killed.
+        compile_flags, link_flags: extra flags for only the compile or only the link step.
+        jobs: most compilers at once (None: the number of CPUs).
     """
 
-    sources: list[str]
-    output: str
-    workdir: str
-    command: list[str] | None = None
-    cc: str | None = None
-    flags: Sequence[str] = ()
-    timeout: float = 60.0
-    headers: set[str] = field(default_factory=set)
-    _running: set[subprocess.Popen[str]] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(
+        self,
+        sources: list[str],
+        output: str,
+        workdir: str,
+        command: list[str] | None = None,
+        cc: str | None = None,
+        flags: Sequence[str] = (),
+        timeout: float = 60.0,
+        *,
+        compile_flags: Sequence[str] = (),
+        link_flags: Sequence[str] = (),
+        jobs: int | None = None,
+    ) -> None:
+        self.sources = sources
+        self.output = output
+        self.command = command
+        self._native: NativeBuild | None = None
+        if command is None:
+            split_compile, split_link = split_flags(flags)
+            self._native = NativeBuild(
+                sources,
+                output,
+                workdir,
+                cc=cc,
+                compile_flags=[*split_compile, *compile_flags],
+                link_flags=[*split_link, *link_flags],
+                jobs=jobs,
+                timeout=timeout,
+                cache=open_cache(),
+            )
+            self._commands = self._native.commands
+        else:
+            self._commands = Commands(output, timeout)
 
     def inputs(self) -> set[str]:
         """Every file whose change calls for a new build: the sources and the headers they use."""
-        return set(self.sources) | self.headers
+        headers = self._native.headers() if self._native is not None else set()
+        return set(self.sources) | headers
 
     def run(self) -> float:
         """Build; return the seconds it took.  Raises BuildError with the diagnostics."""
         started = time.perf_counter()
-        if self.command is not None:
-            self._run(self.command)
-        elif len(self.sources) == 1:
-            depfile = os.path.join(self.workdir, "deps.d")
-            self._run(
-                [
-                    *self._compile_prefix(),
-                    self.sources[0],
-                    "-o",
-                    self.output,
-                    *self._dep_flags(depfile),
-                    *self._link_flags(),
-                ]
-            )
-            self.headers = _read_depfiles([depfile], self.sources)
-        else:
-            self._run_many()
+        if self._native is not None:
+            self._native.run()
+        elif self.command is not None:
+            self._commands.run(self.command)
         return time.perf_counter() - started
 
-    def _compiler(self) -> list[str]:
-        return shlex.split(self.cc or os.environ.get("CC") or "cc")
-
-    def _compile_prefix(self) -> list[str]:
-        colour = ["-fdiagnostics-color=always"] if _colour_wanted(self._compiler()) else []
-        cflags = shlex.split(os.environ.get("CFLAGS", ""))
-        return [*self._compiler(), "-shared", "-fPIC", *colour, f"-I{INCLUDE_DIR}", *cflags]
-
-    def _link_flags(self) -> list[str]:
-        return [*self.flags, *shlex.split(os.environ.get("LDFLAGS", ""))]
-
-    def _dep_flags(self, depfile: str) -> list[str]:
-        tcc = os.path.basename(self._compiler()[0]).startswith("tcc")
-        return ["-MD" if tcc else "-MMD", "-MF", depfile]
-
-    def _run_many(self) -> None:
-        objects, depfiles, running = [], [], []
-        for i, source in enumerate(self.sources):
-            obj = os.path.join(self.workdir, f"{i}-{os.path.basename(source)}.o")
-            objects.append(obj)
-            depfiles.append(obj[:-2] + ".d")
-            argv = [
-                *self._compile_prefix(),
-                *self.flags,
-                "-c",
-                source,
-                "-o",
-                obj,
-                *self._dep_flags(depfiles[-1]),
-            ]
-            running.append((argv, self._start(argv)))
-        try:
-            for argv, proc in running:  # all compilers run at once; report the first failure
-                self._finish(argv, proc)
-        except BaseException:
-            for _, proc in running:  # the others are of no use now
-                _kill(proc)
-                proc.wait()
-                with self._lock:
-                    self._running.discard(proc)
-            raise
-        self._run([*self._compile_prefix(), *objects, "-o", self.output, *self._link_flags()])
-        self.headers = _read_depfiles(depfiles, self.sources)
-
-    def _run(self, argv: list[str]) -> None:
-        self._finish(argv, self._start(argv))
-
     def cancel(self) -> None:
-        """Kill the builds running now (their process groups); they fail with BuildError."""
-        with self._lock:
-            running = list(self._running)
-        for proc in running:
-            _kill(proc)
-
-    def _start(self, argv: list[str]) -> subprocess.Popen[str]:
-        try:
-            # A session of its own, so a timeout can kill the whole build (make, cargo...).
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise BuildError(
-                self.output, shlex.join(argv), None, f"cannot run {argv[0]!r}: {exc.strerror}"
-            ) from exc
-        with self._lock:
-            self._running.add(proc)
-        return proc
-
-    def _finish(self, argv: list[str], proc: subprocess.Popen[str]) -> None:
-        try:
-            output, _ = proc.communicate(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            output, _ = proc.communicate()
-            raise BuildError(
-                self.output, shlex.join(argv), None, output, timeout=self.timeout
-            ) from None
-        except BaseException:  # Ctrl-C: the build is in its own session, so stop it here
-            _kill(proc)
-            proc.wait()
-            raise
-        finally:
-            with self._lock:
-                self._running.discard(proc)
-        if proc.returncode != 0:
-            raise BuildError(self.output, shlex.join(argv), proc.returncode, output)
-
-
-def _kill(proc: subprocess.Popen[str]) -> None:
-    """Kill the build's whole process group; it may have ended already."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        """Kill the build steps running now and start no more (the reloader is closing);
+        the build fails with BuildError."""
+        self._commands.cancel()
 
 
 class BuildRunner:
@@ -255,25 +171,3 @@ class BuildRunner:
     def cancel(self) -> None:
         """Kill a build in progress (the reloader is closing)."""
         self.builder.cancel()
-
-
-def _colour_wanted(compiler: list[str]) -> bool:
-    """The compiler's own colours when hotr's stderr is a terminal (gcc and clang know the flag)."""
-    name = os.path.basename(compiler[0])
-    return sys.stderr.isatty() and not name.startswith("tcc") and "NO_COLOR" not in os.environ
-
-
-def _read_depfiles(paths: list[str], sources: list[str]) -> set[str]:
-    """Headers named in make-style dependency files, minus the sources themselves."""
-    headers: set[str] = set()
-    for path in paths:
-        try:
-            with open(path) as f:
-                text = f.read()
-        except OSError:
-            continue
-        for rule in text.replace("\\\n", " ").splitlines():
-            _, _, deps = rule.partition(": ")
-            words = deps.replace("\\ ", "\0").split()
-            headers.update(absolute(w.replace("\0", " ")) for w in words)
-    return headers - set(sources)

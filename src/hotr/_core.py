@@ -48,6 +48,9 @@ class ReloadCore:
         build: Sequence[str] | None,
         cc: str | None,
         flags: Sequence[str],
+        compile_flags: Sequence[str],
+        link_flags: Sequence[str],
+        jobs: int | None,
         build_timeout: float,
         keep_globals: bool,
         probe: bool,
@@ -78,6 +81,9 @@ class ReloadCore:
                 cc,
                 flags,
                 build_timeout,
+                compile_flags=compile_flags,
+                link_flags=link_flags,
+                jobs=jobs,
             )
             self.builds = BuildRunner(builder, self.tracker, label)
         assert library is not None  # HotReloader gives a library, or sources to build one

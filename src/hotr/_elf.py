@@ -206,3 +206,40 @@ def read_globals(data: Buffer, relro: tuple[int, int] | None) -> Globals:
         for variable in same:
             skipped[variable.name] = reason
     return Globals(variables, skipped)
+
+
+STB_GNU_UNIQUE = 10
+
+
+def unique_symbols(data: Buffer) -> list[str]:
+    """The exported symbols with STB_GNU_UNIQUE binding (g++ gives it to static locals of
+    inline functions and static members of templates).  glibc never unloads a library that has
+    one, and binds every later library's same-named symbol to the first definition, so a new
+    version would share the old one's variable.  `data` must have passed check_shared_object().
+    """
+    endian = "<" if data[5] == 1 else ">"
+    wide = data[4] == 2
+    if wide:
+        (e_shoff,) = struct.unpack_from(endian + "Q", data, 0x28)
+        e_shentsize, e_shnum = struct.unpack_from(endian + "HH", data, 0x3A)
+        shdr, sym = struct.Struct(endian + "IIQQQQIIQQ"), struct.Struct(endian + "IBBHQQ")
+    else:
+        (e_shoff,) = struct.unpack_from(endian + "I", data, 0x20)
+        e_shentsize, e_shnum = struct.unpack_from(endian + "HH", data, 0x2E)
+        shdr, sym = struct.Struct(endian + "IIIIIIIIII"), struct.Struct(endian + "IIIBBH")
+    size = len(data)
+    if e_shoff == 0 or e_shoff + e_shnum * e_shentsize > size:
+        return []
+    sections = [shdr.unpack_from(data, e_shoff + i * e_shentsize) for i in range(e_shnum)]
+    found: list[str] = []
+    for table in (s for s in sections if s[1] == SHT_DYNSYM):
+        offset, length, link = table[4], table[5], table[6]
+        if link >= e_shnum or offset + length > size:
+            continue
+        strings = sections[link][4]
+        length -= length % sym.size
+        for entry in struct.iter_unpack(sym.format, data[offset : offset + length]):
+            st_name, st_info = (entry[0], entry[1]) if wide else (entry[0], entry[3])
+            if st_info >> 4 == STB_GNU_UNIQUE:
+                found.append(_c_string(data, strings + st_name, size))
+    return sorted(set(found))

@@ -41,3 +41,37 @@ def private_root() -> str:
     configured = os.environ.get("HOTR_PRIVATE_DIR", "")
     tmp = os.environ.get("TMPDIR") or "/tmp"
     return configured or os.path.join(tmp, f"hotr-{os.getuid()}")
+
+
+DEFAULT_CACHE_SIZE = 1 << 30  # bytes: a few thousand objects of a typical project
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def cache_root() -> str:
+    """``$HOTR_CACHE_DIR``: where compiled objects are kept between runs (default
+    ``$XDG_CACHE_HOME/hotr``, else ``~/.cache/hotr``)."""
+    configured = os.environ.get("HOTR_CACHE_DIR", "")
+    if configured:
+        return os.path.abspath(configured)
+    base = os.environ.get("XDG_CACHE_HOME", "") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(os.path.abspath(base), "hotr")
+
+
+def cache_size() -> int:
+    """``$HOTR_CACHE_SIZE``: the object cache's size limit in bytes, with an optional K, M, G or
+    T suffix (default 1G); 0 turns the cache off."""
+    text = os.environ.get("HOTR_CACHE_SIZE", "").strip()
+    if not text:
+        return DEFAULT_CACHE_SIZE
+    number, unit = text.rstrip("kKmMgGtTiIbB"), text[len(text.rstrip("kKmMgGtTiIbB")) :]
+    unit = unit.upper().removesuffix("B").removesuffix("I")
+    try:
+        value = float(number)
+    except ValueError:
+        value = math.nan
+    if unit not in _UNITS or not (math.isfinite(value) and value >= 0):
+        raise ValueError(
+            f"HOTR_CACHE_SIZE={text!r} is not a size: give bytes, optionally with K, M, G or T "
+            "(e.g. 500M), or 0 to turn the cache off"
+        )
+    return int(value * _UNITS[unit])

@@ -50,6 +50,8 @@ class BuildError(LoadError):
         returncode: its exit status (None when it timed out or could not start).
         diagnostics: everything it printed (the compiler's messages, in full).
         timeout: the time limit in seconds when the build was killed for exceeding it, else None.
+
+    `reason` replaces the message's account of what went wrong (a source file was removed).
     """
 
     def __init__(
@@ -60,12 +62,13 @@ class BuildError(LoadError):
         diagnostics: str,
         *,
         timeout: float | None = None,
+        reason: str | None = None,
     ) -> None:
-        if timeout is not None:
+        if reason is None and timeout is not None:
             reason = f"the build did not finish within {timeout:g} s and was killed"
-        elif returncode is None:
+        elif reason is None and returncode is None:
             reason = "the build command could not be started"
-        else:
+        elif reason is None:
             reason = f"the build failed (exit status {returncode})"
         LoadError.__init__(self, path, reason)
         self.command = command
@@ -74,4 +77,5 @@ class BuildError(LoadError):
         self.timeout = timeout
 
     def __str__(self) -> str:
-        return f"{super().__str__()}\n$ {self.command}\n{self.diagnostics.rstrip()}"
+        command = f"\n$ {self.command}" if self.command else ""
+        return f"{super().__str__()}{command}\n{self.diagnostics.rstrip()}"

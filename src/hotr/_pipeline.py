@@ -24,12 +24,13 @@ import logging
 import mmap
 import os
 import stat
+import struct
 import sys
 import time
 from collections.abc import Callable, Iterable
 
 from . import _origin, _signals
-from ._elf import ElfError, ElfInfo, Key, Variable, check_shared_object
+from ._elf import ElfError, ElfInfo, Key, Variable, check_shared_object, unique_symbols
 from ._exceptions import LoadError
 from ._history import Content, Contents, History, VersionInfo
 from ._library import FunctionTable
@@ -85,6 +86,7 @@ class Loader:
         self.contents = Contents(store, directory)
         self.keep_globals = keep_globals
         self.probe = probe
+        self._unique: list[str] = []  # the STB_GNU_UNIQUE symbols last warned of
         self._state = ctypes.c_void_p()  # the library's own slot, kept across versions (hotr.h)
 
     def load(self, taken: Pending) -> bool:
@@ -290,6 +292,31 @@ class Loader:
             self._label,
             load_ms,
         )
+        self._warn_unique(path, content, version.number)
+
+    def _warn_unique(self, path: str, content: bytes | None, number: int) -> None:
+        """Warn when a version has STB_GNU_UNIQUE symbols (once for each new set of them)."""
+        try:
+            if content is not None:
+                names = unique_symbols(content)
+            else:
+                with (
+                    open(path, "rb", buffering=0) as f,
+                    mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as image,
+                ):
+                    names = unique_symbols(image)
+        except (OSError, ValueError, struct.error):
+            return
+        if names and names != self._unique:
+            logger.warning(
+                "version %d of %s has STB_GNU_UNIQUE symbols, so it can never be unloaded and "
+                "later versions share these with it: %s (build C++ with -fno-gnu-unique; hotr "
+                "adds it when it runs g++)",
+                number,
+                self._label,
+                ", ".join(names),
+            )
+        self._unique = names
 
     def _remove(self, path: str) -> None:
         if os.path.isdir(path):

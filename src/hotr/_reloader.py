@@ -36,7 +36,11 @@ class HotReloader:
             writes `path`, e.g. ``["make"]`` or ``["cargo", "build"]``.  Default: ``$CC
             -shared -fPIC``.
         cc: compiler for the default command (default ``$CC``, else ``cc``), e.g. ``"tcc"``.
-        flags: a list of extra flags for the default command (``["-O2", "-lm"]``).
+        flags: a list of extra flags for the default command (``["-O2", "-lm"]``); each goes
+            to the compile steps, the link step, or both, by its kind (docs/builds.md).
+        compile_flags: extra flags for the compile steps only.
+        link_flags: extra flags for the link step only.
+        jobs: most compilers running at once (default: the number of CPUs).
         build_timeout: seconds a build may run before it is killed and reported (default 60).
         keep_globals: copy global and static variables with the same name and size from the old
             version into the new one before its hotr_load runs (see hotr.h); r.history says what
@@ -78,6 +82,9 @@ class HotReloader:
         build: Sequence[str] | None = None,
         cc: str | None = None,
         flags: Sequence[str] = (),
+        compile_flags: Sequence[str] = (),
+        link_flags: Sequence[str] = (),
+        jobs: int | None = None,
         build_timeout: float = 60.0,
         keep_globals: bool = False,
         probe: bool = False,
@@ -89,6 +96,10 @@ class HotReloader:
         inputs = _paths(sources, "sources") if sources else []
         _arguments(build, "build")
         _arguments(flags, "flags")
+        _arguments(compile_flags, "compile_flags")
+        _arguments(link_flags, "link_flags")
+        if jobs is not None and (type(jobs) is not int or jobs < 1):
+            raise ValueError(f"jobs: expected a whole number, at least 1; got {jobs!r}")
         _seconds(build_timeout, "build_timeout", zero=False)
         _seconds(debounce, "debounce", zero=True)
         if build is None and all(is_source(p) for p in paths):
@@ -121,6 +132,9 @@ class HotReloader:
             build=build,
             cc=cc,
             flags=flags,
+            compile_flags=compile_flags,
+            link_flags=link_flags,
+            jobs=jobs,
             build_timeout=build_timeout,
             keep_globals=keep_globals,
             probe=probe,

@@ -27,19 +27,22 @@ from ._exceptions import HotReloadError
 logger = logging.getLogger("hotr")
 
 
-def _check_root(root: str) -> None:
+def check_private_directory(root: str, variable: str = "HOTR_PRIVATE_DIR") -> None:
+    """Create `root` (mode 0700) if it is missing; raise HotReloadError unless it is a real
+    directory of this user's that nobody else can open.  `variable` is the setting that moves
+    it, named in the message."""
     with contextlib.suppress(FileExistsError):
         os.mkdir(root, 0o700)
     info = os.lstat(root)
     if not stat.S_ISDIR(info.st_mode):
         raise HotReloadError(
             f"private directory {root!r} is not a directory (a symlink or a file); "
-            "set HOTR_PRIVATE_DIR to a directory of your own"
+            f"set {variable} to a directory of your own"
         )
     if info.st_uid != os.getuid():
         raise HotReloadError(
             f"private directory {root!r} belongs to another user (uid {info.st_uid}); "
-            "set HOTR_PRIVATE_DIR to a directory of your own"
+            f"set {variable} to a directory of your own"
         )
     if info.st_mode & 0o077:
         raise HotReloadError(
@@ -116,7 +119,7 @@ class PrivateStore:
     def __init__(self, root: str) -> None:
         self.root = root
         try:
-            _check_root(root)
+            check_private_directory(root)
             guard = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
                 fcntl.flock(guard, fcntl.LOCK_EX)

@@ -1,0 +1,241 @@
+"""The per-user object cache: compiled objects kept between runs and shared by processes.
+
+Layout under the cache directory (``$HOTR_CACHE_DIR``, else ``$XDG_CACHE_HOME/hotr``, else
+``~/.cache/hotr``; mode 0700, checked like the private directory)::
+
+    manifests/<unit key>.json   which headers (path, sha256) the unit used, each set's object
+    objects/<object key>.o      an object file, written once and never changed
+    tmp/                        compiler output on its way into objects/
+    lock                        flock, held to update a manifest and to evict
+
+A unit key digests what is known before compiling (compiler identity, argv, working directory,
+source path and content); the headers come from the compiler's dependency output, so a manifest
+lists each header set seen with that unit key, and the object key digests the unit key with the
+header contents.  Every file is written to a temporary name and renamed into place, so readers
+never see half a file; a reader takes its own hard link (or copy) of an object before linking
+it, so eviction by another process never pulls an object from under a link.  The size is bounded
+by ``$HOTR_CACHE_SIZE`` (default 1G): least recently used files go first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from . import _env
+from ._exceptions import HotReloadError
+from ._store import check_private_directory
+
+logger = logging.getLogger("hotr")
+
+_ENTRIES = 16  # header sets remembered per unit key (a header edited back and forth)
+_STALE_TMP = 3600.0  # seconds: a temporary file this old was left by a process that died
+
+
+def digest(*parts: str | bytes) -> str:
+    """A sha256 over `parts`, each length-prefixed so that no two lists digest alike."""
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode("utf-8", "surrogateescape") if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def file_digest(path: str) -> str | None:
+    """The sha256 of a file's content, or None when it cannot be read (removed)."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+class ObjectCache:
+    """The cache directory at `root`, bounded to `limit` bytes (see the module docstring)."""
+
+    def __init__(self, root: str, limit: int) -> None:
+        self.root = root
+        self.limit = limit
+        check_private_directory(root, "HOTR_CACHE_DIR")
+        for sub in ("manifests", "objects", "tmp"):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(os.path.join(root, sub), 0o700)
+        self._lock = threading.Lock()
+        self._added = 0  # bytes stored by this process since its last eviction pass
+        self._checked = False  # an eviction pass ran in this process
+
+    def temp_path(self, suffix: str) -> str:
+        """A new, unused path in the cache's tmp directory for a compiler to write to."""
+        fd, path = tempfile.mkstemp(suffix=suffix, dir=os.path.join(self.root, "tmp"))
+        os.close(fd)
+        return path
+
+    def lookup(
+        self, unit: str, header_digest: Callable[[str], str | None]
+    ) -> tuple[list[str], str] | None:
+        """A stored object of unit key `unit` whose headers have the content `header_digest`
+        gives now: (its headers, its object key); None if there is none."""
+        for entry in self._entries(unit):
+            headers: dict[str, str] = entry["headers"]
+            if all(header_digest(path) == sha for path, sha in headers.items()):
+                return list(headers), entry["object"]
+        return None
+
+    def fetch(self, key: str, dest: str) -> bool:
+        """Put the object `key` at `dest` (a hard link, or a copy across file systems); mark it
+        used.  False if it is not (or no longer) in the cache."""
+        source = os.path.join(self.root, "objects", f"{key}.o")
+        temp = f"{dest}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            try:
+                os.link(source, temp)
+            except FileNotFoundError:
+                return False
+            except OSError:
+                shutil.copyfile(source, temp)
+            os.replace(temp, dest)
+        except FileNotFoundError:
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+        with contextlib.suppress(OSError):
+            os.utime(source)
+        return True
+
+    def store(self, unit: str, headers: dict[str, str], produced: str) -> str:
+        """Move the compiler's output `produced` (from temp_path()) into the cache as the
+        object of `unit` with these header digests; return its object key."""
+        key = object_key(unit, headers)
+        size = os.path.getsize(produced)
+        os.replace(produced, os.path.join(self.root, "objects", f"{key}.o"))
+        entry: dict[str, Any] = {"headers": headers, "object": key}
+        with self._locked():
+            entries = [e for e in self._entries(unit) if e["object"] != key]
+            self._write_manifest(unit, [entry, *entries][:_ENTRIES])
+        with self._lock:
+            self._added += size
+        return key
+
+    def trim(self) -> None:
+        """Evict least recently used files until the cache is within its limit again.  Runs
+        when this process has added a 32nd of the limit since its last pass (or never ran one),
+        so the directory is not scanned on every save.  Never raises."""
+        with self._lock:
+            if self._checked and self._added < self.limit // 32:
+                return
+            self._checked, self._added = True, 0
+        try:
+            with self._locked():
+                self._evict()
+        except OSError as exc:
+            logger.warning("cannot trim the object cache %s: %s", self.root, exc)
+
+    def _evict(self) -> None:
+        now = time.time()
+        files: list[tuple[float, int, str]] = []
+        for sub in ("objects", "manifests", "tmp"):
+            for entry in os.scandir(os.path.join(self.root, sub)):
+                with contextlib.suppress(OSError):
+                    info = entry.stat(follow_symlinks=False)
+                    if sub == "tmp":
+                        if now - info.st_mtime > _STALE_TMP:
+                            os.unlink(entry.path)
+                        continue
+                    files.append((info.st_mtime, info.st_size, entry.path))
+        total = sum(size for _, size, _ in files)
+        if total <= self.limit:
+            return
+        files.sort()
+        goal = self.limit * 3 // 4  # room for a while, so the next pass is not soon
+        removed = 0
+        for _, size, path in files:
+            if total <= goal:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            total -= size
+            removed += 1
+        logger.debug("evicted %d files from the object cache %s", removed, self.root)
+
+    def _entries(self, unit: str) -> list[dict[str, Any]]:
+        path = os.path.join(self.root, "manifests", f"{unit}.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                entries = json.load(f)
+        except (OSError, ValueError):
+            return []
+        with contextlib.suppress(OSError):
+            os.utime(path)
+        if not isinstance(entries, list):
+            return []
+        return [e for e in entries if _well_formed(e)]
+
+    def _write_manifest(self, unit: str, entries: list[dict[str, Any]]) -> None:
+        fd, temp = tempfile.mkstemp(suffix=".json", dir=os.path.join(self.root, "tmp"))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(entries, f)
+            os.replace(temp, os.path.join(self.root, "manifests", f"{unit}.json"))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(os.path.join(self.root, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+def object_key(unit: str, headers: dict[str, str]) -> str:
+    """The key of the object built for unit key `unit` with these header digests."""
+    return digest(unit, *(f"{path}\0{sha}" for path, sha in sorted(headers.items())))
+
+
+def _well_formed(entry: object) -> bool:
+    if not isinstance(entry, dict) or not isinstance(entry.get("object"), str):
+        return False
+    headers = entry.get("headers")
+    return isinstance(headers, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    )
+
+
+_opened: dict[tuple[str, int], ObjectCache | None] = {}
+_opened_lock = threading.Lock()
+
+
+def open_cache() -> ObjectCache | None:
+    """The cache the environment names, or None when it is off (``HOTR_CACHE_SIZE=0``) or
+    cannot be used (then a warning says why, once, and builds go on without it)."""
+    limit = _env.cache_size()
+    root = _env.cache_root()
+    with _opened_lock:
+        if (root, limit) in _opened:
+            return _opened[(root, limit)]
+        cache: ObjectCache | None = None
+        if limit > 0:
+            try:
+                os.makedirs(os.path.dirname(root), 0o700, exist_ok=True)
+                cache = ObjectCache(root, limit)
+            except (OSError, HotReloadError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+                logger.warning("not using the object cache %s: %s", root, reason)
+        _opened[(root, limit)] = cache
+        return cache

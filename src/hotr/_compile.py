@@ -1,0 +1,457 @@
+"""Compiling C and C++ sources into one shared library: incrementally, a bounded number of
+compilers at once, through the per-user object cache (_cache.py).
+
+Each source is a unit with the files it was last built from (itself and the headers its
+dependency file named) and their stat stamps.  A build recompiles only the units whose stamps
+changed (a unit whose content is in the cache is taken from there instead), then relinks.  One
+source is compiled and linked by a single compiler run (its library is the cached product), as
+fast as a by-hand build; several are compiled to objects and linked with the C++ compiler when
+any source is C++.  A stamp is trusted only when it is known to be from before the compiler
+read the file: a header first seen in a dependency file and modified within _FRESH_NS of the
+compile is built again next time, and the product of a compile whose inputs changed while it
+ran is not cached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from . import _toolchain
+from ._cache import ObjectCache, digest, file_digest
+from ._exceptions import BuildError
+from ._source import absolute
+
+logger = logging.getLogger("hotr")
+
+# hotr.h lives here; the default command puts it on the include path (`hotr --include` prints it).
+INCLUDE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
+_FRESH_NS = 20_000_000  # file times run behind the clock by up to a timer tick or two
+
+Stamp = tuple[int, int, int, int] | None  # (inode, size, mtime, ctime); None: no such file
+_UNKNOWN: Stamp = (-1, -1, -1, -1)  # no file has this stamp: the unit is compiled again
+
+
+def stamp(path: str) -> Stamp:
+    """A file's identity and change times, or None when it does not exist."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+class Commands:
+    """Runs one build's processes, each in a session of its own so that a timeout, Ctrl-C or
+    cancel() kills what it started (make, a compiler driver's children)."""
+
+    def __init__(self, output: str, timeout: float) -> None:
+        self.output = output
+        self.timeout = timeout
+        self._running: set[subprocess.Popen[str]] = set()
+        self._lock = threading.Lock()
+        self._cancelled = False
+
+    def run(self, argv: list[str]) -> None:
+        """Run `argv` to the end; raise BuildError with its output unless it succeeded."""
+        proc = self._start(argv)
+        try:
+            output, _ = proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            output, _ = proc.communicate()
+            raise BuildError(
+                self.output, shlex.join(argv), None, output, timeout=self.timeout
+            ) from None
+        except BaseException:  # Ctrl-C: the build is in its own session, so stop it here
+            _kill(proc)
+            proc.wait()
+            raise
+        finally:
+            with self._lock:
+                self._running.discard(proc)
+        if proc.returncode != 0:
+            raise BuildError(self.output, shlex.join(argv), proc.returncode, output)
+
+    def kill_running(self) -> None:
+        """Kill the processes running now (their process groups); they fail with BuildError."""
+        with self._lock:
+            running = list(self._running)
+        for proc in running:
+            _kill(proc)
+
+    def cancel(self) -> None:
+        """Kill the processes running now and start no more (the reloader is closing)."""
+        with self._lock:
+            self._cancelled = True
+        self.kill_running()
+
+    def _start(self, argv: list[str]) -> subprocess.Popen[str]:
+        with self._lock:
+            if self._cancelled:
+                raise BuildError(self.output, shlex.join(argv), None, "", reason="cancelled")
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    errors="replace",
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise BuildError(
+                    self.output, shlex.join(argv), None, f"cannot run {argv[0]!r}: {exc.strerror}"
+                ) from exc
+            self._running.add(proc)
+        return proc
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    """Kill a process's whole group; it may have ended already."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@dataclass
+class _Unit:
+    """One source and what it was last built into (`product`, in the work directory)."""
+
+    source: str
+    argv: list[str]  # the compiler run, without the source, output and dependency flags
+    key: str  # digest of everything but the source's and headers' contents
+    product: str
+    dep_flag: str  # -MMD, or -MD for tcc
+    tail: list[str]  # after the source: a single source's link flags
+    known: list[str] = field(default_factory=list)  # its inputs as of the last success
+    stamps: dict[str, Stamp] = field(default_factory=dict)  # those inputs when `product` was
+    # made; empty when there is no good product (never built, failed, being rebuilt)
+
+    def inputs_now(self) -> dict[str, Stamp]:
+        return {path: stamp(path) for path in self.known or (self.source,)}
+
+
+class NativeBuild:
+    """Builds the shared library `output` from C and C++ `sources`, compiling only what
+    changed since the last run().
+
+    Args:
+        sources: absolute paths of ``.c`` and C++ (``.cc``, ``.cpp``, ``.cxx``) sources.
+        output: the library to write.
+        workdir: a private directory for objects and dependency files (this build's own).
+        cc, cxx: the C and C++ compilers (default ``$CC`` else ``cc``, ``$CXX`` else ``c++``).
+        compile_flags: flags for every compile step (after ``$CFLAGS``/``$CXXFLAGS``).
+        link_flags: flags for the link step (after the objects; then ``$LDFLAGS``).
+        jobs: most compilers at once (default: the number of CPUs).
+        timeout: seconds each compiler run may take.
+        cache: the object cache, or None to build without one.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[str],
+        output: str,
+        workdir: str,
+        *,
+        cc: str | None = None,
+        cxx: str | None = None,
+        compile_flags: Sequence[str] = (),
+        link_flags: Sequence[str] = (),
+        jobs: int | None = None,
+        timeout: float = 60.0,
+        cache: ObjectCache | None = None,
+    ) -> None:
+        self.output = output
+        self.jobs = jobs or os.cpu_count() or 1
+        self.commands = Commands(output, timeout)
+        self._cache = cache
+        self._sources = list(sources)
+        self._link_flags = [*link_flags, *shlex.split(os.environ.get("LDFLAGS", ""))]
+        c = _toolchain.c_compiler(cc)
+        cplusplus = any(_toolchain.is_cxx(s) for s in sources)
+        cxx_argv = _toolchain.cxx_compiler(cxx) if cplusplus else []
+        self._linker = cxx_argv or c
+        single = len(self._sources) == 1
+        objects = os.path.join(workdir, "objects")
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(objects, 0o700)
+        self._units = []
+        for i, source in enumerate(self._sources):
+            cplusplus = _toolchain.is_cxx(source)
+            compiler = cxx_argv if cplusplus else c
+            argv = _compile_argv(compiler, compile_flags, cplusplus, single)
+            name = f"{i}-{os.path.basename(source)}.{'so' if single else 'o'}"
+            tail = self._link_flags if single else []
+            self._units.append(
+                _Unit(
+                    source,
+                    argv,
+                    digest(
+                        "hotr-unit-1",
+                        _toolchain.identity(compiler),
+                        *(a for a in argv if not a.startswith("-fdiagnostics-color")),
+                        os.getcwd(),
+                        source,
+                        "\0",
+                        *tail,
+                    ),
+                    os.path.join(objects, name),
+                    "-MD" if _toolchain.is_tcc(compiler) else "-MMD",
+                    tail,
+                )
+            )
+
+    def headers(self) -> set[str]:
+        """The headers the last build used (from the compilers' dependency output)."""
+        found = {path for unit in self._units for path in unit.known}
+        return found - set(self._sources)
+
+    def cancel(self) -> None:
+        """Kill the compilers running now and start no more (the reloader is closing)."""
+        self.commands.cancel()
+
+    def run(self) -> None:
+        """Bring the library up to date.  Raises BuildError: a source was removed, or some
+        compiles failed (the diagnostics of each failed source, once), or the link failed."""
+        for unit in self._units:
+            if stamp(unit.source) is None:
+                raise BuildError(
+                    self.output,
+                    "",
+                    None,
+                    f"{unit.source}: the source file was removed",
+                    reason="a source file was removed; restore it, or start again without it",
+                )
+        digests: dict[str, tuple[Stamp, str | None]] = {}
+        todo: list[tuple[_Unit, dict[str, Stamp], str | None]] = []
+        for unit in self._units:
+            now = unit.inputs_now()
+            if unit.stamps and now == unit.stamps and os.path.exists(unit.product):
+                continue
+            key = self._from_cache(unit, now, digests)
+            if not unit.stamps:
+                todo.append((unit, now, key))
+        self._compile_all(todo)
+        if len(self._units) == 1:
+            _install(self._units[0].product, self.output, keep=True)
+        else:
+            self.commands.run(
+                [
+                    *self._linker,
+                    "-shared",
+                    "-fPIC",
+                    *(u.product for u in self._units),
+                    "-o",
+                    self.output,
+                    *self._link_flags,
+                ]
+            )
+        if self._cache is not None:
+            self._cache.trim()
+
+    def _from_cache(
+        self, unit: _Unit, now: dict[str, Stamp], digests: dict[str, tuple[Stamp, str | None]]
+    ) -> str | None:
+        """Take the unit's product from the cache if it holds one for the sources as they are
+        now (the unit's stamps are then set, and None returned); else return the unit key for
+        storing what the compile makes (None without a cache, and stamps left empty)."""
+        unit.stamps = {}
+        if self._cache is None:
+            return None
+        content = file_digest(unit.source)
+        if content is None:
+            return None
+        key = digest(unit.key, content)
+
+        def header_digest(path: str) -> str | None:
+            if path not in digests:
+                before = stamp(path)
+                digests[path] = (before, file_digest(path) if before is not None else None)
+            return digests[path][1]
+
+        found = self._cache.lookup(key, header_digest)
+        if found is None or not self._cache.fetch(found[1], unit.product):
+            return key
+        unit.stamps = {unit.source: now[unit.source]}
+        unit.stamps.update((path, digests[path][0]) for path in found[0])
+        unit.known = list(unit.stamps)
+        return None
+
+    def _compile_all(self, todo: list[tuple[_Unit, dict[str, Stamp], str | None]]) -> None:
+        """Compile the units, at most `jobs` at once; raise BuildError naming every source
+        that failed, after all have run (the others' objects are kept)."""
+        failures: list[tuple[int, BuildError]] = []
+        if len(todo) <= 1 or self.jobs == 1:
+            for unit, now, key in todo:
+                try:
+                    self._compile(unit, now, key)
+                except BuildError as exc:
+                    failures.append((self._units.index(unit), exc))
+        else:
+            self._compile_parallel(todo, failures)
+        if failures:
+            failures.sort(key=lambda f: f[0])
+            first = failures[0][1]
+            raise BuildError(
+                self.output,
+                first.command,
+                first.returncode,
+                "\n".join(exc.diagnostics.rstrip("\n") for _, exc in failures) + "\n",
+                timeout=first.timeout,
+            )
+
+    def _compile_parallel(
+        self,
+        todo: list[tuple[_Unit, dict[str, Stamp], str | None]],
+        failures: list[tuple[int, BuildError]],
+    ) -> None:
+        waiting: queue.SimpleQueue[tuple[_Unit, dict[str, Stamp], str | None]] = queue.SimpleQueue()
+        for item in todo:
+            waiting.put(item)
+        stop = threading.Event()
+        crashed: list[BaseException] = []
+
+        def work() -> None:
+            while not stop.is_set():
+                try:
+                    unit, now, key = waiting.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    self._compile(unit, now, key)
+                except BuildError as exc:
+                    failures.append((self._units.index(unit), exc))
+                except BaseException as exc:  # re-raised in the building thread
+                    crashed.append(exc)
+                    stop.set()
+
+        workers = [
+            threading.Thread(target=work, name="hotr-compile", daemon=True)
+            for _ in range(min(self.jobs, len(todo)))
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            for worker in workers:
+                worker.join()
+        except BaseException:  # Ctrl-C: stop the compilers, then let it through
+            stop.set()
+            self.commands.kill_running()
+            for worker in workers:
+                worker.join()
+            raise
+        if crashed:
+            raise crashed[0]
+
+    def _compile(self, unit: _Unit, before: dict[str, Stamp], key: str | None) -> None:
+        """Run the compiler for one unit and put its product in place (and in the cache)."""
+        started = time.time_ns()
+        cache = self._cache if key is not None else None
+        out = f"{unit.product}.new"
+        if cache is not None:
+            try:
+                out = cache.temp_path(".o")
+            except OSError:
+                cache = None  # the cache directory went away: build without it
+        depfile = f"{unit.product}.d"
+        try:
+            self.commands.run(
+                [*unit.argv, unit.source, "-o", out, unit.dep_flag, "-MF", depfile, *unit.tail]
+            )
+            paths = [unit.source, *sorted(_read_depfile(depfile) - {unit.source})]
+            stamps: dict[str, Stamp] = {}
+            stable = True
+            for path in paths:
+                after = stamp(path)
+                if path in before:
+                    stamps[path] = before[path]
+                    stable = stable and before[path] == after
+                elif after is not None and after[2] < started - _FRESH_NS:
+                    stamps[path] = after
+                else:
+                    stamps[path], stable = _UNKNOWN, False
+            if cache is not None and key is not None and stable:
+                _install(out, unit.product, keep=True)
+                _store(cache, key, paths[1:], out)
+            else:
+                _install(out, unit.product)
+            unit.stamps, unit.known = stamps, paths
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(out)
+
+
+def _compile_argv(
+    compiler: list[str], flags: Sequence[str], cplusplus: bool, single: bool
+) -> list[str]:
+    """The compiler run for one source, up to the source and output: ``-c`` for an object,
+    ``-shared`` for a single source's library; ``-fno-gnu-unique`` for C++ with g++ (a
+    unique symbol would keep every old version mapped and shared by the new one)."""
+    env = shlex.split(os.environ.get("CXXFLAGS" if cplusplus else "CFLAGS", ""))
+    colour = ["-fdiagnostics-color=always"] if _colour_wanted(compiler) else []
+    unique = ["-fno-gnu-unique"] if cplusplus and _toolchain.is_gcc(compiler) else []
+    step = ["-shared"] if single else ["-c"]
+    return [*compiler, *step, "-fPIC", *colour, f"-I{INCLUDE_DIR}", *env, *unique, *flags]
+
+
+def _store(cache: ObjectCache, key: str, headers: list[str], produced: str) -> None:
+    """Put a compile's product in the cache, unless a header cannot be read now."""
+    contents = {path: file_digest(path) for path in headers}
+    found = {path: sha for path, sha in contents.items() if sha is not None}
+    if len(found) != len(contents):
+        return
+    try:
+        cache.store(key, found, produced)
+    except OSError as exc:
+        logger.debug("not caching %s: %s", produced, exc)
+
+
+def _install(source: str, dest: str, *, keep: bool = False) -> None:
+    """Put `source` at `dest` in one step (a rename; a link or copy across file systems, or
+    when `keep`), so nobody reading `dest` sees half a file."""
+    if not keep:
+        with contextlib.suppress(OSError):
+            os.replace(source, dest)
+            return
+    temp = f"{dest}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        try:
+            os.link(source, temp)
+        except OSError:
+            shutil.copyfile(source, temp)
+        os.replace(temp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+
+
+def _colour_wanted(compiler: list[str]) -> bool:
+    """The compiler's own colours when hotr's stderr is a terminal (gcc and clang know the flag)."""
+    return sys.stderr.isatty() and not _toolchain.is_tcc(compiler) and "NO_COLOR" not in os.environ
+
+
+def _read_depfile(path: str) -> set[str]:
+    """The files named in a make-style dependency file (absolute paths)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return set()
+    found: set[str] = set()
+    for rule in text.replace("\\\n", " ").splitlines():
+        _, _, deps = rule.partition(": ")
+        words = deps.replace("\\ ", "\0").split()
+        found.update(absolute(w.replace("\0", " ")) for w in words)
+    return found
