@@ -1,0 +1,404 @@
+"""Builds of many sources with the real compilers: only what changed is compiled, a bounded
+number of compilers at once, objects cached across processes, flags split between compiling and
+linking, C++.  A compiler wrapper logs every run it makes, so the tests count them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import reload_next, run_python
+
+import hotr
+
+
+def save(path: Path, text: str) -> None:
+    """Save as editors do: write a temporary file, rename it over the original."""
+    tmp = path.with_name(f".{path.name}.swp")
+    tmp.write_text(text)
+    os.rename(tmp, path)
+
+
+class Project:
+    """`count` C sources ``s0.c``... each with ``int f<i>(void)``; s0 and s1 include
+    ``common.h``.  `cc` is a wrapper around the real compiler that logs each run."""
+
+    def __init__(self, root: Path, count: int, real: str = "gcc", delay: float = 0) -> None:
+        self.root = root
+        self.log = root / "cc.log"
+        self.cc = root / f"{real}-logging"  # hotr knows tcc by its name
+        pause = f"sleep {delay}\n" if delay else ""
+        self.cc.write_text(
+            "#!/bin/sh\n"
+            f'echo "start $$ $*" >> {self.log}\n'
+            f"{pause}"
+            f'{real} "$@"; status=$?\n'
+            f'echo "end $$" >> {self.log}\n'
+            "exit $status\n"
+        )
+        self.cc.chmod(0o755)
+        (root / "common.h").write_text("#define BASE 100\n")
+        self.sources = []
+        for i in range(count):
+            path = root / f"s{i}.c"
+            path.write_text(self.text(i, i))
+            self.sources.append(path)
+        past = time.time() - 60  # written a while ago, as a project's files usually are
+        for path in [*self.sources, root / "common.h"]:
+            os.utime(path, (past, past))
+
+    @staticmethod
+    def text(i: int, value: int) -> str:
+        include = '#include "common.h"\n' if i < 2 else "#define BASE 0\n"
+        return f"{include}int f{i}(void) {{ return BASE + {value}; }}\n"
+
+    def runs(self) -> list[list[str]]:
+        """The argv of each compiler run so far (and forget them)."""
+        if not self.log.exists():
+            return []
+        lines = self.log.read_text().splitlines()
+        self.log.unlink()
+        return [line.split()[2:] for line in lines if line.startswith("start ")]
+
+    def compiled(self) -> list[str]:
+        """The sources compiled since the last call, sorted; links are counted as "link"."""
+        found = []
+        for argv in self.runs():
+            if "-c" in argv:
+                found += [os.path.basename(a) for a in argv if a.endswith(".c")]
+            else:
+                found.append("link")
+        return sorted(found)
+
+    def most_at_once(self) -> int:
+        """The largest number of compiler runs that overlapped in time."""
+        running = most = 0
+        for line in self.log.read_text().splitlines():
+            running += 1 if line.startswith("start ") else -1
+            most = max(most, running)
+        return most
+
+
+@pytest.fixture
+def private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HOTR_PRIVATE_DIR", str(tmp_path / "private"))
+    return tmp_path
+
+
+def test_a_save_compiles_only_that_source_then_links(private: Path) -> None:
+    p = Project(private, 6)
+    with hotr.HotReloader(p.sources, cc=str(p.cc)) as r:
+        lib = r.update()
+        assert p.compiled() == sorted([f"s{i}.c" for i in range(6)] + ["link"])
+        save(p.sources[4], p.text(4, 40))
+        reload_next(r)
+        assert lib.f4() == 40 and lib.f5() == 5
+        assert p.compiled() == ["link", "s4.c"]
+
+
+def test_a_header_rebuilds_exactly_the_sources_that_include_it(private: Path) -> None:
+    p = Project(private, 5)
+    with hotr.HotReloader(p.sources, cc=str(p.cc)) as r:
+        lib = r.update()
+        p.runs()
+        save(private / "common.h", "#define BASE 200\n")
+        reload_next(r)
+        assert (lib.f0(), lib.f1(), lib.f2()) == (200, 201, 2)
+        assert p.compiled() == ["link", "s0.c", "s1.c"]
+
+
+def test_an_unchanged_project_in_a_second_process_links_without_compiling(private: Path) -> None:
+    p = Project(private, 4)
+    code = f"""
+        import hotr
+        lib = hotr.load({[str(s) for s in p.sources]!r}, cc={str(p.cc)!r})
+        print(lib.f0() + lib.f3())
+    """
+    assert run_python(code).stdout.split() == ["103"]
+    assert p.compiled() == ["link", "s0.c", "s1.c", "s2.c", "s3.c"]
+    assert run_python(code).stdout.split() == ["103"]
+    assert p.compiled() == ["link"]
+    save(private / "common.h", "#define BASE 1\n")  # a header changed while nobody ran
+    assert run_python(code).stdout.split() == ["4"]
+    assert p.compiled() == ["link", "s0.c", "s1.c"]
+
+
+def test_two_processes_building_the_same_project_at_once(private: Path) -> None:
+    p = Project(private, 6, delay=0.05)
+    code = f"""
+        import hotr
+        lib = hotr.load({[str(s) for s in p.sources]!r}, cc={str(p.cc)!r})
+        print(sum(getattr(lib, f"f{{i}}")() for i in range(6)))
+    """
+    env = {**os.environ}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code.replace("\n        ", "\n")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    assert [o.split()[-1] for o in outputs] == ["215", "215"], outputs
+    p.runs()
+    assert run_python(code).stdout.split() == ["215"]
+    assert p.compiled() == ["link"]
+
+
+def test_at_most_jobs_compilers_at_once_first_build_too(private: Path) -> None:
+    p = Project(private, 6, delay=0.3)
+    with hotr.HotReloader(p.sources, cc=str(p.cc), jobs=3) as r:
+        r.update()
+        assert p.most_at_once() == 3
+
+
+def test_by_default_at_most_one_compiler_per_cpu(private: Path) -> None:
+    p = Project(private, 2 * (os.cpu_count() or 1) + 1, delay=0.1)
+    with hotr.HotReloader(p.sources, cc=str(p.cc)) as r:
+        r.update()
+        assert 1 <= p.most_at_once() <= (os.cpu_count() or 1)
+
+
+def test_a_compile_error_in_one_source_shows_it_once_and_keeps_the_old_version(
+    private: Path,
+) -> None:
+    p = Project(private, 4)
+    with hotr.HotReloader(p.sources, cc=str(p.cc)) as r:
+        lib = r.update()
+        p.runs()
+        save(p.sources[2], "int f2(void) { return 1 +; }\n")
+        assert r.watch_for_changes(timeout=5) == 1
+        with pytest.raises(hotr.BuildError) as info:
+            r.update()
+        diagnostics = info.value.diagnostics
+        assert diagnostics.count(f"{p.sources[2]}:1:") == 1, diagnostics
+        assert "s0.c" not in diagnostics and "s3.c" not in diagnostics
+        assert p.compiled() == ["s2.c"]  # no link of a library that cannot be whole
+        assert lib.f2() == 2 and r.version == 1
+        save(p.sources[2], p.text(2, 22))
+        reload_next(r)
+        assert lib.f2() == 22
+        assert p.compiled() == ["link", "s2.c"]
+
+
+def test_errors_in_two_sources_show_both(private: Path) -> None:
+    p = Project(private, 3)
+    with hotr.HotReloader(p.sources, cc=str(p.cc)) as r:
+        r.update()
+        save(p.sources[0], "int f0(void) { return 1 +; }\n")
+        save(p.sources[2], "int f2(void) { return 2 +; }\n")
+        while r.watch_for_changes(timeout=1):
+            with pytest.raises(hotr.BuildError) as info:
+                r.update()
+        for source in (p.sources[0], p.sources[2]):
+            assert info.value.diagnostics.count(f"{source}:1:") == 1
+
+
+def test_a_removed_header_is_never_built_around(private: Path) -> None:
+    p = Project(private, 3)
+    extra = private / "extra.h"
+    extra.write_text("#define EXTRA 7\n")
+    save(p.sources[2], '#include "extra.h"\nint f2(void) { return EXTRA; }\n')
+    with hotr.HotReloader(p.sources, cc=str(p.cc)) as r:
+        lib = r.update()
+        assert lib.f2() == 7
+        extra.unlink()  # a removal alone is no change (linkers do it); then a save comes
+        save(p.sources[0], p.text(0, 5))
+        assert r.watch_for_changes(timeout=5) == 1
+        with pytest.raises(hotr.BuildError, match=r"extra\.h"):
+            r.update()
+        assert lib.f2() == 7
+        p.runs()
+        save(p.sources[2], "int f2(void) { return 8; }\n")  # the include goes too
+        reload_next(r)
+        assert lib.f2() == 8
+        assert p.compiled() == ["link", "s2.c"]
+
+
+def test_a_removed_source_is_a_clear_error_and_the_old_version_stays(private: Path) -> None:
+    p = Project(private, 3)
+    with hotr.HotReloader(p.sources, cc=str(p.cc)) as r:
+        lib = r.update()
+        p.sources[2].unlink()
+        save(p.sources[0], p.text(0, 5))
+        assert r.watch_for_changes(timeout=5) == 1
+        with pytest.raises(hotr.BuildError, match="source file was removed") as info:
+            r.update()
+        assert str(p.sources[2]) in str(info.value)
+        assert lib.f2() == 2 and r.version == 1
+        p.sources[2].write_text(p.text(2, 22))
+        reload_next(r)
+        assert lib.f2() == 22
+
+
+def test_a_header_edited_while_it_is_compiled_is_never_cached_stale(private: Path) -> None:
+    p = Project(private, 3)
+    header = private / "common.h"
+    # The compiler has read the header when a save replaces it, before the build ends.
+    sneaky = private / "sneaky-cc"
+    sneaky.write_text(
+        "#!/bin/sh\n"
+        'gcc "$@"; status=$?\n'
+        f"if [ -e {private}/edit-now ]; then rm {private}/edit-now; "
+        f"printf '#define BASE 500\\n' > {header}.new; mv {header}.new {header}; fi\n"
+        "exit $status\n"
+    )
+    sneaky.chmod(0o755)
+    with hotr.HotReloader(p.sources, cc=str(sneaky)) as r:
+        lib = r.update()
+        (private / "edit-now").touch()
+        save(header, "#define BASE 300\n")
+        deadline = time.monotonic() + 10
+        while lib.f0() != 500:
+            assert time.monotonic() < deadline, f"f0 is {lib.f0()}: built from a stale header"
+            if r.watch_for_changes(timeout=1):
+                r.update()
+    with hotr.HotReloader(p.sources, cc=str(sneaky)) as again:  # from the cache now
+        assert again.update().f1() == 501
+
+
+def test_flags_are_split_between_compiling_and_linking(private: Path) -> None:
+    p = Project(private, 2)
+    save(p.sources[1], "#include <math.h>\nint f1(void) { return (int)sqrt(SQ); }\n")
+    flags = ["-O2", "-DSQ=49.0", "-lm", "-Wl,--as-needed", "-pthread"]
+    with hotr.HotReloader(p.sources, cc=str(p.cc), flags=flags) as r:
+        assert r.update().f1() == 7
+    runs = p.runs()
+    compiles = [argv for argv in runs if "-c" in argv]
+    (link,) = [argv for argv in runs if "-c" not in argv]
+    for argv in compiles:
+        assert {"-O2", "-DSQ=49.0", "-pthread"} <= set(argv)
+        assert "-lm" not in argv and "-Wl,--as-needed" not in argv
+    assert {"-lm", "-Wl,--as-needed", "-pthread"} <= set(link)
+    assert "-DSQ=49.0" not in link
+
+
+def test_explicit_compile_and_link_flags(private: Path) -> None:
+    p = Project(private, 2)
+    with hotr.HotReloader(
+        p.sources, cc=str(p.cc), compile_flags=["-DBASE2=5"], link_flags=["-Wl,-z,now"]
+    ) as r:
+        r.update()
+    runs = p.runs()
+    assert all("-DBASE2=5" in a and "-Wl,-z,now" not in a for a in runs if "-c" in a)
+    assert [a for a in runs if "-c" not in a and "-Wl,-z,now" in a and "-DBASE2=5" not in a]
+
+
+@pytest.mark.parametrize("compiler", ["tcc", "clang"])
+def test_other_compilers_with_several_sources_and_a_library(private: Path, compiler: str) -> None:
+    if shutil.which(compiler) is None:
+        pytest.skip(f"{compiler} is not installed")
+    p = Project(private, 3, real=compiler)
+    save(p.sources[2], "#include <math.h>\nint f2(void) { return (int)sqrt(81.0); }\n")
+    with hotr.HotReloader(p.sources, cc=str(p.cc), flags=["-lm"]) as r:
+        lib = r.update()
+        assert (lib.f0(), lib.f2()) == (100, 9)
+        p.runs()
+        save(private / "common.h", "#define BASE 1\n")
+        reload_next(r)
+        assert lib.f1() == 2
+        assert p.compiled() == ["link", "s0.c", "s1.c"]
+
+
+def test_the_cache_is_bounded(private: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = private / "small-cache"
+    monkeypatch.setenv("HOTR_CACHE_DIR", str(cache))
+    monkeypatch.setenv("HOTR_CACHE_SIZE", "40K")
+    p = Project(private, 8)
+    for path in p.sources:  # objects of about 8 KiB each
+        path.write_text(path.read_text() + f"char pad_{path.stem}[8192] = {{1}};\n")
+    with hotr.HotReloader(p.sources, cc=str(p.cc)) as r:
+        assert r.update().f7() == 7
+    kept = [f for f in cache.rglob("*") if f.is_file() and f.parent.name != "tmp"]
+    size = sum(f.stat().st_size for f in kept)
+    assert 0 < size <= 40 * 1024
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+
+
+def test_an_unusable_cache_is_reported_and_builds_go_on(
+    private: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = private / "open-cache"
+    cache.mkdir(mode=0o755)
+    cache.chmod(0o755)
+    monkeypatch.setenv("HOTR_CACHE_DIR", str(cache))
+    p = Project(private, 2)
+    with caplog.at_level(logging.WARNING, logger="hotr"), hotr.HotReloader(p.sources) as r:
+        assert r.update().f1() == 101
+    assert "not using the object cache" in caplog.text and "open to other users" in caplog.text
+    assert not any(cache.iterdir())
+    monkeypatch.setenv("HOTR_CACHE_SIZE", "lots")
+    with pytest.raises(ValueError, match="HOTR_CACHE_SIZE='lots'"):
+        hotr.HotReloader(p.sources)
+
+
+def test_jobs_is_checked(private: Path) -> None:
+    p = Project(private, 1)
+    with pytest.raises(ValueError, match="jobs"):
+        hotr.HotReloader(p.sources, jobs=0)
+
+
+CXX_V = """
+#include <string>
+inline int &calls() {{ static int n = 0; return n; }}  // g++: STB_GNU_UNIQUE unless told
+static std::string greeting = "v{v}";
+extern "C" int call(void) {{ return ++calls() + {v} * 100; }}
+extern "C" int size(void) {{ return (int)greeting.size(); }}
+"""
+
+
+def test_cxx_static_locals_reset_on_reload_and_no_unique_warning(
+    private: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed")
+    src = private / "counter.cpp"
+    src.write_text(CXX_V.format(v=1))
+    with caplog.at_level(logging.WARNING, logger="hotr"), hotr.HotReloader(src) as r:
+        lib = r.update()
+        assert (lib.call(), lib.call(), lib.size()) == (101, 102, 2)
+        save(src, CXX_V.format(v=2))
+        reload_next(r)
+        assert lib.call() == 201  # the new version's own counter, not the old one's
+        save(src, CXX_V.format(v=3))
+        reload_next(r)
+        assert (lib.call(), lib.size()) == (301, 2)
+    assert "STB_GNU_UNIQUE" not in caplog.text
+
+
+def test_a_library_with_unique_symbols_is_warned_of_by_name(
+    private: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed")
+    src = private / "unique.cpp"
+    src.write_text(CXX_V.format(v=1))
+    lib = private / "libunique.so"
+    subprocess.run(["g++", "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
+    with caplog.at_level(logging.WARNING, logger="hotr"), hotr.HotReloader(lib) as r:
+        r.update()
+    assert "STB_GNU_UNIQUE" in caplog.text and "_ZZ5callsvE1n" in caplog.text
+
+
+def test_c_and_cxx_sources_link_with_the_cxx_compiler(private: Path) -> None:
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed")
+    (private / "glue.c").write_text("int twice(int x) { return 2 * x; }\n")
+    (private / "state.cpp").write_text(
+        '#include <vector>\nextern "C" int twice(int);\n'
+        "static std::vector<int> seen;\n"
+        'extern "C" int push(int x) { seen.push_back(twice(x)); return (int)seen.size(); }\n'
+    )
+    with hotr.HotReloader([private / "glue.c", private / "state.cpp"]) as r:
+        lib = r.update()
+        assert (lib.push(1), lib.push(2)) == (1, 2)
