@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import CC, Lines
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -42,3 +43,36 @@ def test_example_reloads_after_rebuild(tmp_path: Path) -> None:
         finally:
             proc.kill()
     assert list((tmp_path / "private").iterdir()) == []
+
+
+def test_cxx_example_keeps_its_tally_across_a_rebuild(tmp_path: Path) -> None:
+    if shutil.which("c++") is None:
+        pytest.skip("no C++ compiler")
+    for name in ("tally.cpp", "tally.py"):
+        shutil.copy(EXAMPLES / name, tmp_path / name)
+    env = {
+        "HOTR_PRIVATE_DIR": str(tmp_path / "private"),
+        "HOTR_CACHE_DIR": str(tmp_path / "cache"),
+        "PATH": "/usr/bin:/bin",
+    }
+    with subprocess.Popen(
+        [sys.executable, str(tmp_path / "tally.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    ) as proc:
+        try:
+            lines = Lines(proc)
+            lines.wait_for("report 2: apple seen 1 pear seen 1")
+            source = tmp_path / "tally.cpp"
+            edited = source.read_text().replace('#define LABEL "seen"', '#define LABEL "counted"')
+            (tmp_path / "tally.tmp").write_text(edited)
+            (tmp_path / "tally.tmp").rename(source)
+            lines.wait_for("version 2 reloaded")
+            # The tally carried on; the inline function's static counter started again.
+            lines.wait_for("report 1: apple counted")
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            proc.kill()
