@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import platform
 import shutil
@@ -35,6 +36,7 @@ def main() -> int:
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="hotr-bench-"))
     os.environ["HOTR_PRIVATE_DIR"] = str(work / "private")
+    os.environ["HOTR_CACHE_DIR"] = str(work / "cache")  # never the user's object cache
     rows: list[Row] = []
     try:
         steps = [
@@ -53,6 +55,16 @@ def main() -> int:
             steps.append(
                 ("edit to answer (tcc)", lambda: cases.edit_to_answer(work, 5 if q else 40, "tcc"))
             )
+        for cc in ("gcc", "tcc"):
+            if shutil.which(cc) is None:
+                continue
+            for files in (20, 100):
+                steps.append(
+                    (
+                        f"save one of {files} ({cc})",
+                        functools.partial(cases.save_one_of, work, 5 if q else 30, cc, files),
+                    )
+                )
         step: Callable[[], list[Row]]
         for label, step in steps:
             if options.only and options.only not in label:

@@ -493,3 +493,65 @@ def edit_to_answer(work: Path, trials: int, cc: str) -> list[Row]:
             baseline=f"{name}: compile alone",
         ),
     ]
+
+
+# -- 7. incremental builds -----------------------------------------------------------------------
+
+
+def save_one_of(work: Path, trials: int, cc: str, files: int) -> list[Row]:
+    """Save one source of a `files`-source library -> new code answering, against compiling
+    that one file and relinking by hand (the objects of the others already built)."""
+    name = os.path.basename(cc)
+    root = work / f"project-{name}-{files}"
+    by_hand = root / "by-hand"
+    by_hand.mkdir(parents=True)
+    sources = []
+    for i in range(files):
+        path = root / f"s{i}.c"
+        body = "".join(
+            f"int f{i}_{j}(int x) {{ int s = 0; for (int k = 0; k < x; k++) s += k * {j}; "
+            "return s; }\n"
+            for j in range(20)
+        )
+        path.write_text(body + (LIB_SOURCE.format(n=0) if i == 0 else ""))
+        sources.append(path)
+    deps = "-MD" if name.startswith("tcc") else "-MMD"
+
+    def compile_one(source: Path) -> None:
+        obj = by_hand / f"{source.stem}.o"
+        argv = [cc, "-c", "-fPIC", str(source), "-o", str(obj), deps, "-MF", f"{obj}.d"]
+        subprocess.run(argv, check=True)
+
+    for source in sources:
+        compile_one(source)
+    objects = [str(by_hand / f"{s.stem}.o") for s in sources]
+    by_hand_times, answer = [], []
+    with hotr.HotReloader(sources, cc=cc, debounce=0) as r:
+        value = r.update().value
+        for n in range(1, trials + 1):
+            started = time.perf_counter()
+            compile_one(sources[0])
+            subprocess.run(
+                [cc, "-shared", "-fPIC", *objects, "-o", str(by_hand / "l.so")], check=True
+            )
+            by_hand_times.append(time.perf_counter() - started)
+            tmp = sources[0].with_name("s0.c.swp")
+            tmp.write_text(sources[0].read_text().replace(f"return {n - 1}; }}", f"return {n}; }}"))
+            started = time.perf_counter()
+            os.rename(tmp, sources[0])
+            while r.watch_for_changes() != 1:
+                pass
+            r.update()
+            assert value() == n
+            answer.append(time.perf_counter() - started)
+            r.poll()
+    baseline = f"{name}, {files} files: compile one + link by hand"
+    return [
+        Row("incremental", baseline, by_hand_times),
+        Row(
+            "incremental",
+            f"{name}, {files} files: save one -> new code (hotr)",
+            answer,
+            baseline=baseline,
+        ),
+    ]

@@ -25,8 +25,8 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -77,9 +77,16 @@ class ObjectCache:
 
     def temp_path(self, suffix: str) -> str:
         """A new, unused path in the cache's tmp directory for a compiler to write to."""
-        fd, path = tempfile.mkstemp(suffix=suffix, dir=os.path.join(self.root, "tmp"))
+        fd, path = self._create_temp(suffix)
         os.close(fd)
         return path
+
+    def _create_temp(self, suffix: str) -> tuple[int, str]:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        while True:
+            path = os.path.join(self.root, "tmp", f"{os.getpid()}-{secrets.token_hex(6)}{suffix}")
+            with contextlib.suppress(FileExistsError):
+                return os.open(path, flags, 0o600), path
 
     def lookup(
         self, unit: str, header_digest: Callable[[str], str | None]
@@ -93,23 +100,26 @@ class ObjectCache:
         return None
 
     def fetch(self, key: str, dest: str) -> bool:
-        """Put the object `key` at `dest` (a hard link, or a copy across file systems); mark it
-        used.  False if it is not (or no longer) in the cache."""
+        """Put the object `key` at `dest`, a file only the caller reads (a hard link, or a copy
+        across file systems), and mark it used.  False if it is not (or no longer) in the
+        cache; `dest` is then gone."""
         source = os.path.join(self.root, "objects", f"{key}.o")
-        temp = f"{dest}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(dest)  # not renamed over: ext4 would flush it (auto_da_alloc)
         try:
-            try:
-                os.link(source, temp)
-            except FileNotFoundError:
-                return False
-            except OSError:
-                shutil.copyfile(source, temp)
-            os.replace(temp, dest)
+            os.link(source, dest)
         except FileNotFoundError:
             return False
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
+        except OSError:
+            temp = f"{dest}.{os.getpid()}.{threading.get_ident()}.tmp"
+            try:
+                shutil.copyfile(source, temp)
+                os.rename(temp, dest)
+            except FileNotFoundError:
+                return False
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
         with contextlib.suppress(OSError):
             os.utime(source)
         return True
@@ -119,7 +129,11 @@ class ObjectCache:
         object of `unit` with these header digests; return its object key."""
         key = object_key(unit, headers)
         size = os.path.getsize(produced)
-        os.replace(produced, os.path.join(self.root, "objects", f"{key}.o"))
+        target = os.path.join(self.root, "objects", f"{key}.o")
+        if os.path.exists(target):  # another process stored the same object meanwhile
+            os.unlink(produced)
+        else:
+            os.rename(produced, target)
         entry: dict[str, Any] = {"headers": headers, "object": key}
         with self._locked():
             entries = [e for e in self._entries(unit) if e["object"] != key]
@@ -183,11 +197,16 @@ class ObjectCache:
         return [e for e in entries if _well_formed(e)]
 
     def _write_manifest(self, unit: str, entries: list[dict[str, Any]]) -> None:
-        fd, temp = tempfile.mkstemp(suffix=".json", dir=os.path.join(self.root, "tmp"))
+        fd, temp = self._create_temp(".json")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(entries, f)
-            os.replace(temp, os.path.join(self.root, "manifests", f"{unit}.json"))
+            # Unlinked, then renamed (under the lock): ext4 flushes a file renamed over another
+            # (auto_da_alloc), milliseconds.  A reader in between finds no manifest: a miss.
+            target = os.path.join(self.root, "manifests", f"{unit}.json")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
+            os.rename(temp, target)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp)

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import queue
+import selectors
 import shlex
 import shutil
 import signal
@@ -59,7 +60,7 @@ class Commands:
     def __init__(self, output: str, timeout: float) -> None:
         self.output = output
         self.timeout = timeout
-        self._running: set[subprocess.Popen[str]] = set()
+        self._running: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
         self._cancelled = False
 
@@ -67,13 +68,7 @@ class Commands:
         """Run `argv` to the end; raise BuildError with its output unless it succeeded."""
         proc = self._start(argv)
         try:
-            output, _ = proc.communicate(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            output, _ = proc.communicate()
-            raise BuildError(
-                self.output, shlex.join(argv), None, output, timeout=self.timeout
-            ) from None
+            output, expired = _communicate(proc, self.timeout)
         except BaseException:  # Ctrl-C: the build is in its own session, so stop it here
             _kill(proc)
             proc.wait()
@@ -81,6 +76,8 @@ class Commands:
         finally:
             with self._lock:
                 self._running.discard(proc)
+        if expired:
+            raise BuildError(self.output, shlex.join(argv), None, output, timeout=self.timeout)
         if proc.returncode != 0:
             raise BuildError(self.output, shlex.join(argv), proc.returncode, output)
 
@@ -97,7 +94,7 @@ class Commands:
             self._cancelled = True
         self.kill_running()
 
-    def _start(self, argv: list[str]) -> subprocess.Popen[str]:
+    def _start(self, argv: list[str]) -> subprocess.Popen[bytes]:
         with self._lock:
             if self._cancelled:
                 raise BuildError(self.output, shlex.join(argv), None, "", reason="cancelled")
@@ -107,8 +104,6 @@ class Commands:
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
-                    text=True,
-                    errors="replace",
                     start_new_session=True,
                 )
             except OSError as exc:
@@ -119,7 +114,55 @@ class Commands:
         return proc
 
 
-def _kill(proc: subprocess.Popen[str]) -> None:
+def _communicate(proc: subprocess.Popen[bytes], timeout: float) -> tuple[str, bool]:
+    """Read everything `proc` prints and wait for its exit, within `timeout` seconds (else kill
+    its process group); return (its output, whether it was killed for taking too long).
+
+    The exit is waited for on a pidfd, beside the output: communicate(timeout=...) polls for
+    it with growing sleeps, which adds milliseconds to every compiler run.
+    """
+    assert proc.stdout is not None
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # no pidfd (Linux before 5.3)
+        try:
+            return _text(proc.communicate(timeout=timeout)[0]), False
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            return _text(proc.communicate()[0]), True
+    out = proc.stdout.fileno()
+    chunks: list[bytes] = []
+    expired = False
+    deadline = time.monotonic() + timeout
+    try:
+        with selectors.DefaultSelector() as waiting:
+            waiting.register(out, selectors.EVENT_READ)
+            waiting.register(pidfd, selectors.EVENT_READ)
+            while waiting.get_map():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 and not expired:
+                    expired = True
+                    _kill(proc)  # then read to the end: the whole group is going
+                for key, _ in waiting.select(None if expired else remaining):
+                    data = os.read(out, 65536) if key.fd == out else b""
+                    if data:
+                        chunks.append(data)
+                    else:
+                        waiting.unregister(key.fd)
+    finally:
+        os.close(pidfd)
+    proc.wait()
+    proc.stdout.close()
+    return _text(b"".join(chunks)), expired
+
+
+def _text(data: bytes | str | None) -> str:
+    if isinstance(data, bytes):
+        return data.decode(errors="replace")
+    return data or ""
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
     """Kill a process's whole group; it may have ended already."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -238,7 +281,7 @@ class NativeBuild:
         todo: list[tuple[_Unit, dict[str, Stamp], str | None]] = []
         for unit in self._units:
             now = unit.inputs_now()
-            if unit.stamps and now == unit.stamps and os.path.exists(unit.product):
+            if unit.stamps and now == unit.stamps:  # its product is in the private directory
                 continue
             key = self._from_cache(unit, now, digests)
             if not unit.stamps:
@@ -419,19 +462,23 @@ def _store(cache: ObjectCache, key: str, headers: list[str], produced: str) -> N
 
 
 def _install(source: str, dest: str, *, keep: bool = False) -> None:
-    """Put `source` at `dest` in one step (a rename; a link or copy across file systems, or
-    when `keep`), so nobody reading `dest` sees half a file."""
-    if not keep:
-        with contextlib.suppress(OSError):
-            os.replace(source, dest)
-            return
+    """Put `source` at `dest`, whose old file only this build reads: moved (or, with `keep`,
+    hard-linked; copied across file systems).  The old file is unlinked first: ext4 flushes
+    a file renamed over another to disk (auto_da_alloc), milliseconds on every save."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(dest)
+    try:
+        if keep:
+            os.link(source, dest)
+        else:
+            os.rename(source, dest)
+        return
+    except OSError:
+        pass
     temp = f"{dest}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        try:
-            os.link(source, temp)
-        except OSError:
-            shutil.copyfile(source, temp)
-        os.replace(temp, dest)
+        shutil.copyfile(source, temp)
+        os.rename(temp, dest)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
