@@ -41,7 +41,8 @@ class HotReloader:
         compile_flags: extra flags for the compile steps only.
         link_flags: extra flags for the link step only.
         jobs: most compilers running at once (default: the number of CPUs).
-        build_timeout: seconds a build may run before it is killed and reported (default 60).
+        build_timeout: seconds a build may run before it is killed and reported (default 60);
+            for the default compilers, each compiler or linker run.
         keep_globals: copy global and static variables with the same name and size from the old
             version into the new one before its hotr_load runs (see hotr.h); r.history says what
             was carried and what was not.

@@ -88,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output", metavar="PATH", help="the library the build writes")
     run.add_argument("--cc", metavar="CC", help="compiler for C sources (default $CC, else cc)")
     run.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="most compilers at once (default: one per CPU)",
+    )
+    run.add_argument(
         "--timeout",
         type=float,
         default=60.0,
@@ -131,6 +138,7 @@ def _run(options: argparse.Namespace, compiler_flags: list[str]) -> int:
             build=shlex.split(options.build) if options.build else None,
             cc=options.cc,
             flags=compiler_flags,
+            jobs=options.jobs,
             build_timeout=options.timeout,
             keep_globals=options.keep_globals,
             probe=options.probe,
