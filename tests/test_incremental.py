@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -37,10 +38,10 @@ class Project:
         pause = f"sleep {delay}\n" if delay else ""
         self.cc.write_text(
             "#!/bin/sh\n"
-            f'echo "start $$ $*" >> {self.log}\n'
+            f'echo "start $$ $*" >> "{self.log}"\n'
             f"{pause}"
             f'{real} "$@"; status=$?\n'
-            f'echo "end $$" >> {self.log}\n'
+            f'echo "end $$" >> "{self.log}"\n'
             "exit $status\n"
         )
         self.cc.chmod(0o755)
@@ -402,3 +403,29 @@ def test_c_and_cxx_sources_link_with_the_cxx_compiler(private: Path) -> None:
     with hotr.HotReloader([private / "glue.c", private / "state.cpp"]) as r:
         lib = r.update()
         assert (lib.push(1), lib.push(2)) == (1, 2)
+
+
+@pytest.mark.parametrize("compiler", ["gcc", "tcc"])
+def test_names_with_spaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiler: str) -> None:
+    if shutil.which(compiler) is None:
+        pytest.skip(f"{compiler} is not installed")
+    root = tmp_path / "my project"
+    root.mkdir()
+    monkeypatch.setenv("HOTR_PRIVATE_DIR", str(tmp_path / "private"))
+    p = Project(root, 3, real=compiler)
+    spaced = root / "the base.h"
+    spaced.write_text("#define BASE 10\n")
+    save(root / "common.h", '#include "the base.h"\n')
+    p.runs()
+    cc = shlex.quote(str(p.cc))  # cc= is split like a shell would (cc="ccache gcc")
+    with hotr.HotReloader(p.sources, cc=cc) as r:
+        lib = r.update()
+        assert (lib.f0(), lib.f2()) == (10, 2)
+        assert p.compiled() == ["link", "s0.c", "s1.c", "s2.c"]
+        save(spaced, "#define BASE 20\n")
+        reload_next(r)
+        assert (lib.f1(), lib.f2()) == (21, 2)
+        assert p.compiled() == ["link", "s0.c", "s1.c"]
+    with hotr.HotReloader(p.sources, cc=cc) as again:
+        assert again.update().f0() == 20
+        assert p.compiled() == ["link"]

@@ -413,7 +413,8 @@ class NativeBuild:
             self.commands.run(
                 [*unit.argv, unit.source, "-o", out, unit.dep_flag, "-MF", depfile, *unit.tail]
             )
-            paths = [unit.source, *sorted(_read_depfile(depfile) - {unit.source})]
+            named = _read_depfile(depfile, one_per_line=unit.dep_flag == "-MD")
+            paths = [unit.source, *sorted(named - {unit.source})]
             stamps: dict[str, Stamp] = {}
             stable = True
             for path in paths:
@@ -489,14 +490,21 @@ def _colour_wanted(compiler: list[str]) -> bool:
     return sys.stderr.isatty() and not _toolchain.is_tcc(compiler) and "NO_COLOR" not in os.environ
 
 
-def _read_depfile(path: str) -> set[str]:
-    """The files named in a make-style dependency file (absolute paths)."""
+def _read_depfile(path: str, *, one_per_line: bool) -> set[str]:
+    """The files named in a make-style dependency file (absolute paths).  gcc and clang
+    escape a space in a name (``\\ ``); tcc does not, but writes one name per line."""
     try:
         with open(path) as f:
             text = f.read()
     except OSError:
         return set()
     found: set[str] = set()
+    if one_per_line:
+        for line in text.splitlines():
+            name = line.strip().removesuffix("\\").strip()
+            if name and not line.rstrip().removesuffix("\\").rstrip().endswith(":"):
+                found.add(absolute(name))
+        return found
     for rule in text.replace("\\\n", " ").splitlines():
         _, _, deps = rule.partition(": ")
         words = deps.replace("\\ ", "\0").split()
