@@ -17,17 +17,13 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ._cache import open_cache
-from ._compile import INCLUDE_DIR, Commands, NativeBuild
 from ._exceptions import BuildError
-from ._toolchain import split_flags
 
 logger = logging.getLogger("hotr")
 
 if TYPE_CHECKING:
+    from ._compile import Commands, NativeBuild
     from ._tracker import ChangeTracker
-
-__all__ = ["INCLUDE_DIR", "BuildRunner", "Builder", "is_source", "library_name"]
 
 SOURCE_SUFFIXES = (".c", ".cc", ".cpp", ".cxx", ".C", ".c++")
 
@@ -77,7 +73,13 @@ class Builder:
         self.sources = sources
         self.output = output
         self.command = command
+        # Imported here: `import hotr` needs is_source(), not the compilers' machinery.
+        from ._cache import open_cache
+        from ._compile import Commands, NativeBuild
+        from ._toolchain import split_flags
+
         self._native: NativeBuild | None = None
+        self._commands: Commands
         if command is None:
             split_compile, split_link = split_flags(flags)
             self._native = NativeBuild(

@@ -54,11 +54,14 @@ def digest(*parts: str | bytes) -> str:
 
 def file_digest(path: str) -> str | None:
     """The sha256 of a file's content, or None when it cannot be read (removed)."""
+    h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+            while chunk := f.read(1 << 16):
+                h.update(chunk)
     except OSError:
         return None
+    return h.hexdigest()
 
 
 class ObjectCache:

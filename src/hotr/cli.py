@@ -20,7 +20,8 @@ from importlib.resources import as_file, files
 from types import FrameType
 
 from . import __version__
-from ._build import INCLUDE_DIR, is_source
+from ._build import is_source
+from ._compile import INCLUDE_DIR
 from ._exceptions import BuildError, HotReloadError, LoadError
 from ._reloader import HotReloader
 
