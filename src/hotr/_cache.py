@@ -19,6 +19,7 @@ by ``$HOTR_CACHE_SIZE`` (default 1G): least recently used files go first.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -77,6 +78,9 @@ class ObjectCache:
         self._lock = threading.Lock()
         self._added = 0  # bytes stored by this process since its last eviction pass
         self._checked = False  # an eviction pass ran in this process
+        self._pending: list[tuple[str, dict[str, str], str]] = []  # for store_later()
+        self._drained = threading.Condition(self._lock)
+        self._storing = False  # a thread is storing the pending objects
 
     def temp_path(self, suffix: str) -> str:
         """A new, unused path in the cache's tmp directory for a compiler to write to."""
@@ -144,6 +148,45 @@ class ObjectCache:
         with self._lock:
             self._added += size
         return key
+
+    def store_later(self, unit: str, headers: dict[str, str], produced: str) -> None:
+        """store() in a thread of the cache's own, so that the build does not wait for the
+        cache's renames and manifest (they cost milliseconds on a busy disk); then trim().
+        A process waits for them at exit (flush())."""
+        with self._lock:
+            self._pending.append((unit, headers, produced))
+            if self._storing:
+                return
+            self._storing = True
+        threading.Thread(target=self._drain, name="hotr-cache", daemon=True).start()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._storing = False
+                    self._drained.notify_all()
+                    break
+                unit, headers, produced = self._pending.pop(0)
+            try:
+                self.store(unit, headers, produced)
+            except OSError as exc:
+                logger.debug("not caching %s: %s", produced, exc)
+                with contextlib.suppress(OSError):
+                    os.unlink(produced)
+        self.trim()
+
+    def flush(self, timeout: float) -> None:
+        """Wait (at most `timeout` seconds) for the objects given to store_later()."""
+        with self._lock:
+            self._drained.wait_for(lambda: not self._storing, timeout)
+
+    def forget_pending(self) -> None:
+        """In a forked child: the parent stores what it has pending; this process does not."""
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+        self._pending = []
+        self._storing = False
 
     def trim(self) -> None:
         """Evict least recently used files until the cache is within its limit again.  Runs
@@ -261,3 +304,22 @@ def open_cache() -> ObjectCache | None:
                 logger.warning("not using the object cache %s: %s", root, reason)
         _opened[(root, limit)] = cache
         return cache
+
+
+def _flush_all() -> None:
+    """At exit: let the cache threads finish storing (a little while at most)."""
+    for cache in list(_opened.values()):
+        if cache is not None:
+            cache.flush(5.0)
+
+
+def _after_fork_in_child() -> None:
+    global _opened_lock
+    _opened_lock = threading.Lock()
+    for cache in _opened.values():
+        if cache is not None:
+            cache.forget_pending()
+
+
+atexit.register(_flush_all)
+os.register_at_fork(after_in_child=_after_fork_in_child)

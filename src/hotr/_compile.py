@@ -277,6 +277,8 @@ class NativeBuild:
                     f"{unit.source}: the source file was removed",
                     reason="a source file was removed; restore it, or start again without it",
                 )
+        if self._cache is not None:
+            self._cache.flush(5.0)  # the last build's objects, so that this one finds them
         digests: dict[str, tuple[Stamp, str | None]] = {}
         todo: list[tuple[_Unit, dict[str, Stamp], str | None]] = []
         for unit in self._units:
@@ -301,8 +303,6 @@ class NativeBuild:
                     *self._link_flags,
                 ]
             )
-        if self._cache is not None:
-            self._cache.trim()
 
     def _from_cache(
         self, unit: _Unit, now: dict[str, Stamp], digests: dict[str, tuple[Stamp, str | None]]
@@ -428,13 +428,15 @@ class NativeBuild:
                     stamps[path], stable = _UNKNOWN, False
             if cache is not None and key is not None and stable:
                 _install(out, unit.product, keep=True)
-                _store(cache, key, paths[1:], out)
+                if _store(cache, key, stamps, out):
+                    out = ""  # the cache's now
             else:
                 _install(out, unit.product)
             unit.stamps, unit.known = stamps, paths
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(out)
+            if out:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(out)
 
 
 def _compile_argv(
@@ -450,16 +452,18 @@ def _compile_argv(
     return [*compiler, *step, "-fPIC", *colour, f"-I{INCLUDE_DIR}", *env, *unique, *flags]
 
 
-def _store(cache: ObjectCache, key: str, headers: list[str], produced: str) -> None:
-    """Put a compile's product in the cache, unless a header cannot be read now."""
+def _store(cache: ObjectCache, key: str, stamps: dict[str, Stamp], produced: str) -> bool:
+    """Give a compile's product to the cache with the digests of its headers (`stamps` but
+    the first, the source), unless a header changed since it was stamped or cannot be read."""
+    headers = list(stamps)[1:]
     contents = {path: file_digest(path) for path in headers}
+    if any(stamp(path) != stamps[path] for path in headers):
+        return False  # changed while it was read: the digest may not be what was compiled
     found = {path: sha for path, sha in contents.items() if sha is not None}
     if len(found) != len(contents):
-        return
-    try:
-        cache.store(key, found, produced)
-    except OSError as exc:
-        logger.debug("not caching %s: %s", produced, exc)
+        return False
+    cache.store_later(key, found, produced)
+    return True
 
 
 def _install(source: str, dest: str, *, keep: bool = False) -> None:
