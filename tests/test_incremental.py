@@ -11,6 +11,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -435,3 +436,32 @@ def test_names_with_spaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, comp
     with hotr.HotReloader(p.sources, cc=cc) as again:
         assert again.update().f0() == 20
         assert p.compiled() == ["link"]
+
+
+def test_close_during_a_parallel_build_stops_it_and_starts_no_more_compilers(
+    private: Path,
+) -> None:
+    p = Project(private, 6, delay=30)
+    r = hotr.HotReloader(p.sources, cc=str(p.cc), jobs=2)
+    errors: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            r.update()
+        except BaseException as exc:  # the test inspects what was raised
+            errors.append(exc)
+
+    thread = threading.Thread(target=build)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while len(p.log.read_text().splitlines() if p.log.exists() else []) < 2:
+        assert time.monotonic() < deadline, "the compilers did not start"
+        time.sleep(0.01)
+    started = time.monotonic()
+    r.close()
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - started < 5, "close() waited for the build"
+    (error,) = errors
+    assert type(error) is hotr.HotReloadError and "closed" in str(error), repr(error)
+    time.sleep(0.2)  # a compiler started after close() would have logged by now
+    assert len(p.runs()) == 2
