@@ -204,6 +204,50 @@ def test_ctrl_c_during_a_build_is_retried_by_the_next_update(tmp_path: Path) -> 
     assert list((tmp_path / "private").iterdir()) == []
 
 
+def test_ctrl_c_at_any_moment_of_starting_a_build_leaves_no_compiler_running(
+    tmp_path: Path,
+) -> None:
+    # SIGINT lands 0-8 ms into update(), while the compiler is being started (its wrapper sleeps
+    # first): the compiler's whole group is killed and reaped every time.
+    cc = tmp_path / "slow-cc"
+    cc.write_text('#!/bin/sh\nsleep 1\nexec cc "$@"\n')
+    cc.chmod(0o755)
+    src = tmp_path / "k.c"
+    src.write_text("int value(void) { return 0; }\n")
+    run_python(
+        f"""
+        import os, random, signal, threading, time, hotr
+        src = {str(src)!r}
+
+        def children():
+            found = []
+            for task in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{{task}}/children") as f:
+                    found += f.read().split()
+            return found
+
+        r = hotr.HotReloader(src, cc={str(cc)!r})
+        r.update()
+        interrupted = 0
+        for n in range(1, 16):
+            with open(src, "w") as f:
+                f.write(f"int value(void) {{{{ return {{n}}; }}}}\\n")
+            timer = threading.Timer(random.random() * 0.008, os.kill, (os.getpid(), signal.SIGINT))
+            try:
+                timer.start()
+                r.update()
+                timer.join()
+            except KeyboardInterrupt:
+                interrupted += 1
+                timer.join()
+            assert children() == [], f"save {{n}}: compilers left: {{children()}}"
+        assert interrupted >= 10, interrupted
+        r.close()
+        """,
+        env={"HOTR_PRIVATE_DIR": str(tmp_path / "private")},
+    )
+
+
 def test_dropping_everything_while_a_call_runs_in_a_retired_version(builder: Builder) -> None:
     slow = "#include <unistd.h>\nint slow(int us) { usleep(us); return TAG; }\n"
     versions = [builder.compile_to_file(threaded(n, slow)) for n in (1, 2)]

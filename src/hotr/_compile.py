@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from . import _toolchain
 from ._cache import ObjectCache, digest, file_digest
 from ._exceptions import BuildError
+from ._signals import deferred
 from ._source import absolute
 
 logger = logging.getLogger("hotr")
@@ -66,16 +67,20 @@ class Commands:
 
     def run(self, argv: list[str]) -> None:
         """Run `argv` to the end; raise BuildError with its output unless it succeeded."""
-        proc = self._start(argv)
+        proc = None
         try:
+            with deferred():  # a Ctrl-C between starting it and owning it would leave it running
+                proc = self._start(argv)
             output, expired = _communicate(proc, self.timeout)
         except BaseException:  # Ctrl-C: the build is in its own session, so stop it here
-            _kill(proc)
-            proc.wait()
+            if proc is not None:
+                _kill(proc)
+                proc.wait()
             raise
         finally:
-            with self._lock:
-                self._running.discard(proc)
+            if proc is not None:
+                with self._lock:
+                    self._running.discard(proc)
         if expired:
             raise BuildError(self.output, shlex.join(argv), None, output, timeout=self.timeout)
         if proc.returncode != 0:
