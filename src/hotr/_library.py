@@ -178,6 +178,8 @@ class Library:
         return function
 
     def __getitem__(self, name: str) -> Function:
+        if not isinstance(name, str):
+            raise TypeError(f"a symbol name is a str, not {type(name).__name__} ({name!r})")
         return vars(self)[_PARTS][1](name)  # type: ignore[no-any-return]
 
     @property

@@ -103,6 +103,13 @@ class HotReloader:
             raise ValueError(f"jobs: expected a whole number, at least 1; got {jobs!r}")
         _seconds(build_timeout, "build_timeout", zero=False)
         _seconds(debounce, "debounce", zero=True)
+        if cc is not None and not isinstance(cc, str):
+            raise TypeError(f"cc must be a compiler's name (e.g. cc='tcc') or None, not {cc!r}")
+        if cc is not None and not cc.strip():
+            raise ValueError("cc is empty: name a compiler (e.g. cc='tcc'), or None for $CC")
+        for flag, name in ((keep_globals, "keep_globals"), (probe, "probe")):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, not {flag!r}")
         if build is None and all(is_source(p) for p in paths):
             inputs, library = paths + inputs, None  # compile into the private directory
         elif len(paths) == 1:
@@ -191,8 +198,11 @@ class HotReloader:
         return self.library
 
     def poll(self) -> bool:
-        """True if a change is waiting for update(); never blocks (False before the first
-        update())."""
+        """True if a change is waiting for update(); never blocks.
+
+        It answers "has the library changed since the version I have?": before the first
+        update() there is no version, so it is False (call update() to load).
+        """
         self._core.check_open()
         self._core.sync()
         self._core.housekeep()
@@ -210,7 +220,12 @@ class HotReloader:
         threads may wait at once; each of them sees each change.  -1 means the reloader is
         stopped or closed, or a watched directory went away (reported once; hotr watches for it
         to come back).
+
+        Raises:
+            TypeError, ValueError: `timeout` is not None or a number of seconds >= 0.
         """
+        if timeout is not None:
+            _seconds(timeout, "timeout", zero=True)
         return _drivers.wait(self._core, timeout, self._core.view)
 
     async def wait_for_change(self, timeout: float | None = None) -> bool:
@@ -221,7 +236,10 @@ class HotReloader:
 
         Raises:
             HotReloadError: the reloader is stopped or closed, or its directory was removed.
+            TypeError, ValueError: `timeout` is not None or a number of seconds >= 0.
         """
+        if timeout is not None:
+            _seconds(timeout, "timeout", zero=True)
         return await _drivers.wait_async(self._core, timeout, self._core.view)
 
     def changes(self) -> AsyncIterator[VersionInfo]:

@@ -19,8 +19,8 @@ def hot_reload_init(lib_path: str | os.PathLike[str]) -> HotReloader | None:
     """Start watching `lib_path`; None (reason logged) if it cannot be watched."""
     try:
         return HotReloader(lib_path)
-    except (OSError, HotReloadError) as exc:
-        logger.error("hot_reload_init(%r) failed: %s", os.fspath(lib_path), exc)
+    except (OSError, ValueError, HotReloadError) as exc:
+        logger.error("hot_reload_init(%r) failed: %s", lib_path, exc)
         return None
 
 

@@ -1,0 +1,142 @@
+"""Bad arguments are refused at the call, with an error that names the parameter and the fix."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Builder, reload_next, source
+
+import hotr
+
+
+@pytest.fixture
+def src(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HOTR_PRIVATE_DIR", str(tmp_path / "private"))
+    path = tmp_path / "k.c"
+    path.write_text("int f(void) { return 1; }\n")
+    return path
+
+
+def test_a_string_where_a_list_of_arguments_goes_is_a_type_error(src: Path) -> None:
+    with pytest.raises(TypeError, match=r"flags must be a list of arguments, e.g. flags=\['-O2'\]"):
+        hotr.HotReloader(src, flags="-O2")
+    with pytest.raises(TypeError, match=r"build must be a list .* build=\['make', '-C', 'src'\]"):
+        hotr.HotReloader(src.with_suffix(".so"), sources=[src], build="make -C src")
+    with pytest.raises(TypeError, match="flags must be a list of strings"):
+        hotr.load(src, flags=["-O2", 3])
+
+
+BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
+    ({"path": ""}, ValueError, "path is an empty path"),
+    ({"path": 123}, TypeError, "path must be a path or a list of paths, not int"),
+    ({"path": b"k.c"}, TypeError, "path must be a path or a list of paths, not bytes"),
+    ({"path": []}, ValueError, "path is an empty list"),
+    ({"sources": [""]}, ValueError, "sources is an empty path"),
+    ({"build_timeout": -1}, ValueError, "build_timeout must be a number of seconds > 0"),
+    ({"build_timeout": 0}, ValueError, "build_timeout must be a number of seconds > 0"),
+    ({"build_timeout": "60"}, TypeError, "build_timeout must be a number of seconds, not str"),
+    ({"debounce": -0.1}, ValueError, "debounce must be a number of seconds >= 0"),
+    ({"debounce": float("nan")}, ValueError, "debounce must be a number of seconds >= 0"),
+    ({"cc": 3}, TypeError, "cc must be a compiler's name"),
+    ({"cc": ""}, ValueError, "cc is empty"),
+    ({"keep_globals": "yes"}, TypeError, "keep_globals must be True or False"),
+    ({"probe": 1}, TypeError, "probe must be True or False"),
+    ({"backend": "fsevents"}, ValueError, "unknown backend 'fsevents'"),
+]
+
+
+@pytest.mark.parametrize(("options", "error", "message"), BAD, ids=[str(b[0]) for b in BAD])
+def test_bad_arguments_name_the_parameter(
+    src: Path, options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    path = options.pop("path", src)
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        hotr.HotReloader(path, **options)
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        hotr.load(path, **options)
+
+
+def test_wait_timeouts_are_checked(src: Path) -> None:
+    with hotr.HotReloader(src) as r:
+        r.update()
+        with pytest.raises(ValueError, match="timeout must be a number of seconds >= 0, not -1"):
+            r.watch_for_changes(-1)
+        with pytest.raises(TypeError, match="timeout must be a number of seconds, not str"):
+            r.watch_for_changes("1")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="timeout must be a number of seconds >= 0"):
+            asyncio.run(r.wait_for_change(-5))
+        assert r.watch_for_changes(0) == 0
+
+
+def test_symbol_names_are_strings(src: Path) -> None:
+    with hotr.HotReloader(src) as r:
+        lib = r.update()
+        with pytest.raises(TypeError, match=r"a symbol name is a str, not int \(3\)"):
+            lib[3]  # type: ignore[index]
+
+
+def test_poll_is_false_until_something_is_loaded(builder: Builder) -> None:
+    # poll() asks "has it changed since the version I have?": before update() there is none,
+    # so a change made before the first update() is simply part of what it loads.
+    with hotr.HotReloader(builder.lib) as r:
+        assert r.poll() is False
+        builder.rename(source(2))
+        assert r.poll() is False
+        lib = r.update()
+        assert lib.value() == 2
+        builder.rename(source(3))
+        reload_next(r)
+        assert lib.value() == 3
+
+
+def test_watcher_add_takes_its_own_backend(builder: Builder) -> None:
+    with hotr.Watcher(backend="poll") as watcher:
+        assert hotr.reloader_of(watcher.add(builder.lib)).backend == "poll"
+        overridden = watcher.add(builder.lib, backend="inotify")
+        assert hotr.reloader_of(overridden).backend == "inotify"
+        with pytest.raises(ValueError, match="unknown backend 'zz'"):
+            watcher.add(builder.lib, backend="zz")
+    with pytest.raises(ValueError, match="unknown backend 'zz'"):
+        hotr.Watcher(backend="zz")
+
+
+def test_bad_environment_values_name_the_variable(
+    src: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOTR_BACKEND", "fsevents")
+    with pytest.raises(ValueError, match="HOTR_BACKEND='fsevents' is not a backend: use one of"):
+        hotr.HotReloader(src)
+    monkeypatch.delenv("HOTR_BACKEND")
+    for value in ("abc", "0", "-1", "inf"):
+        monkeypatch.setenv("HOTR_POLL_INTERVAL", value)
+        with pytest.raises(ValueError, match=f"HOTR_POLL_INTERVAL='{value}' is not a number"):
+            hotr.HotReloader(src, backend="poll")
+
+
+def test_the_seed_api_returns_none_for_a_path_it_cannot_watch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="hotr"):
+        assert hotr.hot_reload_init("") is None
+    assert "path is an empty path" in caplog.text
+
+
+def test_tracebacks_name_the_public_exceptions(tmp_path: Path) -> None:
+    for name in ("HotReloadError", "LoadError", "BuildError", "SymbolNotFoundError"):
+        assert getattr(hotr, name).__module__ == "hotr"
+    (tmp_path / "bad.so").write_text("not a library\n")
+    result = subprocess.run(
+        [sys.executable, "-c", f"import hotr; hotr.load({str(tmp_path / 'bad.so')!r})"],
+        capture_output=True,
+        text=True,
+        env={"HOTR_PRIVATE_DIR": str(tmp_path / "private"), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("hotr.LoadError: cannot load"), result.stderr
