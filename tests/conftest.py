@@ -243,7 +243,7 @@ class Lines:
 
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self.seen: list[str] = []
-        self._queue: queue.Queue[str] = queue.Queue()
+        self._queue: queue.Queue[str | None] = queue.Queue()  # None: the end of the output
         assert proc.stdout is not None
         threading.Thread(target=self._read, args=(proc.stdout,), daemon=True).start()
 
@@ -251,6 +251,16 @@ class Lines:
         with contextlib.suppress(ValueError, OSError):  # the stream closes when the child ends
             for line in stream:
                 self._queue.put(line)
+        self._queue.put(None)
+
+    def rest(self, timeout: float = 10) -> list[str]:
+        """Every line, up to the end of the output (the child has exited or closed it)."""
+        while True:
+            line = self._queue.get(timeout=timeout)
+            if line is None:
+                self._queue.put(None)
+                return self.seen
+            self.seen.append(line.rstrip("\n"))
 
     def wait_for(self, text: str, timeout: float = 10) -> None:
         while True:
@@ -258,6 +268,9 @@ class Lines:
                 line = self._queue.get(timeout=timeout)
             except queue.Empty:
                 raise AssertionError(f"{text!r} not printed; output so far: {self.seen}") from None
+            if line is None:
+                self._queue.put(None)
+                raise AssertionError(f"{text!r} not printed before the end: {self.seen}")
             self.seen.append(line.rstrip("\n"))
             if text in line:
                 return

@@ -3,29 +3,71 @@
 from __future__ import annotations
 
 import os
+import pty
+import random
+import re
+import select
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Lines
+from conftest import CC, Lines
 
-from hotr.cli import main
+from hotr.cli import USAGE, _parser, main
+
+HOOKS = """
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <hotr.h>
+static void mark(const char *what, int version) {
+    FILE *f = fopen(getenv("HOTR_TEST_MARK"), "a");
+    fprintf(f, "%s %d\\n", what, version);
+    fclose(f);
+}
+int hotr_load(void **state, int version, int reloading) {
+    mark("load", version);
+    if (getenv("HOTR_TEST_SLOW_LOAD")) usleep(400000);
+    mark("loaded", version);
+    return 0;
+}
+int hotr_unload(void **state, int version, int reloading) { mark("unload", version); return 0; }
+void tick(void) { puts("tick"); fflush(stdout); }
+"""
 
 
-def start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    env = {
+def environment(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
         **os.environ,
         "HOTR_PRIVATE_DIR": str(tmp_path / "private"),
         "HOTR_DEMO_DIR": str(tmp_path / "demo"),
+        "HOTR_TEST_MARK": str(tmp_path / "mark.txt"),
+        **extra,
     }
+
+
+def start(tmp_path: Path, *args: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "hotr", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=env,
+        env=environment(tmp_path, **env),
+    )
+
+
+def hotr(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run hotr to its end (it must end by itself: a refusal never keeps running)."""
+    return subprocess.run(
+        [sys.executable, "-m", "hotr", *args],
+        capture_output=True,
+        text=True,
+        env=environment(tmp_path, **env),
+        timeout=60,
     )
 
 
@@ -33,6 +75,28 @@ def save(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.rename(tmp, path)
+
+
+def marks(tmp_path: Path) -> list[str]:
+    path = tmp_path / "mark.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def wait_for_file(path: Path, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text()):
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+    return path.read_text()
+
+
+def stopped_cleanly(proc: subprocess.Popen[str], lines: Lines, tmp_path: Path) -> None:
+    """The stop signal was sent: exit status 0, no traceback, no private file left."""
+    assert proc.wait(timeout=20) == 0
+    output = "\n".join(lines.rest())
+    assert "Traceback" not in output, output
+    private = tmp_path / "private"
+    assert not private.exists() or list(private.iterdir()) == [], list(private.rglob("*"))
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
@@ -43,6 +107,7 @@ def test_demo_reloads_on_save_and_stops_cleanly(tmp_path: Path, stop: signal.Sig
             lines.wait_for("demo: edit")
             source = tmp_path / "demo" / "example.c"
             assert str(source) in lines.seen[-1]
+            assert (tmp_path / "demo").stat().st_mode & 0o777 == 0o700
             lines.wait_for("loaded version 1")
             lines.wait_for("hello world!")
             save(source, source.read_text().replace("hello world!", "hello again!"))
@@ -51,18 +116,84 @@ def test_demo_reloads_on_save_and_stops_cleanly(tmp_path: Path, stop: signal.Sig
             lines.wait_for("hello again!")
             save(source, "this is not C\n")
             lines.wait_for("the build failed")
-            assert "version 2 stays live" in lines.seen[-1]
+            assert lines.seen[-1].startswith("hotr: example.c: the build failed (exit status 1)")
+            assert lines.seen[-1].endswith("; version 2 stays live")
+            lines.wait_for("$ ")
             lines.wait_for("example.c:1")
             proc.send_signal(stop)
-            assert proc.wait(timeout=10) == 0
             lines.wait_for("hotr: stopped")
-            assert "cleanup" in lines.seen
+            lines.wait_for("cleanup")
+            stopped_cleanly(proc, lines, tmp_path)
         finally:
             proc.kill()
-    assert list((tmp_path / "private").iterdir()) == []
 
 
-def test_run_calls_named_functions_of_a_library(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_during_a_build_kills_it_and_exits_0(tmp_path: Path, stop: signal.Signals) -> None:
+    src = tmp_path / "k.c"
+    src.write_text("void f(void) {}\n")
+    started = tmp_path / "build-pid"
+    script = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(99)"
+    build = f'{sys.executable} -c "{script}" {started}'
+
+    with start(
+        tmp_path, "run", str(src), "--build", build, "--output", str(tmp_path / "l.so")
+    ) as p:
+        try:
+            lines = Lines(p)
+            pid = int(wait_for_file(started))
+            p.send_signal(stop)
+            p.send_signal(stop)  # an impatient second one must not cut the cleanup short
+            lines.wait_for("hotr: stopped")
+            stopped_cleanly(p, lines, tmp_path)
+        finally:
+            p.kill()
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left running
+        os.kill(pid, 0)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_during_a_hook_lets_it_finish_and_unloads(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    src = tmp_path / "hooks.c"
+    src.write_text(HOOKS)
+    args = ("run", str(src), "--call", "tick")
+    with start(tmp_path, *args, HOTR_TEST_SLOW_LOAD="1") as proc:
+        try:
+            lines = Lines(proc)
+            deadline = time.monotonic() + 20
+            while "load 1" not in marks(tmp_path):
+                assert time.monotonic() < deadline, "hotr_load never ran"
+                time.sleep(0.005)
+            proc.send_signal(stop)  # while hotr_load sleeps: it is held back until the hook ends
+            time.sleep(0.05)
+            proc.send_signal(stop)
+            lines.wait_for("hotr: stopped")
+            stopped_cleanly(proc, lines, tmp_path)
+        finally:
+            proc.kill()
+    assert marks(tmp_path) == ["load 1", "loaded 1", "unload 1"]
+
+
+def test_a_stop_at_any_moment_exits_0_and_leaves_nothing(tmp_path: Path) -> None:
+    # Signals at random moments after start-up: during the build, the load, the call, the wait.
+    rng = random.Random(11)
+    for n in range(8):
+        with start(tmp_path, "run") as proc:
+            try:
+                lines = Lines(proc)
+                lines.wait_for("demo: edit", timeout=30)
+                time.sleep(rng.uniform(0, 0.15))
+                proc.send_signal(rng.choice([signal.SIGINT, signal.SIGTERM]))
+                stopped_cleanly(proc, lines, tmp_path)
+            finally:
+                proc.kill()
+        if "hello world!" in lines.seen:
+            assert "cleanup" in lines.seen, f"run {n}: a loaded version was never cleaned up"
+
+
+def test_run_calls_named_functions_and_reports_a_missing_one_once(tmp_path: Path) -> None:
     src = tmp_path / "k.c"
     src.write_text('#include <stdio.h>\nvoid tick(void) { puts("tick 1"); }\n')
     with start(tmp_path, "run", str(src), "--call", "tick", "--call", "nope", "--", "-O2") as proc:
@@ -70,13 +201,280 @@ def test_run_calls_named_functions_of_a_library(tmp_path: Path) -> None:
             lines = Lines(proc)
             lines.wait_for("loaded version 1")
             lines.wait_for("tick 1")
-            lines.wait_for("has no symbol 'nope'")
+            lines.wait_for("hotr: k.c (version 1) has no function 'nope': check --call nope")
             save(src, '#include <stdio.h>\nvoid tick(void) { puts("tick 2"); }\n')
             lines.wait_for("tick 2")
+            save(src, '#include <stdio.h>\nvoid tick(void) { puts("tick 3"); }\n')
+            lines.wait_for("tick 3")
             proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=10) == 0
+            lines.wait_for("stopped")
+            stopped_cleanly(proc, lines, tmp_path)
         finally:
             proc.kill()
+    assert sum("no function 'nope'" in line for line in lines.seen) == 1
+
+
+def test_no_default_function_hints_at_call_once(tmp_path: Path) -> None:
+    src = tmp_path / "k.c"
+    src.write_text("int f(void) { return 1; }\n")
+    with start(tmp_path, "run", str(src)) as proc:
+        try:
+            lines = Lines(proc)
+            lines.wait_for("has no hello_world_func() to call")
+            assert "--call NAME" in lines.seen[-1]
+            save(src, "int f(void) { return 2; }\n")
+            lines.wait_for("loaded version 2")
+            proc.send_signal(signal.SIGINT)
+            lines.wait_for("stopped")
+            stopped_cleanly(proc, lines, tmp_path)
+        finally:
+            proc.kill()
+    assert sum("--call NAME" in line for line in lines.seen) == 1
+
+
+def test_a_build_failing_at_start_waits_for_the_fix(tmp_path: Path) -> None:
+    src = tmp_path / "k.c"
+    src.write_text("this is not C\n")
+    with start(tmp_path, "run", str(src), "--call", "f") as proc:
+        try:
+            lines = Lines(proc)
+            lines.wait_for("the build failed")
+            assert lines.seen[-1].endswith("; nothing is loaded yet")
+            save(src, '#include <stdio.h>\nvoid f(void) { puts("fixed"); }\n')
+            lines.wait_for("loaded version 1")
+            lines.wait_for("fixed")
+            proc.send_signal(signal.SIGTERM)
+            lines.wait_for("stopped")
+            stopped_cleanly(proc, lines, tmp_path)
+        finally:
+            proc.kill()
+    assert sum("the build failed" in line for line in lines.seen) == 1
+
+
+def test_keep_globals_status_line_says_what_was_carried(tmp_path: Path) -> None:
+    src = tmp_path / "k.c"
+    src.write_text('#include <stdio.h>\nint n;\nvoid tick(void) { printf("n=%d\\n", ++n); }\n')
+    with start(tmp_path, "run", str(src), "--call", "tick", "--keep-globals") as proc:
+        try:
+            lines = Lines(proc)
+            lines.wait_for("n=1")
+            save(src, src.read_text().replace("int n;", "int n;\nlong big[4];"))
+            lines.wait_for("loaded version 2")
+            assert lines.seen[-1].endswith("; carried: n; not carried: big (new in this version)")
+            lines.wait_for("n=2")
+            proc.send_signal(signal.SIGINT)
+            lines.wait_for("stopped")
+            stopped_cleanly(proc, lines, tmp_path)
+        finally:
+            proc.kill()
+
+
+def test_quiet_prints_only_errors_and_verbose_the_log(tmp_path: Path) -> None:
+    src = tmp_path / "k.c"
+    src.write_text('#include <stdio.h>\nvoid f(void) { puts("ran"); }\n')
+    seen = {}
+    for flag in ("--quiet", "--verbose"):
+        with start(tmp_path, "run", str(src), "--call", "f", flag) as proc:
+            try:
+                lines = Lines(proc)
+                lines.wait_for("ran")
+                proc.send_signal(signal.SIGINT)
+                stopped_cleanly(proc, lines, tmp_path)
+            finally:
+                proc.kill()
+        seen[flag] = lines.seen
+    assert seen["--quiet"] == ["ran", "cleanup"] or seen["--quiet"] == ["ran"], seen
+    assert any(line.startswith("hotr: built ") for line in seen["--verbose"]), seen  # hotr's log
+    assert any("loaded version 1" in line for line in seen["--verbose"]), seen
+
+
+def test_debounce_and_polling_options_reload(tmp_path: Path) -> None:
+    src = tmp_path / "k.c"
+    src.write_text('#include <stdio.h>\nvoid f(void) { puts("one"); }\n')
+    args = ("--backend", "poll", "--poll-interval", "0.05", "--debounce", "0")
+    with start(tmp_path, "run", str(src), "--call", "f", *args) as proc:
+        try:
+            lines = Lines(proc)
+            lines.wait_for("one")
+            save(src, '#include <stdio.h>\nvoid f(void) { puts("two"); }\n')
+            lines.wait_for("two")
+            proc.send_signal(signal.SIGINT)
+            stopped_cleanly(proc, lines, tmp_path)
+        finally:
+            proc.kill()
+
+
+def test_colours_only_on_a_terminal(tmp_path: Path) -> None:
+    src = tmp_path / "k.c"
+    src.write_text("int f(void) { return 1 +; }\n")
+    plain = start(tmp_path, "run", str(src))
+    master, slave = pty.openpty()
+    env = {k: v for k, v in environment(tmp_path, TERM="xterm").items() if k != "NO_COLOR"}
+    coloured = subprocess.Popen(
+        [sys.executable, "-m", "hotr", "run", str(src)],
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        env=env,
+    )
+    os.close(slave)
+    try:
+        lines = Lines(plain)
+        lines.wait_for("error:")
+        assert not any("\x1b[" in line for line in lines.seen)
+        seen = b""
+        deadline = time.monotonic() + 20
+        while b"error:" not in seen.replace(b"\x1b[1;31m", b""):
+            assert select.select([master], [], [], max(0, deadline - time.monotonic()))[0], seen
+            seen += os.read(master, 4096)
+        assert b"\x1b[1;31merror:\x1b[0m" in seen  # the compiler's message, coloured by hotr
+        assert b"\x1b[1;31mhotr: k.c: the build failed" in seen
+    finally:
+        for proc in (plain, coloured):
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=20)
+        plain.stdout.close()  # type: ignore[union-attr]
+        os.close(master)
+
+
+def executable(tmp_path: Path) -> Path:
+    src, out = tmp_path / "prog.c", tmp_path / "prog"
+    src.write_text("int main(void) { return 0; }\n")
+    subprocess.run([CC, "-fPIE", "-pie", str(src), "-o", str(out)], check=True)
+    return out
+
+
+USER_ERRORS: dict[str, tuple[Callable[[Path], list[str]], str]] = {
+    "directory": (
+        lambda t: ["run", str(t)],
+        "is a directory: TARGET is a .so library or C sources",
+    ),
+    "text file": (lambda t: ["run", str(t / "notes.txt")], "notes.txt is neither a shared library"),
+    "missing": (lambda t: ["run", str(t / "gone.so")], "gone.so: no such file: check the path"),
+    "executable": (
+        lambda t: ["run", str(executable(t))],
+        "not a shared object; link it with -shared",
+    ),
+    "compiler": (
+        lambda t: ["run", "--cc", "no-such-cc"],
+        "compiler 'no-such-cc' (from --cc) not found",
+    ),
+    "build": (
+        lambda t: ["run", str(t / "notes.txt"), "--build", "no-such-make", "--output", "l.so"],
+        "build command 'no-such-make' (--build) not found",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", USER_ERRORS, ids=list(USER_ERRORS))
+def test_user_errors_exit_1_with_one_line(tmp_path: Path, case: str) -> None:
+    (tmp_path / "notes.txt").write_text("not code\n")
+    argv, message = USER_ERRORS[case]
+    result = hotr(tmp_path, *argv(tmp_path))
+    assert result.returncode == 1, result
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert result.stderr.startswith("hotr: ")
+    assert not (tmp_path / "private").exists() or list((tmp_path / "private").iterdir()) == []
+
+
+def test_bad_environment_values_name_the_variable(tmp_path: Path) -> None:
+    src = tmp_path / "k.c"
+    src.write_text("void f(void) {}\n")
+    result = hotr(tmp_path, "run", str(src), "--backend", "poll", HOTR_POLL_INTERVAL="abc")
+    assert (result.returncode, result.stderr.count("\n")) == (1, 1), result
+    assert "HOTR_POLL_INTERVAL='abc' is not a number of seconds" in result.stderr
+    result = hotr(tmp_path, "run", str(src), HOTR_BACKEND="fsevents")
+    assert (result.returncode, result.stderr.count("\n")) == (1, 1), result
+    assert "HOTR_BACKEND='fsevents' is not a backend" in result.stderr
+    result = hotr(tmp_path, "run", str(src), CC="no-such-cc")
+    assert "compiler 'no-such-cc' (from $CC) not found" in result.stderr
+
+
+@pytest.mark.parametrize("unsafe", ["open", "symlink", "foreign"])
+def test_a_demo_directory_others_control_is_refused(tmp_path: Path, unsafe: str) -> None:
+    # Whatever is in the demo directory gets compiled and run: another user's example.c must
+    # never be.  (hotr would also create its own file only if none is there.)
+    demo = tmp_path / "demo"
+    if unsafe == "symlink":
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        demo.symlink_to(tmp_path / "elsewhere")
+        demo = tmp_path / "elsewhere"
+    else:
+        demo.mkdir()
+        os.chmod(demo, 0o777 if unsafe == "open" else 0o700)
+    planted = demo / "example.c"
+    planted.write_text(
+        '#include <stdlib.h>\n__attribute__((constructor)) void p(void) { system("touch x"); }\n'
+    )
+    if unsafe == "foreign":
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a directory to another user")
+        os.chown(tmp_path / "demo", 65534, 65534)
+    result = subprocess.run(
+        [sys.executable, "-m", "hotr", "run"],
+        capture_output=True,
+        text=True,
+        env=environment(tmp_path),
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 1, result
+    expected = {
+        "open": "is open to other users (mode 777); run chmod 700 on it",
+        "symlink": "is not a directory (a symlink or a file); set HOTR_DEMO_DIR",
+        "foreign": "belongs to another user (uid 65534); set HOTR_DEMO_DIR",
+    }[unsafe]
+    assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
+    assert "demo directory" in result.stderr
+    assert not (tmp_path / "x").exists(), "the planted code ran"
+
+
+USAGE_ERRORS = {
+    "output without build": (["run", "k.c", "--output", "l.so"], "give --build CMD as well"),
+    "build without output": (["run", "k.c", "--build", "make"], "--build needs --output PATH"),
+    "build without targets": (["run", "--build", "make", "--output", "l.so"], "needs TARGETs"),
+    "source after --": (["run", "--", "-lz", "needz.c"], "needz.c comes after --"),
+    "flags with build": (
+        ["run", "k.c", "--build", "make", "--output", "l.so", "--", "-O2"],
+        "with --build",
+    ),
+    "flags for a library": (["run", "l.so", "--", "-O2"], "l.so is a library"),
+    "two libraries": (["run", "a.so", "b.so"], "give one .so library, or C sources"),
+    "negative timeout": (["run", "--timeout", "-1"], "'-1' is not a number of seconds > 0"),
+    "bad debounce": (["run", "--debounce", "soon"], "'soon' is not a number of seconds >= 0"),
+    "zero poll interval": (["run", "--poll-interval", "0"], "'0' is not a number of seconds > 0"),
+    "quiet and verbose": (["run", "-q", "-v"], "not allowed with"),
+    "unknown option": (["run", "--bogus"], "unrecognized arguments: --bogus"),
+}
+
+
+@pytest.mark.parametrize("case", USAGE_ERRORS, ids=list(USAGE_ERRORS))
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], case: str) -> None:
+    argv, message = USAGE_ERRORS[case]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: hotr run") and message in err, err
+
+
+def test_usage_errors_from_the_command(tmp_path: Path) -> None:
+    result = hotr(tmp_path, "run", "--", "x.c")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert not (tmp_path / "demo").exists(), "a usage error must not set up the demo"
+
+
+def test_usage_line_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    _, run = _parser()
+    options = [a.option_strings[-1] for a in run._actions if a.option_strings and a.help]
+    usage = re.sub(r"\s+", " ", USAGE)
+    for option in options:
+        if option != "--help":
+            assert option in usage, f"{option} is missing from the usage line"
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--call SYMBOL" in out and "void SYMBOL(void)" in out
 
 
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,24 +482,11 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.startswith("hotr ")
-    with pytest.raises(SystemExit) as info:
-        main(["run", "--help"])
-    assert info.value.code == 0
-    assert "--call SYMBOL" in capsys.readouterr().out
     assert main([]) == 2
 
 
-def test_user_errors_exit_1_with_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["run", str(tmp_path / "missing.so")]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "missing.so" in err
-    assert main(["run", str(tmp_path / "k.c"), "--build", "make"]) == 1
-    assert "--build needs --output" in capsys.readouterr().err
-
-
-def test_unknown_option_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
+def test_main_puts_the_signal_handlers_back() -> None:
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit):
         main(["run", "--bogus"])
-    assert info.value.code == 2
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

@@ -35,7 +35,7 @@ from typing import Any
 
 from . import _env
 from ._exceptions import HotReloadError
-from ._store import check_private_directory
+from ._store import ensure_private_directory
 
 logger = logging.getLogger("hotr")
 
@@ -71,7 +71,7 @@ class ObjectCache:
     def __init__(self, root: str, limit: int) -> None:
         self.root = root
         self.limit = limit
-        check_private_directory(root, "HOTR_CACHE_DIR")
+        ensure_private_directory(root, "cache directory", "HOTR_CACHE_DIR")
         for sub in ("manifests", "objects", "tmp"):
             with contextlib.suppress(FileExistsError):
                 os.mkdir(os.path.join(root, sub), 0o700)

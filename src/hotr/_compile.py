@@ -23,7 +23,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -249,7 +248,7 @@ class NativeBuild:
                     digest(
                         "hotr-unit-1",
                         _toolchain.identity(compiler),
-                        *(a for a in argv if not a.startswith("-fdiagnostics-color")),
+                        *argv,
                         os.getcwd(),
                         source,
                         "\0",
@@ -451,10 +450,9 @@ def _compile_argv(
     ``-shared`` for a single source's library; ``-fno-gnu-unique`` for C++ with g++ (a
     unique symbol would keep every old version mapped and shared by the new one)."""
     env = shlex.split(os.environ.get("CXXFLAGS" if cplusplus else "CFLAGS", ""))
-    colour = ["-fdiagnostics-color=always"] if _colour_wanted(compiler) else []
     unique = ["-fno-gnu-unique"] if cplusplus and _toolchain.is_gcc(compiler) else []
     step = ["-shared"] if single else ["-c"]
-    return [*compiler, *step, "-fPIC", *colour, f"-I{INCLUDE_DIR}", *env, *unique, *flags]
+    return [*compiler, *step, "-fPIC", f"-I{INCLUDE_DIR}", *env, *unique, *flags]
 
 
 def _store(cache: ObjectCache, key: str, stamps: dict[str, Stamp], produced: str) -> bool:
@@ -492,11 +490,6 @@ def _install(source: str, dest: str, *, keep: bool = False) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
-
-
-def _colour_wanted(compiler: list[str]) -> bool:
-    """The compiler's own colours when hotr's stderr is a terminal (gcc and clang know the flag)."""
-    return sys.stderr.isatty() and not _toolchain.is_tcc(compiler) and "NO_COLOR" not in os.environ
 
 
 def _read_depfile(path: str, *, one_per_line: bool) -> set[str]:

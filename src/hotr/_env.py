@@ -75,3 +75,11 @@ def cache_size() -> int:
             "(e.g. 500M), or 0 to turn the cache off"
         )
     return int(value * _UNITS[unit])
+
+
+def demo_dir() -> str:
+    """``$HOTR_DEMO_DIR``: where ``hotr run`` keeps its copy of the demo (default
+    ``$TMPDIR/hotr-demo-<uid>``, ``/tmp/hotr-demo-<uid>`` without TMPDIR)."""
+    configured = os.environ.get("HOTR_DEMO_DIR", "")
+    tmp = os.environ.get("TMPDIR") or "/tmp"
+    return configured or os.path.join(tmp, f"hotr-demo-{os.getuid()}")

@@ -27,26 +27,29 @@ from ._exceptions import HotReloadError
 logger = logging.getLogger("hotr")
 
 
-def check_private_directory(root: str, variable: str = "HOTR_PRIVATE_DIR") -> None:
-    """Create `root` (mode 0700) if it is missing; raise HotReloadError unless it is a real
-    directory of this user's that nobody else can open.  `variable` is the setting that moves
-    it, named in the message."""
+def ensure_private_directory(path: str, what: str, variable: str) -> None:
+    """Create `path` (mode 0700) unless it exists, then make sure it is a directory of this
+    user's that no one else can open: nothing planted by another user is ever built or loaded.
+
+    `what` names it in messages ("private directory"), `variable` the setting that moves it.
+    Raises HotReloadError with the fix.
+    """
     with contextlib.suppress(FileExistsError):
-        os.mkdir(root, 0o700)
-    info = os.lstat(root)
+        os.mkdir(path, 0o700)
+    info = os.lstat(path)
     if not stat.S_ISDIR(info.st_mode):
         raise HotReloadError(
-            f"private directory {root!r} is not a directory (a symlink or a file); "
+            f"{what} {path!r} is not a directory (a symlink or a file); "
             f"set {variable} to a directory of your own"
         )
     if info.st_uid != os.getuid():
         raise HotReloadError(
-            f"private directory {root!r} belongs to another user (uid {info.st_uid}); "
+            f"{what} {path!r} belongs to another user (uid {info.st_uid}); "
             f"set {variable} to a directory of your own"
         )
     if info.st_mode & 0o077:
         raise HotReloadError(
-            f"private directory {root!r} is open to other users (mode {info.st_mode & 0o777:o}); "
+            f"{what} {path!r} is open to other users (mode {info.st_mode & 0o777:o}); "
             "run chmod 700 on it"
         )
 
@@ -119,7 +122,7 @@ class PrivateStore:
     def __init__(self, root: str) -> None:
         self.root = root
         try:
-            check_private_directory(root)
+            ensure_private_directory(root, "private directory", "HOTR_PRIVATE_DIR")
             guard = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
                 fcntl.flock(guard, fcntl.LOCK_EX)

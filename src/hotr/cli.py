@@ -1,53 +1,123 @@
 """The ``hotr`` command: build, load, call and hot-reload a library with no Python written.
 
-Exit codes: 0 after Ctrl-C or SIGTERM (a clean stop), 1 for a user error (missing file, bad
-arguments for the target), 2 for a usage error (unknown option).
+Exit codes: 0 after Ctrl-C or SIGTERM (a clean stop, whenever it comes), 1 for a user error (a
+file, compiler or directory named that cannot be used: one line on stderr), 2 for a usage error
+(the command line itself is wrong: an unknown option, a bad value, options that contradict).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import logging
+import math
 import os
+import re
 import shlex
 import shutil
 import signal
 import sys
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib.resources import as_file, files
 from types import FrameType
 
-from . import __version__
-from ._build import is_source
+from . import __version__, _env
+from ._build import SOURCE_SUFFIXES, is_source
 from ._compile import INCLUDE_DIR
 from ._exceptions import BuildError, HotReloadError, LoadError
 from ._reloader import HotReloader
+from ._store import ensure_private_directory
 
 DEFAULT_CALL = "hello_world_func"  # the seed example's function
 _libc = ctypes.CDLL(None)
+_STOPS = (signal.SIGINT, signal.SIGTERM)
+# What compilers start a message with, and its colour on a terminal (as gcc colours them).
+_MARKS = re.compile(r"\b(fatal error|error|warning|note):")
+_MARK_COLOURS = {"fatal error": "1;31", "error": "1;31", "warning": "1;35", "note": "1;36"}
+
+USAGE = """hotr run [TARGET ...] [--call SYMBOL] [--build CMD --output PATH] [--cc CC]
+                [--timeout SECONDS] [--debounce SECONDS] [--poll-interval SECONDS]
+                [--backend {auto,inotify,poll}] [--keep-globals] [--probe]
+                [--quiet | --verbose] [-- FLAGS ...]"""
+
+
+class UserError(Exception):
+    """Something named on the command line cannot be used; the message says what and the fix."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line `argv` (default: sys.argv[1:]); return the exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Run the command line `argv` (default: sys.argv[1:]); return the exit code.
+
+    Ctrl-C and SIGTERM stop it with status 0 at any point, after the cleanup hooks ran.  Called
+    with an `argv` (from Python), it puts the previous signal handlers back when it returns.
+    """
+    previous = {signum: signal.signal(signum, _stop) for signum in _STOPS}
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:  # before anything was loaded: nothing to report or close
+        return 0
+    finally:
+        if argv is not None:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C or SIGTERM: stop, and let nothing interrupt the cleanup that follows."""
+    for each in _STOPS:
+        signal.signal(each, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _main(args: list[str]) -> int:
     compiler_flags: list[str] = []
     if "--" in args:  # everything after -- goes to the compiler untouched
         cut = args.index("--")
         args, compiler_flags = args[:cut], args[cut + 1 :]
-    options = _parser().parse_args(args)
+    parser, run = _parser()
+    options, unknown = parser.parse_known_args(args)
+    if unknown:  # said by the parser of the command, with its usage line
+        (run if options.command == "run" else parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}"
+        )
     if options.include:
         print(INCLUDE_DIR)
         return 0
     if options.command is None:
-        _parser().print_help()
+        parser.print_help(sys.stderr)
         return 2
-    logging.basicConfig(format="hotr: %(message)s", level=logging.WARNING)
-    return _run(options, compiler_flags)
+    _check_usage(run, options, compiler_flags)
+    out = Output(quiet=options.quiet, colour=_colour_wanted())
+    level = logging.INFO if options.verbose else logging.WARNING
+    logging.basicConfig(format="hotr: %(message)s", level=level)
+    try:
+        with _poll_interval(options.poll_interval):
+            return _run(options, compiler_flags, out)
+    except UserError as exc:
+        out.error(str(exc))
+        return 1
 
 
-def _parser() -> argparse.ArgumentParser:
+def _seconds(minimum: float, *, inclusive: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds above (or at) `minimum`."""
+    relation = ">=" if inclusive else ">"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a number of seconds {relation} {minimum:g}"
+            )
+        return value
+
+    return parse
+
+
+def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(
         prog="hotr",
         description="Hot-reload native shared libraries inside a running process.",
@@ -67,26 +137,29 @@ def _parser() -> argparse.ArgumentParser:
             "Build TARGET if it is C source, load it, call the --call functions, then watch: "
             "on every save (of a source, a header it includes, or the .so) rebuild, reload "
             "and call them again.  With no TARGET, run the bundled example from a copy you "
-            "can edit.  Arguments after -- go to the compiler."
+            "can edit.  Arguments after -- go to the compiler.  Ctrl-C or SIGTERM stops it."
         ),
-        usage="hotr run [TARGET ...] [--call SYMBOL] [--build CMD] [--output PATH] "
-        "[--keep-globals] [-- FLAGS]",
+        usage=USAGE,
+        epilog="Exit codes: 0 stopped by Ctrl-C or SIGTERM, 1 user error, 2 usage error.",
     )
-    run.add_argument("targets", nargs="*", metavar="TARGET", help=".c source file(s) or a .so")
+    run.add_argument(
+        "targets", nargs="*", metavar="TARGET", help="C source file(s), or one .so library"
+    )
     run.add_argument(
         "--call",
         action="append",
         metavar="SYMBOL",
-        help=f"void(void) function to call after each load (repeatable; default {DEFAULT_CALL} "
-        "when the library has it)",
+        help="a function taking no arguments to call after each load, as void SYMBOL(void) "
+        f"(repeatable; its return value is ignored; default {DEFAULT_CALL} when the library "
+        "has it)",
     )
     run.add_argument(
         "--build",
         metavar="CMD",
-        help='custom build command, e.g. "make" or "cargo build" (split like a shell, never '
-        "run by one); needs --output",
+        help='your own build command, e.g. "make" or "cargo build" (split like a shell, never '
+        "run by one), run when a TARGET changes; needs --output",
     )
-    run.add_argument("--output", metavar="PATH", help="the library the build writes")
+    run.add_argument("--output", metavar="PATH", help="the library --build writes")
     run.add_argument("--cc", metavar="CC", help="compiler for C sources (default $CC, else cc)")
     run.add_argument(
         "-j",
@@ -97,10 +170,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds(0, inclusive=False),
         default=60.0,
         metavar="SECONDS",
         help="kill a build that runs longer (default 60)",
+    )
+    run.add_argument(
+        "--debounce",
+        type=_seconds(0, inclusive=True),
+        default=0.02,
+        metavar="SECONDS",
+        help="fold changes closer together than this into one reload (default 0.02)",
+    )
+    run.add_argument(
+        "--poll-interval",
+        type=_seconds(0, inclusive=False),
+        metavar="SECONDS",
+        help="seconds between two scans when polling (default $HOTR_POLL_INTERVAL, else 0.5)",
+    )
+    run.add_argument(
+        "--backend",
+        choices=list(_env.BACKENDS),
+        default="auto",
+        help="how changes are seen (default auto: inotify, polling on network file systems)",
     )
     run.add_argument(
         "--keep-globals",
@@ -108,23 +200,50 @@ def _parser() -> argparse.ArgumentParser:
         help="carry global variables (same name and size) into each new version",
     )
     run.add_argument(
-        "--backend",
-        choices=["auto", "inotify", "poll"],
-        default="auto",
-        help="how changes are seen (default auto: inotify, polling on network file systems)",
-    )
-    run.add_argument(
         "--probe",
         action="store_true",
         help="load each new version in a child process first (survives crashing constructors)",
     )
-    return parser
+    talk = run.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    talk.add_argument(
+        "-v", "--verbose", action="store_true", help="also print what hotr logs (INFO)"
+    )
+    return parser, run
 
 
-def _run(options: argparse.Namespace, compiler_flags: list[str]) -> int:
-    targets: list[str] = options.targets or [_demo_source()]
+def _check_usage(
+    run: argparse.ArgumentParser, options: argparse.Namespace, flags: list[str]
+) -> None:
+    """Refuse option combinations that would be ignored or mean something else (exit 2)."""
+    targets: list[str] = options.targets
+    if options.output and not options.build:
+        run.error("--output names the library --build writes: give --build CMD as well")
     if options.build and not options.output:
-        return _fail("--build needs --output, the library the command writes")
+        run.error("--build needs --output PATH, the library the command writes")
+    if options.build and not targets:
+        run.error("--build needs TARGETs: the files whose change runs the build")
+    misplaced = [flag for flag in flags if is_source(flag)]
+    if misplaced:
+        run.error(f"{misplaced[0]} comes after --, where compiler flags go: put sources before --")
+    if options.build:
+        if options.cc or flags:
+            run.error(
+                "--cc and flags after -- are for hotr's own compiler command: with --build, "
+                "put them in your build"
+            )
+        return
+    if len(targets) > 1 and not all(is_source(t) for t in targets):
+        run.error("give one .so library, or C sources, as TARGET (not several libraries)")
+    if len(targets) == 1 and not is_source(targets[0]) and (options.cc or flags):
+        run.error(f"--cc and compiler flags are for C sources, and {targets[0]} is a library")
+
+
+def _run(options: argparse.Namespace, compiler_flags: list[str], out: Output) -> int:
+    targets: list[str] = options.targets or [_demo_source()]
+    _check_targets(targets, options)
+    if not options.targets:
+        out.status(f"demo: edit {targets[0]} and save it to reload; Ctrl-C to stop")
     if options.output:
         path: str | list[str] = options.output
         sources = targets
@@ -144,76 +263,238 @@ def _run(options: argparse.Namespace, compiler_flags: list[str]) -> int:
             keep_globals=options.keep_globals,
             probe=options.probe,
             backend=options.backend,
+            debounce=options.debounce,
         )
-    except (OSError, ValueError, HotReloadError) as exc:
-        return _fail(str(exc))
-    signal.signal(signal.SIGTERM, _interrupt)
-    with reloader:
-        try:
-            name = ", ".join(os.path.basename(t) for t in targets)
-            _step(reloader, options.call, name)
-            while True:
-                if reloader.watch_for_changes() > 0:
-                    _step(reloader, options.call, name)
-        except KeyboardInterrupt:
-            _status("stopped")
+    except OSError as exc:
+        raise UserError(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)) from exc
+    except (ValueError, TypeError, HotReloadError) as exc:
+        raise UserError(str(exc)) from exc
+    session = Session(reloader, options, targets, out)
+    stopped = False
+    try:
+        session.start()
+        while True:
+            if reloader.watch_for_changes() > 0:
+                session.step()
+    except KeyboardInterrupt:
+        stopped = True
+    finally:
+        for signum in _STOPS:  # the cleanup hooks run to the end, whatever arrives now
+            signal.signal(signum, signal.SIG_IGN)
+        if stopped:
+            out.status("stopped")
+        reloader.close()
     return 0
 
 
-def _step(reloader: HotReloader, calls: list[str] | None, name: str) -> None:
-    """Apply a change and print one status line; call the functions if a new version loaded."""
-    before = reloader.version
-    try:
-        reloader.update()
-    except BuildError as exc:
-        _status(f"{exc.reason}; version {before or '-'} stays live\n$ {exc.command}")
-        sys.stderr.write(
-            exc.diagnostics if exc.diagnostics.endswith("\n") else exc.diagnostics + "\n"
-        )
+def _check_targets(targets: list[str], options: argparse.Namespace) -> None:
+    """Each TARGET exists, is a file that can be read, and is C source or a shared library;
+    the compiler or build command can be found."""
+    for target in targets:
+        if os.path.isdir(target):
+            raise UserError(f"{target} is a directory: TARGET is a .so library or C sources")
+        if not os.path.exists(target):
+            raise UserError(f"{target}: no such file: check the path")
+        if not os.access(target, os.R_OK):
+            raise UserError(f"{target} cannot be read (permission denied): check its mode")
+    if options.build:
+        _find_program(shlex.split(options.build)[:1], "build command", "(--build)", "check it")
         return
-    except LoadError as exc:
-        _status(f"{exc}; version {before or '-'} stays live")
+    if len(targets) == 1 and not is_source(targets[0]):
+        with open(targets[0], "rb") as f:
+            magic = f.read(4)
+        if magic != b"\x7fELF":
+            raise UserError(
+                f"{targets[0]} is neither a shared library (not an ELF file) nor C source "
+                f"({', '.join(SOURCE_SUFFIXES)}): give a .so library or C sources"
+            )
         return
-    if reloader.version == before:
-        return
-    info = reloader.history[-1]
-    what = ", ".join(os.path.basename(p) for p in info.changed) or name
-    built = "" if info.build_ms is None else f"built in {info.build_ms:.1f} ms, "
-    _status(f"{what}: {built}loaded version {info.number} in {info.load_ms:.2f} ms")
-    library = reloader.library
-    for name in calls or ([DEFAULT_CALL] if hasattr(library, DEFAULT_CALL) else []):
+    origin = "--cc" if options.cc else "$CC" if os.environ.get("CC") else "the default"
+    compiler = shlex.split(options.cc or os.environ.get("CC") or "cc")
+    _find_program(compiler[:1], "compiler", f"(from {origin})", "install it, or name one with --cc")
+
+
+def _find_program(argv: list[str], what: str, origin: str, fix: str) -> None:
+    if not argv:
+        raise UserError(f"the {what} {origin} is empty: {fix}")
+    if shutil.which(argv[0]) is None:
+        raise UserError(f"{what} {argv[0]!r} {origin} not found: {fix}")
+
+
+class Session:
+    """One `hotr run`: loads, status lines, calls; each problem reported once."""
+
+    def __init__(
+        self,
+        reloader: HotReloader,
+        options: argparse.Namespace,
+        targets: list[str],
+        out: Output,
+    ) -> None:
+        self._reloader = reloader
+        self._calls: list[str] | None = options.call
+        self._keep_globals: bool = options.keep_globals
+        self._builds = options.build is not None or any(is_source(t) for t in targets)
+        self._name = ", ".join(os.path.basename(t) for t in targets)
+        self._out = out
+        self._missing: set[str] = set()  # --call functions reported missing
+        self._hinted = False
+
+    def start(self) -> None:
+        """The first load.  A library that cannot be loaded is a user error; sources that fail
+        to build are reported, and the next save tries again."""
         try:
-            function = library[name]
-        except AttributeError as exc:
-            _status(str(exc))
-            continue
-        function.restype = None
-        function()
-    _libc.fflush(None)  # C stdio buffers a pipe: show what the functions printed now
+            self._reloader.update()
+        except BuildError as exc:
+            if exc.returncode is None and exc.timeout is None:  # the command could not start
+                raise UserError(f"{exc.diagnostics.strip()}: check the build command") from exc
+            self._build_failed(exc)
+            return
+        except LoadError as exc:
+            if not self._builds:
+                raise UserError(str(exc)) from exc
+            self._load_failed(exc)
+            return
+        self._loaded()
+
+    def step(self) -> None:
+        """After a change: apply it, print one status line, call the functions if it loaded."""
+        before = self._reloader.version
+        try:
+            self._reloader.update()
+        except BuildError as exc:
+            self._build_failed(exc)
+            return
+        except LoadError as exc:
+            self._load_failed(exc)
+            return
+        if self._reloader.version != before:
+            self._loaded()
+
+    def _stays(self) -> str:
+        version = self._reloader.version
+        return f"version {version} stays live" if version else "nothing is loaded yet"
+
+    def _build_failed(self, exc: BuildError) -> None:
+        self._out.error(f"{self._name}: {exc.reason}; {self._stays()}")
+        self._out.diagnostics(f"$ {exc.command}\n{exc.diagnostics}")
+
+    def _load_failed(self, exc: LoadError) -> None:
+        self._out.error(f"{exc}; {self._stays()}")
+
+    def _loaded(self) -> None:
+        info = self._reloader.history[-1]
+        what = ", ".join(os.path.basename(p) for p in info.changed) or self._name
+        built = "" if info.build_ms is None else f"built in {info.build_ms:.1f} ms, "
+        line = f"{what}: {built}loaded version {info.number} in {info.load_ms:.2f} ms"
+        if self._keep_globals and info.number > 1:
+            line += f"; carried: {', '.join(info.carried) or 'nothing'}"
+            if info.not_carried:
+                line += "; not carried: " + ", ".join(f"{n} ({why})" for n, why in info.not_carried)
+        self._out.status(line)
+        self._call()
+
+    def _call(self) -> None:
+        library = self._reloader.library
+        names = self._calls
+        if names is None:
+            if hasattr(library, DEFAULT_CALL):
+                names = [DEFAULT_CALL]
+            else:
+                if not self._hinted:
+                    self._hinted = True
+                    self._out.status(
+                        f"{self._name} has no {DEFAULT_CALL}() to call: name the functions "
+                        "to call after each load with --call NAME"
+                    )
+                names = []
+        for name in names:
+            try:
+                function = library[name]
+            except AttributeError:
+                if name not in self._missing:  # once, until a version has it again
+                    self._missing.add(name)
+                    self._out.error(
+                        f"{self._name} (version {self._reloader.version}) has no function "
+                        f"{name!r}: check --call {name}"
+                    )
+                continue
+            self._missing.discard(name)
+            function.restype = None
+            function()
+        _libc.fflush(None)  # C stdio buffers a pipe: show what the functions printed now
+
+
+class Output:
+    """hotr's lines on stderr: status, errors, build output; colours only on a terminal."""
+
+    def __init__(self, *, quiet: bool, colour: bool) -> None:
+        self.quiet = quiet
+        self.colour = colour
+
+    def status(self, message: str) -> None:
+        """A line of news (not printed with --quiet)."""
+        if not self.quiet:
+            self._write(self._paint("hotr:", "32") + f" {message}\n")
+
+    def error(self, message: str) -> None:
+        """A line saying what went wrong (always printed)."""
+        self._write(self._paint(f"hotr: {message}", "1;31") + "\n")
+
+    def diagnostics(self, text: str) -> None:
+        """A build's command and output, as it printed them."""
+        text = text if text.endswith("\n") else text + "\n"
+        self._write(_MARKS.sub(lambda m: self._paint(m[0], _MARK_COLOURS[m[1]]), text))
+
+    def _write(self, text: str) -> None:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    def _paint(self, text: str, colour: str) -> str:
+        return f"\x1b[{colour}m{text}\x1b[0m" if self.colour else text
+
+
+def _colour_wanted() -> bool:
+    """Colours when stderr is a terminal that shows them, unless NO_COLOR is set."""
+    return (
+        sys.stderr.isatty()
+        and "NO_COLOR" not in os.environ
+        and os.environ.get("TERM", "") not in ("", "dumb")
+    )
+
+
+@contextlib.contextmanager
+def _poll_interval(seconds: float | None) -> Iterator[None]:
+    """--poll-interval: the library reads it from $HOTR_POLL_INTERVAL when a watch starts."""
+    if seconds is None:
+        yield
+        return
+    before = os.environ.get("HOTR_POLL_INTERVAL")
+    os.environ["HOTR_POLL_INTERVAL"] = repr(seconds)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["HOTR_POLL_INTERVAL"]
+        else:
+            os.environ["HOTR_POLL_INTERVAL"] = before
 
 
 def _demo_source() -> str:
-    """Copy the bundled example to a directory the user can edit (kept across runs)."""
-    directory = os.environ.get("HOTR_DEMO_DIR") or os.path.join(
-        tempfile.gettempdir(), f"hotr-demo-{os.getuid()}"
-    )
-    os.makedirs(directory, exist_ok=True)
+    """Copy the bundled example to a directory of the user's own (kept across runs), which
+    must be theirs alone: whatever is in it is compiled and run."""
+    directory = _env.demo_dir()
+    try:
+        ensure_private_directory(directory, "demo directory", "HOTR_DEMO_DIR")
+    except OSError as exc:
+        raise UserError(
+            f"cannot use demo directory {directory!r}: {exc.strerror}; set HOTR_DEMO_DIR to a "
+            "directory of your own"
+        ) from exc
+    except HotReloadError as exc:
+        raise UserError(str(exc)) from exc
     target = os.path.join(directory, "example.c")
-    if not os.path.exists(target):
+    if not os.path.lexists(target):
         with as_file(files("hotr") / "data" / "example.c") as bundled:
             shutil.copyfile(bundled, target)
-    _status(f"demo: edit {target} and save it to reload; Ctrl-C to stop")
     return target
-
-
-def _status(message: str) -> None:
-    print(f"hotr: {message}", file=sys.stderr, flush=True)
-
-
-def _fail(message: str) -> int:
-    _status(f"error: {message}")
-    return 1
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
