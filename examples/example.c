@@ -1,6 +1,6 @@
-// example.c: the seed's example library, hot-reloaded by `hotr run` (the demo) and examples/main.py.
-// Edit it while either runs: `hotr run` rebuilds on save; with main.py, rebuild it yourself
-// (cc -shared -fPIC example.c -o libhot.so).
+// example.c: the seed's example library, loaded by examples/main.py.
+// Edit it while main.py runs, then rebuild it with the command main.py prints
+// (cc -shared -fPIC example.c -o libhot.so); `hotr run` has its own copy (the demo).
 #include <stdio.h>
 
 void cleanup(void) {

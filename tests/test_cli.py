@@ -126,6 +126,7 @@ def test_demo_reloads_on_save_and_stops_cleanly(tmp_path: Path, stop: signal.Sig
             stopped_cleanly(proc, lines, tmp_path)
         finally:
             proc.kill()
+    assert sum("the build failed" in line for line in lines.seen) == 1  # once for one change
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
