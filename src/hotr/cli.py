@@ -37,7 +37,7 @@ _MARKS = re.compile(r"\b(fatal error|error|warning|note):")
 _MARK_COLOURS = {"fatal error": "1;31", "error": "1;31", "warning": "1;35", "note": "1;36"}
 
 USAGE = """hotr run [TARGET ...] [--call SYMBOL] [--build CMD --output PATH] [--cc CC]
-                [--timeout SECONDS] [--debounce SECONDS] [--poll-interval SECONDS]
+                [-j N | --jobs N] [--timeout SECONDS] [--debounce SECONDS] [--poll-interval SECONDS]
                 [--backend {auto,inotify,poll}] [--keep-globals] [--probe]
                 [--quiet | --verbose] [-- FLAGS ...]"""
 
