@@ -285,3 +285,16 @@ def test_a_save_of_sources_is_reported_once_not_again_when_built(tmp_path: Path)
             stop.set()
             thread.join()
         assert len(told) == 5, f"{len(told)} reports of 5 saves"
+
+
+def test_update_right_after_a_save_takes_it_in_however_close_the_saves(tmp_path: Path) -> None:
+    # A program that writes its own sources and then calls update() (a notebook cell, a
+    # generator): the debounce holds back what waits and polls hear, never what update() loads.
+    src = tmp_path / "gen.c"
+    save(src, "int value(void) { return 0; }\n")
+    with hotr.HotReloader(src, debounce=0.5) as reloader:
+        lib = reloader.update()
+        for n in range(1, 6):
+            save(src, f"int value(void) {{ return {n}; }}\n")
+            reloader.update()
+            assert lib.value() == n, f"save {n} was held back from update()"

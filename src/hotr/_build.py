@@ -131,13 +131,17 @@ class BuildRunner:
         self._building = False
         self.started_from = 0  # the input generation the last build started from
 
-    def wanted(self) -> bool:
-        """True if the inputs changed since the last build started."""
-        return self._tracker.snapshot().inputs > self.started_from
+    def wanted(self, *, held: bool = False) -> bool:
+        """True if the inputs changed since the last build started (with `held`, also if a
+        change is still held back by the debounce)."""
+        if self._tracker.snapshot().inputs > self.started_from:
+            return True
+        return held and self._tracker.inputs_held()
 
-    def run(self, *, wait: bool) -> None:
+    def run(self, *, wait: bool, held: bool = False) -> None:
         """Build if wanted.  With `wait`, a build running in another thread is waited for
         first (there is nothing loaded to keep using meanwhile); without, this returns at once.
+        `held`: changes the debounce holds back count (update() was asked for).
 
         Raises BuildError (also kept in `failure`); the tracker hears of a new library.
         """
@@ -146,7 +150,7 @@ class BuildRunner:
                 if not wait:
                     return
                 self._cond.wait()
-            if not self.wanted():
+            if not self.wanted(held=held):
                 return
             generation = self._tracker.take_inputs()
             previous, self.started_from = self.started_from, generation

@@ -219,7 +219,7 @@ class ReloadCore:
         live = self.versions.current is not None
         if self.builds is not None and (self.builds_on_update or not live):
             try:
-                self.builds.run(wait=not live)
+                self.builds.run(wait=not live, held=True)  # asked for: the debounce is no reason
             except BuildError as exc:
                 self.check_open()  # a close() killed the build: that is no build failure
                 exc.path = self.label
@@ -231,7 +231,7 @@ class ReloadCore:
             self.check_open()
             before = self.versions.loads
             live = self.versions.current is not None
-            if not self.tracker.library_pending():
+            if not self.tracker.library_pending(held=True):
                 if live:
                     return
                 stale = (self.builds.failure if self.builds else None) or self._failure

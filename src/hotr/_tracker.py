@@ -361,10 +361,18 @@ class ChangeTracker:
             if taken.build_seconds is not None and self._build_seconds == taken.build_seconds:
                 self._build_seconds = None
 
-    def library_pending(self) -> bool:
-        """True if the library changed (or was built) since the last load took it in."""
+    def library_pending(self, *, held: bool = False) -> bool:
+        """True if the library changed (or was built) since the last load took it in; with
+        `held`, a change the debounce still holds back counts too (update() was asked for)."""
         with self.lock:
-            return self._library > self._consumed
+            return self._library > self._consumed or (
+                held and self._dirty_library and not self._building
+            )
+
+    def inputs_held(self) -> bool:
+        """True if an input changed and the debounce still holds it back."""
+        with self.lock:
+            return self._dirty_inputs
 
     def add_listener(self, listener: Listener) -> None:
         """Call `listener()` after every publication (from whichever thread publishes)."""
