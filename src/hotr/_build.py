@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
+import subprocess
 import threading
 import time
 from collections.abc import Sequence
@@ -22,6 +24,7 @@ from ._exceptions import BuildError
 logger = logging.getLogger("hotr")
 
 if TYPE_CHECKING:
+    from ._catalog import PrototypeCatalog
     from ._compile import Commands, NativeBuild
     from ._tracker import ChangeTracker
 
@@ -75,13 +78,22 @@ class Builder:
         self.command = command
         # Imported here: `import hotr` needs is_source(), not the compilers' machinery.
         from ._cache import open_cache
-        from ._compile import Commands, NativeBuild
-        from ._toolchain import split_flags
+        from ._compile import INCLUDE_DIR, Commands, NativeBuild
+        from ._toolchain import c_compiler, split_flags
 
         self._native: NativeBuild | None = None
         self._commands: Commands
+        self._preprocessor: list[str] | None = None
         if command is None:
             split_compile, split_link = split_flags(flags)
+            self._preprocessor = [
+                *c_compiler(cc),
+                "-E",
+                f"-I{INCLUDE_DIR}",
+                *shlex.split(os.environ.get("CFLAGS", "")),
+                *split_compile,
+                *compile_flags,
+            ]
             self._native = NativeBuild(
                 sources,
                 output,
@@ -111,6 +123,15 @@ class Builder:
             self._commands.run(self.command)
         return time.perf_counter() - started
 
+    def preprocessor(self) -> list[str] | None:
+        """The C compiler and compile flags of the default build with ``-E``: how prototypes
+        are read (None for a custom command, whose flags hotr does not know)."""
+        return self._preprocessor
+
+    def headers(self) -> set[str]:
+        """The headers the last build used."""
+        return self._native.headers() if self._native is not None else set()
+
     def cancel(self) -> None:
         """Kill the build steps running now and start no more (the reloader is closing);
         the build fails with BuildError."""
@@ -122,8 +143,15 @@ class BuildRunner:
     one started.  A build that fails waits for the next change; one interrupted (Ctrl-C) is
     run again by the next call."""
 
-    def __init__(self, builder: Builder, tracker: ChangeTracker, label: str) -> None:
+    def __init__(
+        self,
+        builder: Builder,
+        tracker: ChangeTracker,
+        label: str,
+        catalog: PrototypeCatalog | None = None,
+    ) -> None:
         self.builder = builder
+        self.catalog = catalog
         self._label = label
         self.failure: BuildError | None = None  # the last build's error, until one succeeds
         self._tracker = tracker
@@ -156,7 +184,10 @@ class BuildRunner:
             previous, self.started_from = self.started_from, generation
             self._building = True
         seconds: float | None = None
+        reading: list[subprocess.Popen[str]] = []
         try:
+            if self.catalog is not None:
+                reading = self.catalog.start()  # beside the compile
             seconds = self.builder.run()
         except BuildError as exc:
             self.failure = exc
@@ -166,11 +197,16 @@ class BuildRunner:
                 self.started_from = previous
             raise
         finally:
-            with self._cond:
-                self._building = False
-                self._cond.notify_all()
-            self._tracker.watch_inputs(self.builder.inputs())
-            self._tracker.build_done(seconds)
+            try:
+                if self.catalog is not None:
+                    built = self.builder.output if seconds is not None else None
+                    self.catalog.finish(reading, built)
+            finally:
+                with self._cond:
+                    self._building = False
+                    self._cond.notify_all()
+                self._tracker.watch_inputs(self.builder.inputs())
+                self._tracker.build_done(seconds)
         self.failure = None
         logger.info("built %s in %.1f ms", self._label, seconds * 1000)
 

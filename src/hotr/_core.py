@@ -28,6 +28,7 @@ from ._versions import VersionSet
 
 if TYPE_CHECKING:
     from ._build import BuildRunner
+    from ._catalog import PrototypeCatalog
 
 logger = logging.getLogger("hotr")
 
@@ -55,6 +56,7 @@ class ReloadCore:
         keep_globals: bool,
         probe: bool,
         ffi: Any,
+        prototypes: bool,
         source: ChangeSource,
         backend: str,
         debounce: float,
@@ -69,8 +71,10 @@ class ReloadCore:
         store = _store.store()
         self.directory = store.new_directory()
         self.builds: BuildRunner | None = None
+        catalog: PrototypeCatalog | None = None
         if inputs:
             from ._build import Builder, BuildRunner, library_name  # only builds need subprocess
+            from ._catalog import PrototypeCatalog
 
             library = library or os.path.join(self.directory, library_name(inputs[0]))
             builder = Builder(
@@ -85,11 +89,14 @@ class ReloadCore:
                 link_flags=link_flags,
                 jobs=jobs,
             )
-            self.builds = BuildRunner(builder, self.tracker, label)
+            preprocessor = builder.preprocessor()
+            if prototypes and ffi is None and preprocessor is not None:
+                catalog = PrototypeCatalog(preprocessor, list(inputs))
+            self.builds = BuildRunner(builder, self.tracker, label, catalog)
         assert library is not None  # HotReloader gives a library, or sources to build one
         self.path = library
         self.versions = VersionSet(store, self.tracker.poke)
-        self.functions = FunctionTable(label, ffi, owner)
+        self.functions = FunctionTable(label, ffi, owner, catalog)
         self._history = History()
         self.loader = Loader(
             label=label,
@@ -263,13 +270,24 @@ class ReloadCore:
         try:
             if manual:
                 if self.build_wanted():
-                    self.builds.run(wait=False)  # type: ignore[union-attr]
+                    self._build_in_background()
             elif self.actionable():
                 self.update()
         except HotReloadError as exc:
             if not self.ended:
                 logger.error("%s", _with_outcome(exc, self.version))
         self.housekeep()
+
+    def _build_in_background(self) -> None:
+        """load(manual=True)'s build; a failure reaches on_error callbacks, as in update()."""
+        assert self.builds is not None
+        try:
+            self.builds.run(wait=False)
+        except BuildError as exc:
+            if not self.ended:
+                exc.path = self.label
+                self._notify(self._on_error, exc)
+            raise
 
     def rollback(self) -> None:
         self.check_open()
@@ -294,6 +312,12 @@ class ReloadCore:
         with self.lock:
             self._check_not_closed()
             return self.functions.get(name, self.versions.current)
+
+    def defined(self) -> tuple[str, ...] | None:
+        """The functions the live version's C sources define, when hotr read its prototypes."""
+        with self.lock:
+            current = self.versions.current
+            return None if current is None else self.functions.defined(current)
 
     def handle(self) -> int:
         with self.lock:

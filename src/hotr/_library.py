@@ -15,7 +15,9 @@ from ._exceptions import HotReloadError, SymbolNotFoundError
 from ._shim import LiveFunction, Pin, retarget
 
 if TYPE_CHECKING:
+    from ._catalog import PrototypeCatalog
     from ._reloader import HotReloader
+    from ._typed import Signature
     from ._versions import Version
 
 logger = logging.getLogger("hotr")
@@ -27,20 +29,27 @@ class CFunc(CFuncPtr):  # the flags and default restype of ctypes.CDLL's functio
 
 
 def _forward(name: str, doc: str) -> Any:
-    """A property that reads and writes `name` on the wrapped ctypes function, as ctypes does."""
-    return property(
-        lambda self: getattr(self._cfunc, name),
-        lambda self, value: setattr(self._cfunc, name, value),
-        doc=doc,
-    )
+    """A property that reads and writes `name` on the wrapped ctypes function, as ctypes does;
+    a value the user sets is theirs: prototypes never replace it."""
+
+    def set_value(self: Function, value: Any) -> None:
+        setattr(self._cfunc, name, value)
+        vars(self).setdefault(_CHOSEN, set()).add(name)
+
+    return property(lambda self: getattr(self._cfunc, name), set_value, doc=doc)
+
+
+_CHOSEN = "hotr.chosen"  # on a Function: the attributes its user set
 
 
 class Function(LiveFunction):
     """A C function of a hot-reloaded library that always calls the live version.
 
     Set ``argtypes``, ``restype`` and ``errcheck`` as on a ctypes function; they are kept across
-    reloads.  Calling it costs about the same as calling a plain ctypes function.  It keeps its
-    reloader alive: a function you hold goes on following reloads.
+    reloads.  When hotr builds the library from C sources, ``argtypes`` and ``restype`` start
+    as the C prototype says, and follow it when a new version changes it, unless you set them.
+    Calling it costs about the same as calling a plain ctypes function.  It keeps its reloader
+    alive: a function you hold goes on following reloads.
     """
 
     __name__: str
@@ -56,7 +65,9 @@ class Function(LiveFunction):
 class FunctionTable:
     """The live functions of one reloader: made on first use, switched to each new version."""
 
-    def __init__(self, label: str, ffi: Any, owner: object) -> None:
+    def __init__(
+        self, label: str, ffi: Any, owner: object, catalog: PrototypeCatalog | None = None
+    ) -> None:
         self.live: list[Pin | None] = [None]  # the live version's pin, set by retarget()
         self._label = label
         self._ffi = ffi
@@ -64,6 +75,7 @@ class FunctionTable:
         self._functions: dict[str, Function] = {}
         self._cffi_types: dict[str, Any] = {}
         self._missing: set[str] = set()  # names the live version lacks, reported once
+        self._catalog = catalog
 
     @property
     def names(self) -> list[str]:
@@ -91,6 +103,7 @@ class FunctionTable:
         else:
             function = Function(target, 0, self._owner)  # no slot: retarget() swaps the cdata
         function.__name__ = name
+        self._type(function, self._signatures(version))
         retarget([function], [target], version.pin, [None])
         self._functions[name] = function
         return function
@@ -117,6 +130,9 @@ class FunctionTable:
                     self._label,
                     name,
                 )
+        signatures = self._signatures(version)
+        for name in names:
+            self._type(self._functions[name], signatures)
         retarget([self._functions[n] for n in names], targets, version.pin, missing, self.live)
 
     def close(self) -> None:
@@ -125,6 +141,33 @@ class FunctionTable:
         closed = [HotReloadError(f"{self._label!r} was closed") for _ in functions]
         retarget(functions, [0] * len(functions), Pin(), closed, self.live)
         self.live[0] = None
+
+    def _signatures(self, version: Version) -> dict[str, Signature] | None:
+        """The prototypes of the build that made `version` (None: not typed by hotr)."""
+        if self._catalog is None:
+            return None
+        built = self._catalog.built(version.sha256())
+        return built.typed if built is not None else {}
+
+    def defined(self, version: Version) -> tuple[str, ...] | None:
+        """The functions the sources of `version` define (None: hotr did not read them)."""
+        if self._catalog is None:
+            return None
+        built = self._catalog.built(version.sha256())
+        return built.defined if built is not None else None
+
+    def _type(self, function: Function, signatures: dict[str, Signature] | None) -> None:
+        """Give `function` its prototype's types (the defaults if it has none), except what
+        its user set.  Only a changed type is written."""
+        if signatures is None:
+            return
+        restype, argtypes = signatures.get(function.__name__, (ctypes.c_int, None))
+        chosen = vars(function).get(_CHOSEN, ())
+        cfunc = function._cfunc
+        if "restype" not in chosen and cfunc.restype is not restype:
+            cfunc.restype = restype
+        if "argtypes" not in chosen and cfunc.argtypes != argtypes:
+            cfunc.argtypes = argtypes
 
     def _target(self, version: Version, name: str, address: int) -> object:
         """What a live function is pointed at: the address (ctypes) or a new cdata (cffi)."""

@@ -51,6 +51,9 @@ class HotReloader:
             Costs a process start (about 20 ms) per reload; constructors run twice.
         ffi: a ``cffi.FFI`` whose ``cdef()`` declares the library's functions: they are then
             called through cffi (live cdata functions, same reload guarantees) instead of ctypes.
+        prototypes: when hotr builds C sources with its default command, give each function the
+            ``argtypes`` and ``restype`` of its C prototype, read from the preprocessed sources
+            of each build (default True; see docs/prototypes.md).  Types you set yourself win.
         backend: how changes are seen: ``"inotify"``, ``"poll"`` (stat and hash every
             ``$HOTR_POLL_INTERVAL`` seconds, default 0.5, for network file systems), ``"auto"``
             (default: ``$HOTR_BACKEND`` if set, else inotify unless the file is on a network
@@ -90,6 +93,7 @@ class HotReloader:
         keep_globals: bool = False,
         probe: bool = False,
         ffi: Any = None,
+        prototypes: bool = True,
         backend: str | ScriptedBackend = "auto",
         debounce: float = 0.02,
     ) -> None:
@@ -147,6 +151,7 @@ class HotReloader:
             keep_globals=keep_globals,
             probe=probe,
             ffi=ffi,
+            prototypes=prototypes,
             source=watcher,
             backend=chosen,
             debounce=debounce,
