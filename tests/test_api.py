@@ -33,7 +33,8 @@ def test_public_names_are_exactly_these() -> None:
         for n in dir(hotr)
         if not n.startswith("_") and not isinstance(getattr(hotr, n), types.ModuleType)
     }
-    assert public <= set(hotr.__all__)
+    ipython_protocol = {"load_ipython_extension", "unload_ipython_extension"}  # %load_ext hotr
+    assert public <= set(hotr.__all__) | ipython_protocol
 
 
 def test_exception_tree() -> None:

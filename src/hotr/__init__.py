@@ -8,6 +8,8 @@ Edit and rebuild a C library while the program runs; the next call runs the new 
     lib.hello_world_func()
 """
 
+from typing import Any as _Any
+
 from ._background import aload, load
 from ._exceptions import BuildError, HotReloadError, LoadError, SymbolNotFoundError
 from ._history import VersionInfo
@@ -37,6 +39,24 @@ __all__ = [
     "reloader_of",
     "watch_for_changes",
 ]
+
+
+def load_ipython_extension(shell: _Any) -> None:
+    """``%load_ext hotr``: the ``%%hotr`` cell magic and ``%hotr`` (docs/notebooks.md).
+
+    IPython is imported here, only when the extension is loaded.
+    """
+    from . import _notebook
+
+    _notebook.load_ipython_extension(shell)
+
+
+def unload_ipython_extension(shell: _Any) -> None:
+    """``%unload_ext hotr``: close the libraries the extension loaded."""
+    from . import _notebook
+
+    _notebook.unload_ipython_extension(shell)
+
 
 # Tracebacks and reprs name the public path (hotr.LoadError), not the private module.
 for _name in __all__:

@@ -1,0 +1,237 @@
+"""The IPython extension: %%hotr cells and %hotr commands, in IPython's InteractiveShell (in a
+child process) and in a real Jupyter kernel driven through jupyter_client."""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import run_python
+
+SHELL = """
+import os, sys, time
+import numpy as np
+from IPython.core.interactiveshell import InteractiveShell
+
+shell = InteractiveShell.instance()
+ns = shell.user_ns
+ns["np"] = np
+
+def run(code):
+    result = shell.run_cell(code)
+    return result
+
+def ok(code):
+    result = run(code)
+    assert result.success, (code, result.error_in_exec, result.error_before_exec)
+
+def cell(name, text, *options):
+    return run(f"%%hotr {name} {' '.join(options)}\\n{text}")
+
+shell.run_line_magic("load_ext", "hotr")
+"""
+
+KERNEL_V1 = (
+    "#include <stddef.h>\n"
+    "double scale(double x) { return x * 2; }\n"
+    "void fill(double *out, size_t n) { for (size_t i = 0; i < n; i++) out[i] = i; }\n"
+)
+KERNEL_V2 = KERNEL_V1.replace("x * 2", "x * 3").replace("= i;", "= 10 * i;")
+
+
+def test_a_cell_edited_and_rerun_reloads_in_place(tmp_path: Path) -> None:
+    out = run_python(
+        SHELL
+        + f"""
+assert "IPython" in sys.modules
+assert cell("kern", {KERNEL_V1!r}).success
+ok("a = np.zeros(4); fill(a, 4); f = scale; refs = [scale]; twice = lambda x: scale(x)")
+ok("assert a.tolist() == [0, 1, 2, 3] and scale(1.5) == 3.0")
+first = ns["scale"]
+assert cell("kern", {KERNEL_V2!r}).success
+ok("assert scale(1.0) == 3.0 and f(1.0) == 3.0 and refs[0](1.0) == 3.0 and twice(1.0) == 3.0")
+ok("assert a.tolist() == [0, 1, 2, 3]")  # the array kept its data
+ok("fill(a, 4); assert a.tolist() == [0, 10, 20, 30]")
+assert ns["scale"] is first  # the same live function, not a new one
+
+# An unchanged cell does not rebuild.
+assert cell("kern", {KERNEL_V2!r}).success
+ok("import hotr")
+shell.run_line_magic("hotr", "")
+
+# A compile error: diagnostics shown, the previous version stays.
+result = cell("kern", "double scale(double x) {{ return x * ; }}")
+assert not result.success
+ok("assert scale(1.0) == 3.0")
+rerun = cell("kern", "double scale(double x) {{ return x * ; }}")
+assert not rerun.success  # the same broken cell shows the same diagnostics again
+
+# A new function appears, a removed one leaves the namespace.
+assert cell("kern", "int only(int x) {{ return x + 1; }}").success
+ok("assert only(1) == 2 and 'fill' not in dir()")
+ok("import ctypes")
+shell.run_line_magic("hotr", "rollback kern")
+ok("assert scale(1.0) == 3.0 and 'only' not in dir()")
+shell.run_line_magic("hotr", "close kern")
+ok("assert 'scale' not in dir()")
+try:
+    ns["f"](1.0)
+except Exception as exc:
+    assert "closed" in str(exc), exc
+else:
+    raise AssertionError("a closed library's function still ran")
+print("done")
+""",
+        env={"HOTR_PRIVATE_DIR": str(tmp_path / "private")},
+    )
+    assert "kern: version 1, built in" in out.stdout
+    assert "kern: version 2, built in" in out.stdout
+    assert "kern: unchanged, version 2" in out.stdout
+    assert "error: expected expression before" in out.stdout + out.stderr
+    assert "version 2 stays live" in out.stdout + out.stderr
+    assert out.stderr.count("error: expected expression") == 2
+    assert "NAME  VERSION  SOURCE  FUNCTIONS" in out.stdout
+    assert "kern  2        cell    scale, fill" in out.stdout
+    assert "kern: rolled back, now version 4" in out.stdout
+    assert out.stdout.rstrip().endswith("done")
+
+
+def test_bad_input_is_a_usage_error_and_ipython_is_imported_only_when_loaded(
+    tmp_path: Path,
+) -> None:
+    out = run_python(
+        """
+import sys
+import hotr
+assert "IPython" not in sys.modules
+"""
+        + SHELL
+        + """
+for line in ("%%hotr\\nint f(void) { return 1; }", "%%hotr 1bad\\nint f(void) { return 1; }",
+             "%%hotr k --bogus\\nint f(void) { return 1; }", "%hotr frobnicate",
+             "%hotr rollback nothing", "%hotr load", "%hotr load /no/such/file.c",
+             "%hotr rollback"):
+    result = run(line)
+    assert not result.success, line
+    print("refused:", line.splitlines()[0])
+assert cell("k", "int f(void) { return 1; }").success
+result = run("%hotr rollback k")
+assert not result.success  # nothing to roll back to
+ok("assert f() == 1")
+ok("%hotr help")
+print("done")
+""",
+        env={"HOTR_PRIVATE_DIR": str(tmp_path / "private")},
+    )
+    assert out.stdout.count("refused:") == 8
+    assert "%%hotr needs a NAME" in out.stdout + out.stderr
+    assert "must be an identifier" in out.stdout + out.stderr
+    assert "unknown option '--bogus'" in out.stdout + out.stderr
+    assert "no library named 'nothing'" in out.stdout + out.stderr
+    assert "No such source file" in out.stdout + out.stderr
+    assert "has no earlier version" in out.stdout + out.stderr
+    assert out.stdout.rstrip().endswith("done")
+
+
+def test_hotr_load_applies_changes_between_cells_never_inside_one(tmp_path: Path) -> None:
+    source = tmp_path / "kernel.c"
+    source.write_text("int value(void) { return 1; }\n")
+    out = run_python(
+        SHELL
+        + f"""
+import hotr
+path = {str(source)!r}
+
+def save(text):
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+def wait_for_build():
+    reloader = hotr.reloader_of(ns["kernel"])
+    deadline = time.monotonic() + 30
+    while not reloader.poll():
+        assert time.monotonic() < deadline, "the background build never finished"
+        time.sleep(0.01)
+
+ns["save"], ns["wait_for_build"] = save, wait_for_build
+shell.run_line_magic("hotr", "load " + path + " -- -O1")
+ok("v = value; assert v() == 1 and kernel.value() == 1")
+# Inside a cell nothing changes, even when the new build is ready.
+ok("before = v(); save('int value(void) {{ return 2; }}\\\\n'); wait_for_build(); "
+   "assert v() == before == 1")
+ok("assert v() == 2")  # applied before this cell ran
+# A failed background build is shown before the next cell; the version stays.
+import threading
+failed = threading.Event()
+hotr.reloader_of(ns["kernel"]).on_error(lambda error: failed.set())
+ok("save('int value(void) {{ return 1 +; }}\\\\n')")
+assert failed.wait(30), "the broken build never failed"
+ok("assert v() == 2")
+shell.run_line_magic("hotr", "")
+print("done")
+""",
+        env={"HOTR_PRIVATE_DIR": str(tmp_path / "private")},
+    )
+    assert "kernel: version 1, built in" in out.stdout
+    assert "kernel: version 2, built in" in out.stdout
+    assert "kernel: the build failed" in out.stderr
+    assert f"kernel  2        {source}  value" in out.stdout
+    assert out.stdout.rstrip().endswith("done")
+
+
+# -- a real kernel -------------------------------------------------------------------------
+
+
+def _execute(client: Any, code: str, timeout: float = 30) -> tuple[str, str, str]:
+    """Run `code` in the kernel; return (stdout, stderr, error text) of that execution."""
+    msg_id = client.execute(code)
+    stdout: list[str] = []
+    stderr: list[str] = []
+    error: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            msg = client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no reply to {code!r} within {timeout} s") from None
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            (stdout if content["name"] == "stdout" else stderr).append(content["text"])
+        elif kind == "error":
+            error.append("\n".join(content["traceback"]) + content["evalue"])
+        elif kind == "status" and content["execution_state"] == "idle":
+            return "".join(stdout), "".join(stderr), "".join(error)
+
+
+def test_in_a_real_jupyter_kernel(tmp_path: Path) -> None:
+    from jupyter_client.manager import start_new_kernel
+
+    env = {**os.environ, "HOTR_PRIVATE_DIR": str(tmp_path / "private"), "NO_COLOR": "1"}
+    manager, client = start_new_kernel(
+        kernel_name="python3", env=env, startup_timeout=60, extra_arguments=[]
+    )
+    try:
+        assert manager.kernel_spec is not None
+        _, _, error = _execute(client, "%load_ext hotr\nimport numpy as np, sys")
+        assert not error, error
+        out, _, error = _execute(client, f"%%hotr kern\n{KERNEL_V1}")
+        assert not error and "kern: version 1" in out, (out, error)
+        _, _, error = _execute(client, "a = np.zeros(3); fill(a, 3); f = scale")
+        assert not error, error
+        out, _, error = _execute(client, f"%%hotr kern\n{KERNEL_V2}")
+        assert "kern: version 2" in out, (out, error)
+        out, _, error = _execute(client, "fill(a, 3); print(f(1.0), a.tolist())")
+        assert out.strip() == "3.0 [0.0, 10.0, 20.0]", (out, error)
+        shown = "".join(_execute(client, "%%hotr kern\ndouble scale(double x) { return x * ; }"))
+        assert "expected expression" in shown and "version 2 stays live" in shown, shown
+        out, _, _ = _execute(client, "print(f(2.0))\n%hotr")
+        assert out.startswith("6.0") and "kern  2" in out, out
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
