@@ -104,23 +104,26 @@ class HotrMagics(Magics):
             print(f"{name}: new compiler options; a new library (old references now raise)")
             self._end(entry)
             entry = None
-        if entry is not None and entry.text == cell:
+        if entry is not None and entry.text == cell and not entry.reloader.poll():
             if entry.failure is not None:
                 raise UsageError(entry.failure)
             self._inject(entry)
             print(f"{name}: unchanged, version {entry.reloader.version}")
-            return
+            return  # the same cell, and no header it includes changed: nothing to build
         path = os.path.join(self._cells.name, f"{name}.c")
         _write(path, cell)
         if entry is None:
-            reloader = HotReloader(path, cc=options.cc, flags=list(options.flags))
+            # The notebook's directory is on the include path: #include "kernel.h" finds it.
+            flags = [f"-I{os.getcwd()}", *options.flags]
+            reloader = HotReloader(path, cc=options.cc, flags=flags)
             entry = self._entries[name] = Entry(name, reloader, "cell", options)
-        entry.text = cell
         try:
             entry.reloader.update()
         except HotReloadError as exc:
+            entry.text = cell
             entry.failure = _failure(name, exc, entry.reloader.version)
             raise UsageError(entry.failure) from None
+        entry.text = cell  # only now: an interrupted build is run again by a rerun
         entry.failure = None
         self._inject(entry)
         self._report(entry)

@@ -79,7 +79,9 @@ _TOKEN = re.compile(
 )
 # A line marker, `# 12 "file.h" 1 3 4` (flags: 1 entering a file, 2 back in it, 3 system);
 # any other directive left in the output (#pragma) is dropped with it.
-_MARKER = re.compile(r'^\#[ \t]*(?:line[ \t]+)?(?:[0-9]+[ \t]+"((?:[^"\\\n]|\\.)*)"([^\n]*))?.*$', re.M)
+_MARKER = re.compile(
+    r'^\#[ \t]*(?:line[ \t]+)?(?:[0-9]+[ \t]+"((?:[^"\\\n]|\\.)*)"([^\n]*))?.*$', re.M
+)
 # Keywords that add nothing to the type as ctypes sees it.
 _IGNORED = frozenset(
     (
