@@ -50,6 +50,7 @@ def main() -> int:
             ("scale", lambda: cases.scale(work, 20 if q else 200)),
             ("endurance", lambda: cases.endurance(work, 200 if q else 1000)),
             ("edit to answer (gcc)", lambda: cases.edit_to_answer(work, 5 if q else 40, "gcc")),
+            ("notebook cell", lambda: cases.cell_round_trip(work, 5 if q else 40)),
         ]
         if shutil.which("tcc"):
             steps.append(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import os
 import selectors
 import shlex
@@ -553,5 +555,70 @@ def save_one_of(work: Path, trials: int, cc: str, files: int) -> list[Row]:
             f"{name}, {files} files: save one -> new code (hotr)",
             answer,
             baseline=baseline,
+        ),
+    ]
+
+
+# -- 8. a notebook cell --------------------------------------------------------------------------
+
+CELL_SOURCE = (
+    "#include <stddef.h>\ndouble scale(const double *v, size_t n) {{ return v[0] * {n}; }}\n"
+)
+
+
+def cell_round_trip(work: Path, trials: int) -> list[Row]:
+    """An edited %%hotr cell run -> its functions answer the new way, against the compiler run
+    alone, and against a save with prototypes=False (what reading the prototypes costs)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "hotr")
+
+    def run_cell(n: int) -> bool:
+        with contextlib.redirect_stdout(io.StringIO()):  # the cell's one-line summary
+            ran = shell.run_cell(f"%%hotr bench\n{CELL_SOURCE.format(n=n)}")  # type: ignore[no-untyped-call]
+        return bool(ran.success)
+
+    src = work / "cell-untyped.c"
+    src.write_text(CELL_SOURCE.format(n=0))
+    out = work / "cell-alone.so"
+    alone = [CC, "-shared", "-fPIC", str(src), "-o", str(out), "-MMD", "-MF", f"{out}.d"]
+    compile_alone, cell, untyped = [], [], []
+    probe = (ctypes.c_double * 1)(1.0)
+    with hotr.HotReloader(src, prototypes=False, debounce=0) as r:
+        scale = r.update().scale
+        scale.restype = ctypes.c_double
+        assert run_cell(0)
+        typed = shell.user_ns["scale"]
+        for n in range(1, trials + 1):
+            started = time.perf_counter()
+            subprocess.run(alone, check=True)
+            compile_alone.append(time.perf_counter() - started)
+
+            started = time.perf_counter()
+            assert run_cell(n)
+            assert typed(probe, 1) == n
+            cell.append(time.perf_counter() - started)
+
+            tmp = src.with_name(src.name + ".swp")
+            tmp.write_text(CELL_SOURCE.format(n=n))
+            started = time.perf_counter()
+            os.rename(tmp, src)
+            while r.watch_for_changes() != 1:
+                pass
+            r.update()
+            assert scale(probe, 1) == n
+            untyped.append(time.perf_counter() - started)
+            r.poll()
+    shell.run_line_magic("unload_ext", "hotr")
+    return [
+        Row("cell", "gcc: compile alone", compile_alone),
+        Row("cell", "edited %%hotr cell -> answering", cell, baseline="gcc: compile alone"),
+        Row(
+            "cell",
+            "save -> answering, prototypes=False",
+            untyped,
+            baseline="gcc: compile alone",
+            note="what the cell costs without cc -E and parsing",
         ),
     ]

@@ -3,6 +3,7 @@ child process) and in a real Jupyter kernel driven through jupyter_client."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import time
@@ -186,6 +187,17 @@ print("done")
 # -- a real kernel -------------------------------------------------------------------------
 
 
+EXAMPLE = json.loads(
+    (Path(__file__).resolve().parent.parent / "examples" / "notebook.ipynb").read_text()
+)
+
+
+def test_the_example_notebook_is_small_with_outputs_cleared() -> None:
+    assert len(EXAMPLE["cells"]) <= 8
+    for cell in EXAMPLE["cells"]:
+        assert not cell.get("outputs") and cell.get("execution_count") is None
+
+
 def _execute(client: Any, code: str, timeout: float = 30) -> tuple[str, str, str]:
     """Run `code` in the kernel; return (stdout, stderr, error text) of that execution."""
     msg_id = client.execute(code)
@@ -232,6 +244,18 @@ def test_in_a_real_jupyter_kernel(tmp_path: Path) -> None:
         assert "expected expression" in shown and "version 2 stays live" in shown, shown
         out, _, _ = _execute(client, "print(f(2.0))\n%hotr")
         assert out.startswith("6.0") and "kern  2" in out, out
+        # The example notebook runs as it is, and its kernel cell can be edited and rerun.
+        cells = [c for c in EXAMPLE["cells"] if c["cell_type"] == "code"]
+        for code in ["%unload_ext hotr", *("".join(c["source"]) for c in cells)]:
+            out, _, error = _execute(client, code)
+            assert not error, (code, error)
+        kernel = next(
+            "".join(c["source"]) for c in cells if "".join(c["source"]).startswith("%%hotr")
+        )
+        _, _, error = _execute(client, kernel.replace("out[i] = s / m;", "out[i] = -1;"))
+        assert not error, error
+        out, _, _ = _execute(client, "f(signal, out, len(signal), 5); print(set(out.tolist()))")
+        assert out.strip() == "{-1.0}", out
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
