@@ -184,6 +184,38 @@ print("done")
     assert out.stdout.rstrip().endswith("done")
 
 
+def test_a_changed_header_or_an_interrupted_build_makes_a_rerun_build(tmp_path: Path) -> None:
+    (tmp_path / "params.h").write_text("#define GAIN 2\n")
+    slow = tmp_path / "slowcc"
+    slow.write_text('#!/bin/sh\nsleep 1\nexec cc "$@"\n')
+    slow.chmod(0o755)
+    out = run_python(
+        SHELL
+        + f"""
+import signal, threading
+os.chdir({str(tmp_path)!r})  # the notebook's directory: on the include path
+body = '#include "params.h"\\nint gain(int x) {{ return GAIN * x; }}'
+assert cell("k", body).success
+ok("assert gain(1) == 2")
+with open("params.h", "w") as f:
+    f.write("#define GAIN 5\\n")
+assert cell("k", body).success  # the same cell, but its header changed
+ok("assert gain(1) == 5")
+
+threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+result = cell("s", "int slow(void) {{ return 9; }}", "--cc", {str(slow)!r})
+assert isinstance(result.error_in_exec, KeyboardInterrupt), result.error_in_exec
+assert cell("s", "int slow(void) {{ return 9; }}", "--cc", {str(slow)!r}).success
+ok("assert slow() == 9")
+print("done")
+""",
+        env={"HOTR_PRIVATE_DIR": str(tmp_path / "private")},
+    )
+    assert "k: version 2, built in" in out.stdout
+    assert "s: version 1, built in" in out.stdout
+    assert out.stdout.rstrip().endswith("done")
+
+
 # -- a real kernel -------------------------------------------------------------------------
 
 

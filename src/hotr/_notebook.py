@@ -247,7 +247,9 @@ class HotrMagics(Magics):
     def _report(self, entry: Entry) -> None:
         info = entry.reloader.history[-1]
         built = f", built in {info.build_ms:.0f} ms" if info.build_ms is not None else ""
-        names = ", ".join(entry.functions) or "no functions"
+        names = ", ".join(entry.functions) or (
+            "no functions" if entry.source == "cell" else f"call its functions as {entry.name}.f()"
+        )
         print(f"{entry.name}: version {info.number}{built}: {names}")
 
     def _end(self, entry: Entry) -> None:
