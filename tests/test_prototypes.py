@@ -15,6 +15,8 @@ import pytest
 
 import hotr
 
+pytestmark = pytest.mark.every_python  # ctypes conversions differ between CPython versions
+
 TYPES = textwrap.dedent(
     """
     #include <stdbool.h>
