@@ -46,6 +46,7 @@ def main() -> int:
             ("cold start", lambda: reload.cold_start(work, 3 if q else 20)),
             ("alternatives", lambda: cases.alternatives(work, 3 if q else 20)),
             ("call overhead", lambda: cases.call_overhead(work, 3 if q else 15)),
+            ("typed calls", lambda: cases.typed_calls(work, 3 if q else 15)),
             ("idle cost", lambda: cases.idle_cost(work, 1.0 if q else 10.0)),
             ("scale", lambda: cases.scale(work, 20 if q else 200)),
             ("endurance", lambda: cases.endurance(work, 200 if q else 1000)),

@@ -622,3 +622,43 @@ def cell_round_trip(work: Path, trials: int) -> list[Row]:
             note="what the cell costs without cc -E and parsing",
         ),
     ]
+
+
+TYPED_SOURCE = "#include <stddef.h>\ndouble first(const double *v, size_t n) { return v[0]; }\n"
+
+
+def typed_calls(work: Path, repeat: int) -> list[Row]:
+    """A numpy array passed to a typed pointer parameter, against plain ctypes given the array's
+    address (``a.ctypes.data``, the usual idiom) with ``argtypes`` set by hand."""
+    import numpy as np
+
+    src = work / "typed.c"
+    src.write_text(TYPED_SOURCE)
+    plain_path = work / "libtyped-plain.so"
+    subprocess.run([CC, "-shared", "-fPIC", str(src), "-o", str(plain_path)], check=True)
+    plain = ctypes.CDLL(str(plain_path))
+    plain.first.restype = ctypes.c_double
+    plain.first.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    array = np.ones(1000)
+    base: list[float] = []
+    mine: list[float] = []
+    number = 20000
+    with hotr.HotReloader(src) as r:
+        typed = r.update().first
+        for _ in range(repeat):  # interleaved, so drift hits both alike
+            for call, fn, out in (
+                ("f(a.ctypes.data, 1000)", plain.first, base),
+                ("f(a, 1000)", typed, mine),
+            ):
+                env = {"f": fn, "a": array}
+                out.append(min(timeit.repeat(call, globals=env, number=number, repeat=3)) / number)
+    return [
+        Row("calls", "ctypes f(a.ctypes.data, n), argtypes by hand", base, unit="ns"),
+        Row(
+            "calls",
+            "hotr typed f(a, n): numpy array by pointer",
+            mine,
+            baseline="ctypes f(a.ctypes.data, n), argtypes by hand",
+            unit="ns",
+        ),
+    ]

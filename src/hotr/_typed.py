@@ -193,7 +193,9 @@ def _view(obj: object, spelled: str) -> memoryview:
 def _address(obj: object, view: memoryview, const: bool, spelled: str) -> object:
     """What ctypes passes as the pointer to `obj`'s memory (no copy)."""
     if not view.readonly:
-        return (ctypes.c_char * view.nbytes).from_buffer(obj)  # type: ignore[arg-type]
+        if view.nbytes:  # a reference to its first byte: cheaper than an array type per size
+            return ctypes.byref(ctypes.c_char.from_buffer(obj))  # type: ignore[arg-type]
+        return (ctypes.c_char * 0).from_buffer(obj)  # type: ignore[arg-type]
     if not const:
         raise TypeError(
             f"a {spelled} parameter (not const) may be written through, and this "
