@@ -6,6 +6,7 @@ import array
 import ctypes
 import logging
 import os
+import shutil
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,3 +219,16 @@ def test_flags_reach_the_preprocessor(tmp_path: Path, monkeypatch: pytest.Monkey
     src.write_text("REAL f(REAL x) { return x * 2; }\n")
     with hotr.HotReloader(src, flags=["-DREAL=double"]) as r:
         assert r.update().f(1.25) == 2.5
+
+
+@pytest.mark.skipif(shutil.which("tcc") is None, reason="tcc is not installed")
+def test_tcc_line_markers_are_read_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOTR_PRIVATE_DIR", str(tmp_path / "private"))
+    (tmp_path / "types.c").write_text(TYPES)
+    with hotr.HotReloader(tmp_path / "types.c", cc="tcc") as r:
+        lib = r.update()
+        assert lib.half(3.0) == 1.5 and lib.u64(2**64 - 1) == 2**64 - 1
+        assert lib.greeting() == b"hello" and lib.negate(False) is True
+        out = np.zeros(2)
+        lib.scale(out, np.ones(2), 2, 4.0)
+        assert out.tolist() == [4.0, 4.0]

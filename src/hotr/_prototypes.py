@@ -82,6 +82,7 @@ _TOKEN = re.compile(
 _MARKER = re.compile(
     r'^\#[ \t]*(?:line[ \t]+)?(?:[0-9]+[ \t]+"((?:[^"\\\n]|\\.)*)"([^\n]*))?.*$', re.M
 )
+_SYSTEM_DIRS = ("/usr/include/", "/usr/lib/", "/usr/local/include/", "/usr/local/lib/")
 # Keywords that add nothing to the type as ctypes sees it.
 _IGNORED = frozenset(
     (
@@ -182,7 +183,8 @@ def _tokenize(text: str) -> tuple[list[str], list[bool]]:
 
     Of a system header only the typedefs are kept (most of its text is declarations of no
     interest, and tokenizing them would dominate the time).  A system file is one entered with
-    flags 1 and 3; the user's own file flagged 3 is a system macro expanded in the user's code.
+    flags 1 and 3, or one under the system's include directories; the user's own file flagged
+    3 is a system macro expanded in the user's code.
     """
     tokens: list[str] = []
     system: list[bool] = []
@@ -195,8 +197,8 @@ def _tokenize(text: str) -> tuple[list[str], list[bool]]:
         name, flags = marker.group(1), (marker.group(2) or "").split()
         if name is None:
             continue
-        if "1" in flags and "3" in flags:
-            system_files.add(name)
+        if ("1" in flags and "3" in flags) or name.startswith(_SYSTEM_DIRS):
+            system_files.add(name)  # tcc writes no flags: its system headers are known by place
         in_system = name in system_files
     _add(text[at:], in_system, tokens, system)
     return tokens, system
