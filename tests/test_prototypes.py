@@ -232,3 +232,26 @@ def test_tcc_line_markers_are_read_too(tmp_path: Path, monkeypatch: pytest.Monke
         out = np.zeros(2)
         lib.scale(out, np.ones(2), 2, 4.0)
         assert out.tolist() == [4.0, 4.0]
+
+
+def test_body_edits_keep_types_and_a_changed_header_retypes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOTR_PRIVATE_DIR", str(tmp_path / "private"))
+    header, src = tmp_path / "real.h", tmp_path / "k.c"
+    header.write_text("typedef float real;\n")
+    body = '#include "real.h"\n/* {{ */ real f(real x) {{ return x / {n}; }}\n'
+    src.write_text(body.format(n=2))
+    with hotr.HotReloader(src) as r:
+        f = r.update().f
+        assert f(3.0) == 1.5 and f.restype is ctypes.c_float
+        for n in (4, 8):  # only the body changes: the last build's prototypes hold
+            save(src, body.format(n=n))
+            r.update()
+            assert f(2.0) == 2.0 / n and f.restype is ctypes.c_float
+        save(header, "typedef double real;\n")
+        r.update()
+        assert r.version == 4 and f.restype is ctypes.c_double and f(1.0) == 0.125
+        save(src, body.format(n=2).replace("real f(real x)", "int f(int x)"))
+        r.update()
+        assert f(5) == 2 and f.restype is ctypes.c_int

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import subprocess
 import threading
 import time
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from ._exceptions import BuildError
 logger = logging.getLogger("hotr")
 
 if TYPE_CHECKING:
-    from ._catalog import PrototypeCatalog
+    from ._catalog import PrototypeCatalog, Reading
     from ._compile import Commands, NativeBuild
     from ._tracker import ChangeTracker
 
@@ -184,10 +183,10 @@ class BuildRunner:
             previous, self.started_from = self.started_from, generation
             self._building = True
         seconds: float | None = None
-        reading: list[subprocess.Popen[str]] = []
+        reading: Reading | None = None
         try:
             if self.catalog is not None:
-                reading = self.catalog.start()  # beside the compile
+                reading = self.catalog.start(self.builder.headers())  # beside the compile
             seconds = self.builder.run()
         except BuildError as exc:
             self.failure = exc
@@ -198,9 +197,9 @@ class BuildRunner:
             raise
         finally:
             try:
-                if self.catalog is not None:
+                if self.catalog is not None and reading is not None:
                     built = self.builder.output if seconds is not None else None
-                    self.catalog.finish(reading, built)
+                    self.catalog.finish(reading, built, self.builder.headers())
             finally:
                 with self._cond:
                     self._building = False

@@ -1,21 +1,25 @@
 """The prototypes of each library hotr builds, so that its functions are typed as declared.
 
 Each build also runs the compiler's preprocessor on the C sources (``cc -E``, started beside
-the compile so it adds little to the build's time); the prototypes found are filed under the
-SHA-256 of the library that build wrote.  A version loaded later is typed by the prototypes of
-the build that made its bytes, which also holds for a rollback to earlier content.
+the compile so it adds little to the build's time), unless only function bodies changed since
+the last build (the sources' outlines and the headers are as they were): then the last build's
+prototypes hold.  The prototypes are filed under the SHA-256 of the library that build wrote.
+A version loaded later is typed by the prototypes of the build that made its bytes, which also
+holds for a rollback to earlier content.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import subprocess
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import NamedTuple
 
-from ._prototypes import parse
+from ._prototypes import outline, parse
 from ._typed import Signature, signature
 
 logger = logging.getLogger("hotr")
@@ -31,17 +35,38 @@ class Built(NamedTuple):
     defined: tuple[str, ...]  # every function the sources define (not static), in order
 
 
+class Reading(NamedTuple):
+    """Prototypes being read for one build: the preprocessors running, or the earlier build's
+    prototypes when the sources' outlines and headers are as they were (`key`)."""
+
+    running: list[subprocess.Popen[str]]
+    key: tuple[object, ...] | None
+    reused: Built | None
+
+
 class PrototypeCatalog:
-    """The prototypes of the last few builds of one reloader, by the built library's digest."""
+    """The prototypes of the last few builds of one reloader, by the built library's digest.
+
+    A build whose sources differ from the last one's only inside braces (function bodies: the
+    usual edit), with the same headers, reuses its prototypes instead of preprocessing again.
+    """
 
     def __init__(self, preprocessor: list[str], sources: list[str]) -> None:
         self._argv = preprocessor
         self._sources = [s for s in sources if s.endswith(".c")]  # C++ names are mangled
         self._lock = threading.Lock()
         self._by_digest: OrderedDict[str, Built] = OrderedDict()
+        self._last: tuple[tuple[object, ...], Built] | None = None
 
-    def start(self) -> list[subprocess.Popen[str]]:
-        """Start preprocessing every C source (call just before the compile starts)."""
+    def start(self, headers: Iterable[str]) -> Reading:
+        """Start reading the prototypes (call just before the compile starts); `headers` are
+        the ones the last build used."""
+        key = self._key(headers)
+        if key is not None and self._last is not None and self._last[0] == key:
+            return Reading([], key, self._last[1])
+        return Reading(self._spawn(), key, None)
+
+    def _spawn(self) -> list[subprocess.Popen[str]]:
         running = []
         for source in self._sources:
             try:
@@ -59,10 +84,36 @@ class PrototypeCatalog:
                 logger.debug("cannot preprocess %s for its prototypes: %s", source, exc)
         return running
 
-    def finish(self, running: list[subprocess.Popen[str]], library: str | None) -> None:
+    def _key(self, headers: Iterable[str]) -> tuple[object, ...] | None:
+        """What the prototypes depend on: the sources' outlines, the headers' size and time."""
+        parts: list[object] = []
+        for source in self._sources:
+            try:
+                with open(source, errors="replace") as f:
+                    shape = outline(f.read())
+            except OSError:
+                return None
+            if shape is None:
+                return None
+            parts.append(shape)
+        for header in sorted(headers):
+            try:
+                info = os.stat(header)
+            except OSError:
+                return None
+            parts.append((header, info.st_size, info.st_mtime_ns))
+        return tuple(parts)
+
+    def finish(self, reading: Reading, library: str | None, headers: Iterable[str]) -> None:
         """Collect what `start` began and file it under `library`'s content (None: the build
         failed or was interrupted; the preprocessors are just ended)."""
+        running, key, built = reading
+        if library is not None and built is not None:
+            now = self._key(headers)
+            if now != key:  # a source changed during the build: read it after all
+                key, built, running = now, None, self._spawn()
         texts: list[str] = []
+        complete = True
         try:
             if library is not None:
                 for proc in running:
@@ -70,6 +121,7 @@ class PrototypeCatalog:
                     if proc.returncode == 0:
                         texts.append(text)
                     else:
+                        complete = False
                         logger.debug("preprocessing for prototypes failed: %s", proc.args)
         except subprocess.TimeoutExpired:
             logger.debug("preprocessing for prototypes took over %s s; left untyped", _TIMEOUT)
@@ -81,26 +133,22 @@ class PrototypeCatalog:
                     proc.wait()
                 if proc.stdout is not None:
                     proc.stdout.close()
-        found: dict[str, Signature] = {}
-        defined: list[str] = []
-        for text in texts:
-            for name, prototype in parse(text).items():
-                if prototype.defined:
-                    defined.append(name)
-                typed = signature(prototype)
-                if typed is None:
-                    logger.debug("%s: no ctypes type for %s; left untyped", name, prototype.type)
-                else:
-                    found[name] = typed
         if library is None:
             return
+        if built is None:
+            built = _read(texts)
+            if complete and key is not None:
+                self._last = (key, built)
+        self._file(library, built)
+
+    def _file(self, library: str, built: Built) -> None:
         try:
             with open(library, "rb") as f:
                 digest = hashlib.sha256(f.read()).hexdigest()
         except OSError:
             return
         with self._lock:
-            self._by_digest[digest] = Built(found, tuple(defined))
+            self._by_digest[digest] = built
             self._by_digest.move_to_end(digest)
             while len(self._by_digest) > _KEEP:
                 self._by_digest.popitem(last=False)
@@ -109,3 +157,19 @@ class PrototypeCatalog:
         """What the build that wrote content `digest` declares (None: not built here)."""
         with self._lock:
             return self._by_digest.get(digest)
+
+
+def _read(texts: list[str]) -> Built:
+    """The prototypes in preprocessed sources."""
+    found: dict[str, Signature] = {}
+    defined: list[str] = []
+    for text in texts:
+        for name, prototype in parse(text).items():
+            if prototype.defined:
+                defined.append(name)
+            typed = signature(prototype)
+            if typed is None:
+                logger.debug("%s: no ctypes type for %s; left untyped", name, prototype.type)
+            else:
+                found[name] = typed
+    return Built(found, tuple(defined))
