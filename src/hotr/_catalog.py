@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import subprocess
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from ._prototypes import outline, parse
+from ._prototypes import parse
 from ._typed import Signature, signature
 
 logger = logging.getLogger("hotr")
@@ -173,3 +174,51 @@ def _read(texts: list[str]) -> Built:
             else:
                 found[name] = typed
     return Built(found, tuple(defined))
+
+
+_OUTLINE = re.compile(
+    r"""/\*.*?\*/|//[^\n]*
+      | "(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'
+      | ^[ \t]*\#(?:[^\n]*\\\n)*[^\n]*
+      | [{}]""",
+    re.VERBOSE | re.MULTILINE | re.DOTALL,
+)
+_CONDITIONAL = re.compile(r"^[ \t]*#[ \t]*(?:if|ifdef|ifndef|elif|elifdef|elifndef|else|endif)\b")
+
+
+def outline(source: str) -> str | None:
+    """`source` without the insides of its top-level braces (function bodies, struct members),
+    comments dropped and directives kept: what the prototypes can depend on, from the file
+    itself.  Two sources with the same outline declare the same functions (given the same
+    headers and flags).  None when that cannot be told from the text: unbalanced braces, or a
+    conditional directive inside braces (``#if`` could pick between two signatures there)."""
+    kept: list[str] = []
+    depth = 0
+    at = 0
+    for match in _OUTLINE.finditer(source):
+        token = match.group()
+        if depth == 0:
+            kept.append(source[at : match.start()])
+        at = match.end()
+        if token == "{":
+            if depth == 0:
+                kept.append("{")
+            depth += 1
+        elif token == "}":
+            depth -= 1
+            if depth < 0:
+                return None
+            if depth == 0:
+                kept.append("}")
+        elif token.lstrip().startswith("#"):
+            if depth and _CONDITIONAL.match(token):
+                return None
+            kept.append("\n" + token + "\n")
+        elif token.startswith(("/*", "//")):
+            kept.append(" ")
+        elif depth == 0:
+            kept.append(token)
+    if depth:
+        return None
+    kept.append(source[at:])
+    return "".join(kept)
