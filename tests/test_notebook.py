@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import run_python
 
 SHELL = """
@@ -214,6 +216,22 @@ print("done")
     assert "k: version 2, built in" in out.stdout
     assert "s: version 1, built in" in out.stdout
     assert out.stdout.rstrip().endswith("done")
+
+
+@pytest.mark.skipif(shutil.which("tcc") is None, reason="tcc is not installed")
+def test_cells_run_back_to_back_each_build(tmp_path: Path) -> None:
+    # tcc builds in a few milliseconds: the runs come faster than a debounce would let through.
+    out = run_python(
+        SHELL
+        + """
+for n in range(1, 21):
+    assert cell("fast", f"int v(void) {{ return {n}; }}", "--cc", "tcc").success
+    assert ns["v"]() == n, (n, ns["v"]())
+print("done")
+""",
+        env={"HOTR_PRIVATE_DIR": str(tmp_path / "private")},
+    )
+    assert "fast: version 20" in out.stdout
 
 
 # -- a real kernel -------------------------------------------------------------------------

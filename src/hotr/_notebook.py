@@ -115,7 +115,8 @@ class HotrMagics(Magics):
         if entry is None:
             # The notebook's directory is on the include path: #include "kernel.h" finds it.
             flags = [f"-I{os.getcwd()}", *options.flags]
-            reloader = HotReloader(path, cc=options.cc, flags=flags)
+            # No debounce: the cell is written once per run, and that run must build it.
+            reloader = HotReloader(path, cc=options.cc, flags=flags, debounce=0)
             entry = self._entries[name] = Entry(name, reloader, "cell", options)
         try:
             entry.reloader.update()
