@@ -62,12 +62,13 @@ class Project:
         return f"{include}int f{i}(void) {{ return BASE + {value}; }}\n"
 
     def runs(self) -> list[list[str]]:
-        """The argv of each compiler run so far (and forget them)."""
+        """The argv of each compiler run so far, but preprocessing (and forget them)."""
         if not self.log.exists():
             return []
         lines = self.log.read_text().splitlines()
         self.log.unlink()
-        return [line.split()[2:] for line in lines if line.startswith("start ")]
+        runs = [line.split()[2:] for line in lines if line.startswith("start ")]
+        return [argv for argv in runs if "-E" not in argv]  # not the prototypes' preprocessor
 
     def compiled(self) -> list[str]:
         """The sources compiled since the last call, sorted; links are counted as "link"."""

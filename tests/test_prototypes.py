@@ -260,3 +260,16 @@ def test_body_edits_keep_types_and_a_changed_header_retypes(
         assert f(5) == 2
         restypes.append(f.restype)
         assert restypes == [ctypes.c_float] * 3 + [ctypes.c_double, ctypes.c_int]
+
+
+def test_several_sources_are_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOTR_PRIVATE_DIR", str(tmp_path / "private"))
+    a, b = tmp_path / "a.c", tmp_path / "b.c"
+    a.write_text("double half(double x) { return x / 2; }\n")
+    b.write_text("float third(float x) { return x / 3; }\n")
+    with hotr.HotReloader([a, b], jobs=1) as r:
+        lib = r.update()
+        assert lib.half(3.0) == 1.5 and abs(lib.third(3.0) - 1.0) < 1e-6
+        save(b, "double third(double x) { return x / 3; }\n")
+        r.update()
+        assert lib.third.restype is ctypes.c_double

@@ -127,6 +127,10 @@ class Builder:
         are read (None for a custom command, whose flags hotr does not know)."""
         return self._preprocessor
 
+    def jobs(self) -> int:
+        """Most compilers the default build runs at once."""
+        return self._native.jobs if self._native is not None else 1
+
     def headers(self) -> set[str]:
         """The headers the last build used."""
         return self._native.headers() if self._native is not None else set()

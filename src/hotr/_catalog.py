@@ -37,8 +37,8 @@ class Built(NamedTuple):
 
 
 class Reading(NamedTuple):
-    """Prototypes being read for one build: the preprocessors running, or the earlier build's
-    prototypes when the sources' outlines and headers are as they were (`key`)."""
+    """Prototypes being read for one build: the preprocessor started beside the compile, or the
+    earlier build's prototypes when the sources' outlines and headers are as they were (`key`)."""
 
     running: list[subprocess.Popen[str]]
     key: tuple[object, ...] | None
@@ -50,26 +50,29 @@ class PrototypeCatalog:
 
     A build whose sources differ from the last one's only inside braces (function bodies: the
     usual edit), with the same headers, reuses its prototypes instead of preprocessing again.
+    A single source is preprocessed beside its compile; several are preprocessed after the
+    build, at most `jobs` at once, so that the compilers never run more than `jobs` at once.
     """
 
-    def __init__(self, preprocessor: list[str], sources: list[str]) -> None:
+    def __init__(self, preprocessor: list[str], sources: list[str], jobs: int) -> None:
         self._argv = preprocessor
         self._sources = [s for s in sources if s.endswith(".c")]  # C++ names are mangled
+        self._jobs = max(1, jobs)
         self._lock = threading.Lock()
         self._by_digest: OrderedDict[str, Built] = OrderedDict()
         self._last: tuple[tuple[object, ...], Built] | None = None
 
     def start(self, headers: Iterable[str]) -> Reading:
-        """Start reading the prototypes (call just before the compile starts); `headers` are
-        the ones the last build used."""
+        """Call just before the compile starts; `headers` are the ones the last build used."""
         key = self._key(headers)
         if key is not None and self._last is not None and self._last[0] == key:
             return Reading([], key, self._last[1])
-        return Reading(self._spawn(), key, None)
+        beside = len(self._sources) == 1 and self._jobs > 1
+        return Reading(self._spawn(self._sources) if beside else [], key, None)
 
-    def _spawn(self) -> list[subprocess.Popen[str]]:
+    def _spawn(self, sources: list[str]) -> list[subprocess.Popen[str]]:
         running = []
-        for source in self._sources:
+        for source in sources:
             try:
                 running.append(
                     subprocess.Popen(
@@ -107,36 +110,26 @@ class PrototypeCatalog:
 
     def finish(self, reading: Reading, library: str | None, headers: Iterable[str]) -> None:
         """Collect what `start` began and file it under `library`'s content (None: the build
-        failed or was interrupted; the preprocessors are just ended)."""
+        failed or was interrupted; a preprocessor running is just ended)."""
         running, key, built = reading
-        if library is not None and built is not None:
+        if library is None:
+            _collect(running, wanted=False)
+            return
+        if built is not None:
             now = self._key(headers)
             if now != key:  # a source changed during the build: read it after all
-                key, built, running = now, None, self._spawn()
-        texts: list[str] = []
-        complete = True
-        try:
-            if library is not None:
-                for proc in running:
-                    text, _ = proc.communicate(timeout=_TIMEOUT)
-                    if proc.returncode == 0:
-                        texts.append(text)
-                    else:
-                        complete = False
-                        logger.debug("preprocessing for prototypes failed: %s", proc.args)
-        except subprocess.TimeoutExpired:
-            logger.debug("preprocessing for prototypes took over %s s; left untyped", _TIMEOUT)
-            return
-        finally:
-            for proc in running:
-                if proc.returncode is None:
-                    proc.kill()
-                    proc.wait()
-                if proc.stdout is not None:
-                    proc.stdout.close()
-        if library is None:
-            return
+                key, built = now, None
         if built is None:
+            if running:
+                texts, complete = _collect(running, wanted=True)
+            else:
+                texts, complete = [], True
+                for at in range(0, len(self._sources), self._jobs):
+                    batch = _collect(self._spawn(self._sources[at : at + self._jobs]), wanted=True)
+                    texts += batch[0]
+                    complete = complete and batch[1]
+            if not complete and not texts:
+                return
             built = _read(texts)
             if complete and key is not None:
                 self._last = (key, built)
@@ -158,6 +151,32 @@ class PrototypeCatalog:
         """What the build that wrote content `digest` declares (None: not built here)."""
         with self._lock:
             return self._by_digest.get(digest)
+
+
+def _collect(running: list[subprocess.Popen[str]], *, wanted: bool) -> tuple[list[str], bool]:
+    """The outputs of the preprocessors `running` (none if not `wanted`: they are ended), and
+    whether every one of them succeeded."""
+    texts: list[str] = []
+    complete = len(running) > 0 or not wanted
+    try:
+        for proc in running if wanted else ():
+            text, _ = proc.communicate(timeout=_TIMEOUT)
+            if proc.returncode == 0:
+                texts.append(text)
+            else:
+                complete = False
+                logger.debug("preprocessing for prototypes failed: %s", proc.args)
+    except subprocess.TimeoutExpired:
+        logger.debug("preprocessing for prototypes took over %s s; left untyped", _TIMEOUT)
+        return [], False
+    finally:
+        for proc in running:
+            if proc.returncode is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+    return texts, complete
 
 
 def _read(texts: list[str]) -> Built:

@@ -91,7 +91,7 @@ class ReloadCore:
             )
             preprocessor = builder.preprocessor()
             if prototypes and ffi is None and preprocessor is not None:
-                catalog = PrototypeCatalog(preprocessor, list(inputs))
+                catalog = PrototypeCatalog(preprocessor, list(inputs), builder.jobs())
             self.builds = BuildRunner(builder, self.tracker, label, catalog)
         assert library is not None  # HotReloader gives a library, or sources to build one
         self.path = library
