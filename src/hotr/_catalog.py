@@ -2,9 +2,10 @@
 
 Each build also runs the compiler's preprocessor on the C sources (``cc -E``; see
 PrototypeCatalog for when), unless only function bodies changed since the last build (the
-sources' outlines and the headers are as they were): then the last build's prototypes hold.  The prototypes are filed under the SHA-256 of the library that build wrote.
-A version loaded later is typed by the prototypes of the build that made its bytes, which also
-holds for a rollback to earlier content.
+sources' outlines and the headers are as they were): then the last build's prototypes hold.
+The prototypes are filed under the SHA-256 of the library that build wrote: a version loaded
+later is typed by the prototypes of the build that made its bytes, which also holds for a
+rollback to earlier content.
 """
 
 from __future__ import annotations
