@@ -215,6 +215,23 @@ def test_run_calls_named_functions_and_reports_a_missing_one_once(tmp_path: Path
     assert sum("no function 'nope'" in line for line in lines.seen) == 1
 
 
+def test_call_of_a_function_that_takes_arguments_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    src = tmp_path / "k.c"
+    src.write_text("int twice(int x) { return 2 * x; }\n")
+    with start(tmp_path, "run", str(src), "--call", "twice") as proc:
+        try:
+            lines = Lines(proc)
+            lines.wait_for("--call twice calls it with no arguments")
+            save(src, "int twice(int x) { return 3 * x; }\n")
+            lines.wait_for("loaded version 2")
+            proc.send_signal(signal.SIGINT)
+            lines.wait_for("stopped")
+            stopped_cleanly(proc, lines, tmp_path)
+        finally:
+            proc.kill()
+    assert not any("Traceback" in line for line in lines.seen)
+
+
 def test_no_default_function_hints_at_call_once(tmp_path: Path) -> None:
     src = tmp_path / "k.c"
     src.write_text("int f(void) { return 1; }\n")

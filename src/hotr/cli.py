@@ -421,7 +421,15 @@ class Session:
                 continue
             self._missing.discard(name)
             function.restype = None
-            function()
+            try:
+                function()
+            except (TypeError, ctypes.ArgumentError) as exc:  # its prototype takes arguments
+                if name not in self._missing:
+                    self._missing.add(name)
+                    self._out.error(
+                        f"{self._name}: --call {name} calls it with no arguments, but {exc}; "
+                        "call functions that take arguments from Python (hotr.load)"
+                    )
         _libc.fflush(None)  # C stdio buffers a pipe: show what the functions printed now
 
 
