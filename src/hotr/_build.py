@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import threading
 import time
 from collections.abc import Sequence
@@ -76,6 +75,8 @@ class Builder:
         self.output = output
         self.command = command
         # Imported here: `import hotr` needs is_source(), not the compilers' machinery.
+        import shlex
+
         from ._cache import open_cache
         from ._compile import INCLUDE_DIR, Commands, NativeBuild
         from ._toolchain import c_compiler, split_flags
