@@ -11,6 +11,7 @@ def test_public_names_are_exactly_these() -> None:
     assert sorted(hotr.__all__) == hotr.__all__
     assert hotr.__all__ == [
         "BuildError",
+        "CrashError",
         "Function",
         "HotReloadError",
         "HotReloader",

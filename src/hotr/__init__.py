@@ -11,7 +11,7 @@ Edit and rebuild a C library while the program runs; the next call runs the new 
 from typing import Any as _Any
 
 from ._background import aload, load
-from ._exceptions import BuildError, HotReloadError, LoadError, SymbolNotFoundError
+from ._exceptions import BuildError, CrashError, HotReloadError, LoadError, SymbolNotFoundError
 from ._history import VersionInfo
 from ._library import Function, Library, reloader_of
 from ._reloader import HotReloader
@@ -22,6 +22,7 @@ __version__ = "0.1.0"  # pyproject.toml reads it from here (importlib.metadata c
 
 __all__ = [
     "BuildError",
+    "CrashError",
     "Function",
     "HotReloadError",
     "HotReloader",

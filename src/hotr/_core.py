@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _process, _signals, _store
 from ._drivers import ProgramView
-from ._exceptions import BuildError, HotReloadError
+from ._exceptions import BuildError, CrashError, HotReloadError
 from ._history import History, VersionInfo
 from ._library import Function, FunctionTable
 from ._pipeline import Loader
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("hotr")
 
 ReloadCallback = Callable[[int, int], object]
+_ACCESS_SIGNALS = (signal.SIGSEGV, signal.SIGBUS)  # where si_addr is the address accessed
 ErrorCallback = Callable[[HotReloadError], object]
 
 
@@ -57,6 +59,7 @@ class ReloadCore:
         probe: bool,
         ffi: Any,
         prototypes: bool,
+        guard: bool,
         source: ChangeSource,
         backend: str,
         debounce: float,
@@ -96,7 +99,7 @@ class ReloadCore:
         assert library is not None  # HotReloader gives a library, or sources to build one
         self.path = library
         self.versions = VersionSet(store, self.tracker.poke)
-        self.functions = FunctionTable(label, ffi, owner, catalog)
+        self.functions = FunctionTable(label, ffi, owner, self.crashed if guard else None, catalog)
         self._history = History()
         self.loader = Loader(
             label=label,
@@ -307,6 +310,49 @@ class ReloadCore:
             self._notify(self._on_error, failure)
             raise failure
         self._notify(self._on_reload, before, self.versions.loads)
+
+    def crashed(
+        self, function: str, signal: int, number: int, pc: int, accessed: int, where: str
+    ) -> CrashError:
+        """A guarded call of `function` in version `number` crashed: roll back if that version
+        is the live one and an earlier one exists, tell on_error (and on_reload), and return
+        the CrashError for the caller to raise."""
+        before = self.versions.loads
+        rolled: HotReloadError | None = None
+        with self.lock:
+            current = self.versions.current
+            if self._closed or current is None or current.number != number:
+                outcome = f"version {number} is no longer live; nothing was rolled back"
+            elif len(self.loader.contents) < 2:
+                outcome = f"there is no earlier version to roll back to; version {number} stays"
+            else:
+                try:
+                    self.loader.rollback()
+                except HotReloadError as exc:
+                    rolled = exc
+                    outcome = f"rolling back failed ({exc}); version {number} stays"
+                else:
+                    outcome = (
+                        f"rolled back to the previous good version's code (now version "
+                        f"{self.version})"
+                    )
+        error = CrashError(
+            self.label,
+            function,
+            number,
+            signal,
+            pc,
+            accessed if signal in _ACCESS_SIGNALS else None,
+            where,
+            outcome,
+        )
+        logger.info("%s", error)
+        if rolled is not None:
+            self._notify(self._on_error, rolled)
+        self._notify(self._on_error, error)
+        if self.versions.loads != before:
+            self._notify(self._on_reload, before, self.versions.loads)
+        return error
 
     def function(self, name: str) -> Function:
         with self.lock:

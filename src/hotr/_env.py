@@ -83,3 +83,11 @@ def demo_dir() -> str:
     configured = os.environ.get("HOTR_DEMO_DIR", "")
     tmp = os.environ.get("TMPDIR") or "/tmp"
     return configured or os.path.join(tmp, f"hotr-demo-{os.getuid()}")
+
+
+def guard() -> bool:
+    """``$HOTR_GUARD``: 1 guards the calls of every reloader not given guard= (default 0)."""
+    value = os.environ.get("HOTR_GUARD", "").strip() or "0"
+    if value not in ("0", "1"):
+        raise ValueError(f"HOTR_GUARD={value!r} is not 0 or 1")
+    return value == "1"

@@ -4,11 +4,14 @@
      +-- LoadError                  a version could not be loaded; the previous one stays live
      |    +-- BuildError            building it from its sources failed or timed out
      +-- SymbolNotFoundError        the loaded version has no such symbol (also an AttributeError)
+     +-- CrashError                 a guarded call crashed in the version's code; the process lives
 
 Messages are full sentences that name the file or symbol and the likely cause.
 """
 
 from __future__ import annotations
+
+import signal as _signal
 
 
 class HotReloadError(Exception):
@@ -79,3 +82,65 @@ class BuildError(LoadError):
     def __str__(self) -> str:
         command = f"\n$ {self.command}" if self.command else ""
         return f"{super().__str__()}{command}\n{self.diagnostics.rstrip()}"
+
+
+class CrashError(HotReloadError):
+    """A guarded call crashed in the loaded version's own code (see docs/guard.md).
+
+    The call was ended, the process and its state live on.  After a crash in the live version
+    hotr has already rolled back to the previous good version when this is raised, unless
+    there was none.
+
+    Attributes:
+        path: the library the version was loaded from.
+        function: the name of the function that was called.
+        version: the number of the version that crashed.
+        signal: the signal the fault raised (signal.SIGSEGV, SIGBUS, SIGFPE or SIGILL).
+        address: the address of the faulting instruction.
+        accessed: the address it accessed, for SIGSEGV and SIGBUS (else None).
+        where: the faulting instruction as symbol+offset, or "" when no symbol covers it.
+        outcome: what hotr did about it, in words (rolled back, or why not).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        function: str,
+        version: int,
+        signal: int,
+        address: int,
+        accessed: int | None,
+        where: str,
+        outcome: str,
+    ) -> None:
+        super().__init__(path, function, version, signal, address)
+        self.path = path
+        self.function = function
+        self.version = version
+        try:
+            self.signal: _signal.Signals | int = _signal.Signals(signal)
+        except ValueError:
+            self.signal = signal
+        self.address = address
+        self.accessed = accessed
+        self.where = where
+        self.outcome = outcome
+
+    def __str__(self) -> str:
+        name = getattr(self.signal, "name", f"signal {self.signal}")
+        at = f"{self.where} ({self.address:#x})" if self.where else f"{self.address:#x}"
+        what = _WHAT.get(int(self.signal), "a fault")
+        if self.accessed is not None:
+            what += f" at {self.accessed:#x}"
+        return (
+            f"{self.function}() crashed in version {self.version} of {self.path!r}: {name}, "
+            f"{what}, at {at}; {self.outcome}"
+        )
+
+
+_WHAT: dict[int, str] = {
+    _signal.SIGSEGV: "an invalid memory access",
+    _signal.SIGBUS: "a bus error",
+    _signal.SIGFPE: "an arithmetic error (e.g. integer division by zero)",
+    _signal.SIGILL: "an illegal instruction (e.g. __builtin_trap)",
+}

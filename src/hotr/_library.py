@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from . import _dl
 from ._exceptions import HotReloadError, SymbolNotFoundError
-from ._shim import LiveFunction, Pin, retarget
+from ._shim import TRAMPOLINE, LiveFunction, Pin, install_guard, retarget
 
 if TYPE_CHECKING:
     from ._catalog import PrototypeCatalog
@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from ._versions import Version
 
 logger = logging.getLogger("hotr")
+
+GUARD_SUPPORTED = TRAMPOLINE != 0  # guarded calls: Linux on x86-64 (see _guard.c)
+_ON_CRASH = "hotr.on_crash"  # where a guarded Function keeps its reloader's crash handler
+
+# on_crash(function, signal, version, pc, accessed, where) -> the CrashError to raise
+CrashHandler = Callable[[str, int, int, int, int, str], BaseException]
 
 
 class CFunc(CFuncPtr):  # the flags and default restype of ctypes.CDLL's functions
@@ -61,14 +67,30 @@ class Function(LiveFunction):
     def __repr__(self) -> str:
         return f"<hotr.Function {self.__name__!r}>"
 
+    def _crashed(
+        self, signal: int, version: int, pc: int, accessed: int, where: str
+    ) -> BaseException:
+        """Called by the shim after a guarded call of this function crashed: the CrashError
+        to raise (the reloader rolls back first)."""
+        on_crash: CrashHandler = vars(self)[_ON_CRASH]
+        return on_crash(self.__name__, signal, version, pc, accessed, where)
+
 
 class FunctionTable:
     """The live functions of one reloader: made on first use, switched to each new version."""
 
     def __init__(
-        self, label: str, ffi: Any, owner: object, catalog: PrototypeCatalog | None = None
+        self,
+        label: str,
+        ffi: Any,
+        owner: object,
+        on_crash: CrashHandler | None,
+        catalog: PrototypeCatalog | None = None,
     ) -> None:
         self.live: list[Pin | None] = [None]  # the live version's pin, set by retarget()
+        self._on_crash = on_crash  # None: calls are not guarded
+        if on_crash is not None:
+            install_guard()
         self._label = label
         self._ffi = ffi
         self._owner = owner
@@ -97,12 +119,19 @@ class FunctionTable:
                 f"{name!r} in {self._label!r} is not a function (not in executable code)"
             )
         target = self._target(version, name, address)
+        guard = self._on_crash is not None
         if self._ffi is None:
             cfunc = CFunc(address)
-            function = Function(cfunc, ctypes.addressof(cfunc), self._owner)
+            function = Function(cfunc, ctypes.addressof(cfunc), self._owner, guard)
+        elif guard:  # a cdata of the function's type at the trampoline, for good
+            trampoline = self._ffi.cast(self._ffi.typeof(target), TRAMPOLINE)
+            function = Function(trampoline, 0, self._owner, True)
         else:
             function = Function(target, 0, self._owner)  # no slot: retarget() swaps the cdata
         function.__name__ = name
+        if guard:
+            vars(function)[_ON_CRASH] = self._on_crash
+            target = address
         self._type(function, self._signatures(version))
         retarget([function], [target], version.pin, [None])
         self._functions[name] = function
@@ -112,9 +141,14 @@ class FunctionTable:
         """Point every function at `version` in one step (a missing one raises when called)."""
         names = list(self._functions)
         addresses = [version.symbol(n) or 0 for n in names]
-        targets = [
-            self._target(version, n, a) if a else 0 for n, a in zip(names, addresses, strict=True)
-        ]
+        if self._on_crash is not None:
+            install_guard()  # back on top if a handler was installed since (chained to)
+            targets: list[object] = list(addresses)
+        else:
+            targets = [
+                self._target(version, n, a) if a else 0
+                for n, a in zip(names, addresses, strict=True)
+            ]
         missing: list[BaseException | None] = []
         for name, address in zip(names, addresses, strict=True):
             if address:

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 from . import _drivers, _env
 from ._build import is_source
 from ._core import ErrorCallback, ReloadCallback, ReloadCore
+from ._exceptions import HotReloadError
 from ._history import VersionInfo
-from ._library import Library
+from ._library import GUARD_SUPPORTED, Library
 from ._reactor import reactor
 from ._source import ChangeSource, absolute
 
@@ -54,6 +55,10 @@ class HotReloader:
         prototypes: when hotr builds C sources with its default command, give each function the
             ``argtypes`` and ``restype`` of its C prototype, read from the preprocessed sources
             of each build (default True; see docs/prototypes.md).  Types you set yourself win.
+        guard: a crash (SIGSEGV, SIGBUS, SIGFPE, SIGILL) in the version's own code during a call
+            raises hotr.CrashError in the caller, after rolling back to the previous good
+            version, instead of killing the process (docs/guard.md).  Default: ``$HOTR_GUARD``
+            (``1``: on), else off.
         backend: how changes are seen: ``"inotify"``, ``"poll"`` (stat and hash every
             ``$HOTR_POLL_INTERVAL`` seconds, default 0.5, for network file systems), ``"auto"``
             (default: ``$HOTR_BACKEND`` if set, else inotify unless the file is on a network
@@ -94,6 +99,7 @@ class HotReloader:
         probe: bool = False,
         ffi: Any = None,
         prototypes: bool = True,
+        guard: bool | None = None,
         backend: str | ScriptedBackend = "auto",
         debounce: float = 0.02,
     ) -> None:
@@ -127,6 +133,12 @@ class HotReloader:
                 raise FileNotFoundError(2, "No such source file", source)
         if library is not None and not inputs and not os.path.exists(library):
             raise FileNotFoundError(2, "No such shared library", library)
+        if guard is None:
+            guard = _env.guard()
+        elif not isinstance(guard, bool):
+            raise TypeError(f"guard: expected True or False, got {type(guard).__name__}")
+        if guard and not GUARD_SUPPORTED:
+            raise HotReloadError("guard=True: guarded calls need Linux on x86-64")
         if isinstance(backend, str):
             if backend not in _env.BACKENDS:
                 raise ValueError(
@@ -152,6 +164,7 @@ class HotReloader:
             probe=probe,
             ffi=ffi,
             prototypes=prototypes,
+            guard=guard,
             source=watcher,
             backend=chosen,
             debounce=debounce,

@@ -22,6 +22,9 @@
 #include <string.h>
 
 #include "_elfcheck.h"
+#include "_guard.h"
+
+#include <dlfcn.h>
 
 #ifdef Py_GIL_DISABLED
 #error "hotr's in-flight counts rely on the GIL; free-threaded builds are not supported"
@@ -32,6 +35,8 @@ typedef struct {
     Py_ssize_t inflight;
     Py_ssize_t number;
     PyObject *on_idle;  /* called when inflight drops to 0; NULL: nothing */
+    hotr_range *code;   /* the version's executable segments (guarded calls); NULL: none */
+    Py_ssize_t ncode;
 } Pin;
 
 static int
@@ -61,8 +66,49 @@ pin_dealloc(Pin *self)
 {
     PyObject_GC_UnTrack(self);
     pin_clear(self);
+    PyMem_Free(self->code);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
+
+static PyObject *
+pin_set_code(Pin *self, PyObject *ranges)
+{
+    /* set_code([(start, end), ...]): the version's code, where a guarded call's fault must
+     * be to be caught.  Set once, before any function points at the version. */
+    if (self->code != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_code: the code ranges are already set");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(ranges, "set_code takes a list of (start, end)");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    hotr_range *code = PyMem_Calloc(n ? (size_t)n : 1, sizeof *code);
+    if (code == NULL) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned long long start, end;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "KK", &start, &end)) {
+            PyMem_Free(code);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        code[i].start = (uintptr_t)start;
+        code[i].end = (uintptr_t)end;
+    }
+    Py_DECREF(seq);
+    self->code = code;
+    self->ncode = n;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef pin_methods[] = {
+    {"set_code", (PyCFunction)pin_set_code, METH_O,
+     "set_code(ranges): the version's executable segments, as (start, end) addresses."},
+    {NULL}
+};
 
 static PyObject *
 pin_get_inflight(Pin *self, void *closure)
@@ -119,6 +165,7 @@ static PyTypeObject PinType = {
     .tp_traverse = (traverseproc)pin_traverse,
     .tp_clear = (inquiry)pin_clear,
     .tp_getset = pin_getset,
+    .tp_methods = pin_methods,
 };
 
 /* Call pin->on_idle without disturbing the result or exception of the call
@@ -147,6 +194,8 @@ typedef struct {
     PyObject *missing;  /* exception instance raised while pin is NULL */
     PyObject *owner;    /* kept alive as long as the function is (its reloader) */
     PyObject *dict;
+    void *address;      /* guarded: the target; cfunc points at the trampoline (_guard.c) */
+    int guard;
 } LiveFunction;
 
 static int
@@ -182,17 +231,87 @@ live_dealloc(LiveFunction *self)
 static int
 live_init(LiveFunction *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"cfunc", "slot", "owner", NULL};
+    static char *kwlist[] = {"cfunc", "slot", "owner", "guard", NULL};
     PyObject *cfunc, *owner = Py_None;
     Py_ssize_t slot;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On|O", kwlist, &cfunc, &slot, &owner))
+    int guard = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On|Op", kwlist, &cfunc, &slot, &owner, &guard))
         return -1;
+    if (guard && hotr_guard_install() < 0)
+        return -1;
+    self->guard = guard;
+    if (guard && slot != 0)
+        *(void **)slot = hotr_guard_trampoline_address();
     Py_INCREF(cfunc);
     Py_XSETREF(self->cfunc, cfunc);
     Py_INCREF(owner);
     Py_XSETREF(self->owner, owner);
     self->slot = (void **)slot;  /* 0: retarget() replaces cfunc instead (cffi) */
     return 0;
+}
+
+/* The CrashError for a caught fault, from the function's _crashed(signal, version, pc,
+ * accessed, where) method (which also rolls back); NULL with that exception set. */
+static PyObject *
+raise_crash(LiveFunction *self, Pin *pin, hotr_guard_record *record)
+{
+    char where[256];
+    Dl_info info;
+    if (dladdr(record->pc, &info) != 0 && info.dli_sname != NULL)
+        snprintf(where, sizeof where, "%s+0x%lx", info.dli_sname,
+                 (unsigned long)((char *)record->pc - (char *)info.dli_saddr));
+    else
+        where[0] = '\0';
+    PyObject *error = PyObject_CallMethod(
+        (PyObject *)self, "_crashed", "inKKs", record->signo, pin->number,
+        (unsigned long long)(uintptr_t)record->pc,
+        (unsigned long long)(uintptr_t)record->accessed, where);
+    if (error == NULL)
+        return NULL;
+    PyErr_SetObject((PyObject *)Py_TYPE(error), error);
+    Py_DECREF(error);
+    return NULL;
+}
+
+/* live_call for a guarded function: the same, with a record pushed for the trampoline and
+ * the signal handler (_guard.c).  After a caught fault the call's result, or the exception
+ * an errcheck raised about it, is dropped and CrashError raised instead. */
+static PyObject *
+guarded_call(LiveFunction *self, Pin *pin, PyObject *callable, ternaryfunc call,
+             PyObject *args, PyObject *kwds)
+{
+    PyObject *result = NULL;
+    if (!hotr_guard_thread_ready && hotr_guard_prepare_thread() < 0)
+        goto done;
+    hotr_guard_record record;
+    record.target = self->address;
+    record.state = HOTR_GUARD_PENDING;
+    record.ranges = pin->code;
+    record.nranges = pin->ncode;
+    record.tstate = PyThreadState_Get();
+    record.frame = hotr_guard_frame(record.tstate);
+    record.crashed = 0;
+    record.prev = hotr_guard_top;
+    hotr_guard_top = &record;
+    result = call != NULL ? call(callable, args, kwds) : PyObject_Call(callable, args, kwds);
+    hotr_guard_top = record.prev;
+    if (record.crashed) {
+        Py_CLEAR(result);
+        PyErr_Clear();
+    }
+    if (--pin->inflight == 0 && pin->on_idle != NULL)
+        notify_idle(pin);
+    if (record.crashed && hotr_guard_install() == 0)
+        result = raise_crash(self, pin, &record);
+    Py_DECREF(callable);
+    Py_DECREF(pin);
+    return result;
+done:
+    if (--pin->inflight == 0 && pin->on_idle != NULL)
+        notify_idle(pin);
+    Py_DECREF(callable);
+    Py_DECREF(pin);
+    return NULL;
 }
 
 static PyObject *
@@ -217,6 +336,8 @@ live_call(LiveFunction *self, PyObject *args, PyObject *kwds)
     /* tp_call directly: ctypes and cffi functions have no vectorcall, and
      * PyObject_Call would only add a second recursion check per call. */
     ternaryfunc call = Py_TYPE(callable)->tp_call;
+    if (self->guard)
+        return guarded_call(self, pin, callable, call, args, kwds);
     result = call != NULL ? call(callable, args, kwds) : PyObject_Call(callable, args, kwds);
     if (--pin->inflight == 0 && pin->on_idle != NULL)
         notify_idle(pin);
@@ -295,7 +416,8 @@ retarget(PyObject *module, PyObject *args)
             PyErr_SetString(PyExc_TypeError, "retarget: not a LiveFunction");
             return NULL;
         }
-        if (((LiveFunction *)f)->slot == NULL && !PyLong_Check(target))
+        if (((LiveFunction *)f)->slot == NULL && !((LiveFunction *)f)->guard &&
+            !PyLong_Check(target))
             values[i] = target;
         else
             values[i] = PyLong_AsVoidPtr(target);
@@ -318,7 +440,10 @@ retarget(PyObject *module, PyObject *args)
             Py_XSETREF(f->missing, err);
         }
         else {
-            if (f->slot != NULL) {
+            if (f->guard) {
+                f->address = values[i];
+            }
+            else if (f->slot != NULL) {
                 *f->slot = values[i];
             }
             else {
@@ -357,7 +482,19 @@ same_bytes(PyObject *module, PyObject *args)
     return PyBool_FromLong(same);
 }
 
+static PyObject *
+install_guard(PyObject *module, PyObject *unused)
+{
+    /* install_guard(): put the guard's signal handler on top again if another was installed
+     * since (that one is chained to). */
+    if (hotr_guard_install() < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef shim_methods[] = {
+    {"install_guard", install_guard, METH_NOARGS,
+     "install_guard(): install the guard's signal handler, or put it back on top."},
     {"retarget", retarget, METH_VARARGS,
      "retarget(functions, addresses, pin, missing, live=None): switch functions to a new "
      "version in one step."},
@@ -387,7 +524,9 @@ PyInit__shim(void)
         return NULL;
     Py_INCREF(&PinType);
     Py_INCREF(&LiveFunctionType);
-    if (PyModule_AddObject(m, "Pin", (PyObject *)&PinType) < 0 ||
+    if (PyModule_AddIntConstant(m, "TRAMPOLINE",
+                                (long)(intptr_t)hotr_guard_trampoline_address()) < 0 ||
+        PyModule_AddObject(m, "Pin", (PyObject *)&PinType) < 0 ||
         PyModule_AddObject(m, "LiveFunction", (PyObject *)&LiveFunctionType) < 0) {
         Py_DECREF(m);
         return NULL;

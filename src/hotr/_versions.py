@@ -75,6 +75,7 @@ class Version:
         self.handle = _dl.dlopen(self.path)
         self.stage = Stage.MAPPED
         self.base = _dl.base_address(self.handle)
+        self.pin.set_code([(self.base + low, self.base + high) for low, high in self.info.code])
 
     def symbol(self, name: str) -> int | None:
         """dlsym(name) in this version, looked up once."""

@@ -25,7 +25,8 @@ from types import FrameType
 from . import __version__, _env
 from ._build import SOURCE_SUFFIXES, is_source
 from ._compile import INCLUDE_DIR
-from ._exceptions import BuildError, HotReloadError, LoadError
+from ._exceptions import BuildError, CrashError, HotReloadError, LoadError
+from ._library import GUARD_SUPPORTED
 from ._reloader import HotReloader
 from ._store import ensure_private_directory
 
@@ -38,7 +39,7 @@ _MARK_COLOURS = {"fatal error": "1;31", "error": "1;31", "warning": "1;35", "not
 
 USAGE = """hotr run [TARGET ...] [--call SYMBOL] [--build CMD --output PATH] [--cc CC]
                 [-j N | --jobs N] [--timeout SECONDS] [--debounce SECONDS] [--poll-interval SECONDS]
-                [--backend {auto,inotify,poll}] [--keep-globals] [--probe]
+                [--backend {auto,inotify,poll}] [--keep-globals] [--probe] [--no-guard]
                 [--quiet | --verbose] [-- FLAGS ...]"""
 
 
@@ -204,6 +205,12 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         action="store_true",
         help="load each new version in a child process first (survives crashing constructors)",
     )
+    run.add_argument(
+        "--no-guard",
+        action="store_true",
+        help="let a crash in the library kill the process (default: it is reported, and the "
+        "previous good version is rolled back to; see docs/guard.md)",
+    )
     talk = run.add_mutually_exclusive_group()
     talk.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     talk.add_argument(
@@ -262,6 +269,7 @@ def _run(options: argparse.Namespace, compiler_flags: list[str], out: Output) ->
             build_timeout=options.timeout,
             keep_globals=options.keep_globals,
             probe=options.probe,
+            guard=GUARD_SUPPORTED and not options.no_guard,
             backend=options.backend,
             debounce=options.debounce,
         )
@@ -423,6 +431,8 @@ class Session:
             function.restype = None
             try:
                 function()
+            except CrashError as exc:
+                self._out.error(str(exc))
             except (TypeError, ctypes.ArgumentError) as exc:  # its prototype takes arguments
                 if name not in self._missing:
                     self._missing.add(name)
