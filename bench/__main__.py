@@ -87,7 +87,7 @@ def main() -> int:
 
 def scaled(row: Row, value: float) -> float:
     unit = row.unit.split()[0] if row.unit else ""
-    return value * {"ms": 1e3, "ns": 1e9}.get(unit, 1.0)
+    return value * {"ms": 1e3, "us": 1e6, "ns": 1e9}.get(unit, 1.0)
 
 
 def render(rows: list[Row]) -> str:

@@ -226,30 +226,57 @@ def _close(proc: subprocess.Popen[str]) -> None:
 
 
 def call_overhead(work: Path, repeat: int) -> list[Row]:
-    """A live function against a plain ctypes function of the same library, same run."""
+    """A live function, unguarded and guarded, against a plain ctypes function of the same
+    library, same run, trials interleaved; and what a caught crash costs."""
     data = compile_lib(work, 1)
     lib_path = work / "libcalls.so"
     lib_path.write_bytes(data)
     plain = ctypes.CDLL(str(lib_path))
     rows = []
-    with hotr.HotReloader(lib_path) as r:
-        live = r.update()
-        for label, call, plain_fn, live_fn in (
-            ("int f(void)", "f()", plain.value, live.value),
-            ("int f(int, int, int)", "f(1, 2, 3)", plain.add3, live.add3),
+    with hotr.HotReloader(lib_path) as r, hotr.HotReloader(lib_path, guard=True) as g:
+        live, guarded = r.update(), g.update()
+        for label, call, fns in (
+            ("int f(void)", "f()", (plain.value, live.value, guarded.value)),
+            ("int f(int, int, int)", "f(1, 2, 3)", (plain.add3, live.add3, guarded.add3)),
         ):
             number = 20000
-            base: list[float] = []
-            mine: list[float] = []
-            for _ in range(repeat):  # interleaved, so drift hits both alike
-                for fn, out in ((plain_fn, base), (live_fn, mine)):
+            samples: tuple[list[float], ...] = ([], [], [])
+            for _ in range(repeat):  # interleaved, so drift hits all alike
+                for fn, out in zip(fns, samples, strict=True):
                     best = min(timeit.repeat(call, globals={"f": fn}, number=number, repeat=3))
                     out.append(best / number)
-            rows.append(Row("calls", f"ctypes {label}", base, unit="ns"))
-            rows.append(
-                Row("calls", f"hotr live {label}", mine, baseline=f"ctypes {label}", unit="ns")
-            )
+            base = f"ctypes {label}"
+            rows.append(Row("calls", base, samples[0], unit="ns"))
+            rows.append(Row("calls", f"hotr live {label}", samples[1], baseline=base, unit="ns"))
+            rows.append(Row("calls", f"hotr guarded {label}", samples[2], baseline=base, unit="ns"))
+    rows.append(_caught_crash(work, repeat))
     return rows
+
+
+CRASH_SOURCE = "int crash(int x) { if (x) *(volatile int *)0 = x; return x; }\n"
+
+
+def _caught_crash(work: Path, repeat: int) -> Row:
+    """A guarded call that dereferences NULL, caught as CrashError (no earlier version, so no
+    rollback: the fault, the handler, the return through ctypes and the exception)."""
+    src, lib_path = work / "crash.c", work / "libcrash.so"
+    src.write_text(CRASH_SOURCE)
+    subprocess.run([CC, "-shared", "-fPIC", str(src), "-o", str(lib_path)], check=True)
+    crash_error = hotr.CrashError
+    samples = []
+    with hotr.HotReloader(lib_path, guard=True) as r:
+        crash = r.update().crash
+        number, caught = 2000, 0
+        for _ in range(repeat):
+            started = time.perf_counter()
+            for _ in range(number):
+                try:
+                    crash(1)
+                except crash_error:
+                    caught += 1
+            samples.append((time.perf_counter() - started) / number)
+        assert caught == number * repeat
+    return Row("calls", "hotr guarded call that crashes (caught)", samples, unit="us")
 
 
 # -- 3. idle cost --------------------------------------------------------------------------------

@@ -28,8 +28,7 @@
  * again with the same siginfo), so the previous handler -- faulthandler, pytest's, the default
  * core dump -- sees exactly what it would have seen without hotr.  Handlers installed after
  * hotr are found by hotr_guard_install(), which puts hotr's back on top and chains to them; it
- * runs when a guarded reloader is made, at each reload, on each thread's first guarded call and
- * after each caught crash.
+ * runs when a guarded reloader is made, at each reload and on each thread's first guarded call.
  */
 #include "_guard.h"
 

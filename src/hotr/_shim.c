@@ -301,7 +301,7 @@ guarded_call(LiveFunction *self, Pin *pin, PyObject *callable, ternaryfunc call,
     }
     if (--pin->inflight == 0 && pin->on_idle != NULL)
         notify_idle(pin);
-    if (record.crashed && hotr_guard_install() == 0)
+    if (record.crashed)
         result = raise_crash(self, pin, &record);
     Py_DECREF(callable);
     Py_DECREF(pin);
