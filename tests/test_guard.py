@@ -410,3 +410,79 @@ def test_hotr_run_guards_by_default(builder: Builder) -> None:
         [*command, "--no-guard"], capture_output=True, text=True, env=env, timeout=60
     )
     assert unguarded.returncode == -signal.SIGSEGV, unguarded.stderr
+
+
+ABI = r"""
+#include <stdarg.h>
+typedef struct { long a, b, c; } big;
+typedef struct { double x, y; } pt;
+long many(long a, long b, long c, long d, long e, long f, long g, long h, long i, long j) {
+    return a + 2 * b + 3 * c + 4 * d + 5 * e + 6 * f + 7 * g + 8 * h + 9 * i + 10 * j;
+}
+double mixed(int a, double b, long c, float d, double e, double f, double g, double h,
+             double i, double j, double k, double l, int m) {
+    return a + b + c + d + e + f + g + h + i + j + k + l + m;
+}
+long sum_big(big s, long k) { return s.a + s.b * 10 + s.c * 100 + k; }
+big make_big(long v) { big s = {v, v + 1, v + 2}; return s; }
+pt make_pt(double v) { pt p = {v, -v}; return p; }
+double vsum(int n, ...) {
+    va_list ap; va_start(ap, n); double t = 0;
+    for (int i = 0; i < n; i++) t += va_arg(ap, double);
+    va_end(ap); return t;
+}
+static int inner(double x) { if (x > 0) *(volatile int *)0 = 1; return 0; }
+double dcrash(double x) { return inner(x) + x; }
+"""
+
+
+def test_arguments_and_results_pass_through_unchanged(builder: Builder) -> None:
+    path = builder.compile_to_file(ABI, "-O0")
+    proc = run_python(
+        f"""
+        import ctypes as C, hotr
+        class Big(C.Structure):
+            _fields_ = [("a", C.c_long), ("b", C.c_long), ("c", C.c_long)]
+        class Pt(C.Structure):
+            _fields_ = [("x", C.c_double), ("y", C.c_double)]
+        def declare(lib):
+            lib.many.restype, lib.many.argtypes = C.c_long, [C.c_long] * 10
+            lib.mixed.restype = C.c_double
+            lib.mixed.argtypes = [C.c_int, C.c_double, C.c_long, C.c_float] + [C.c_double] * 8
+            lib.mixed.argtypes += [C.c_int]
+            lib.sum_big.restype, lib.sum_big.argtypes = C.c_long, [Big, C.c_long]
+            lib.make_big.restype, lib.make_big.argtypes = Big, [C.c_long]
+            lib.make_pt.restype, lib.make_pt.argtypes = Pt, [C.c_double]
+            lib.vsum.restype = C.c_double
+            lib.dcrash.restype, lib.dcrash.argtypes = C.c_double, [C.c_double]
+        def results(lib):
+            big, pt = lib.make_big(5), lib.make_pt(2.5)
+            return (
+                lib.many(*range(1, 11)),  # four arguments on the stack
+                lib.mixed(1, 2.5, 3, 4.5, 5, 6, 7, 8, 9, 10, 11, 12, 13),
+                lib.sum_big(Big(1, 2, 3), 4),  # a struct passed in memory
+                (big.a, big.b, big.c),  # returned in memory
+                (pt.x, pt.y),  # returned in two SSE registers
+                lib.vsum(3, C.c_double(1.5), C.c_double(2.5), C.c_double(3.0)),  # variadic
+            )
+        plain = C.CDLL({path!r})
+        declare(plain)
+        lib = hotr.HotReloader({path!r}, guard=True).update()
+        declare(lib)
+        expected = results(plain)
+        assert expected == (385, 92.0, 325, (5, 6, 7), (2.5, -2.5), 7.0), expected
+        assert results(lib) == expected
+        try:
+            lib.dcrash(1.0)
+        except hotr.CrashError as exc:
+            assert exc.where.startswith("lib") and ".so+0x" in exc.where, exc.where
+        assert lib.dcrash(-2.0) == -2.0 and results(lib) == expected
+        lib.dcrash.errcheck = lambda result, func, args: 1 / 0
+        try:
+            lib.dcrash(1.0)
+        except hotr.CrashError:
+            pass  # what errcheck raised about the crashed call is replaced
+        print("ok")
+        """
+    )
+    assert proc.stdout.strip() == "ok"

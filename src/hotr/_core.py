@@ -343,7 +343,7 @@ class ReloadCore:
             signal,
             pc,
             accessed if signal in _ACCESS_SIGNALS else None,
-            where,
+            os.path.basename(self.path) + where if where.startswith("+") else where,
             outcome,
         )
         logger.info("%s", error)

@@ -98,7 +98,8 @@ class CrashError(HotReloadError):
         signal: the signal the fault raised (signal.SIGSEGV, SIGBUS, SIGFPE or SIGILL).
         address: the address of the faulting instruction.
         accessed: the address it accessed, for SIGSEGV and SIGBUS (else None).
-        where: the faulting instruction as symbol+offset, or "" when no symbol covers it.
+        where: the faulting instruction as ``symbol+offset``, or ``libname.so+offset`` (the
+            address in the file, for addr2line) when no exported symbol covers it.
         outcome: what hotr did about it, in words (rolled back, or why not).
     """
 

@@ -257,11 +257,14 @@ raise_crash(LiveFunction *self, Pin *pin, hotr_guard_record *record)
 {
     char where[256];
     Dl_info info;
-    if (dladdr(record->pc, &info) != 0 && info.dli_sname != NULL)
+    if (dladdr(record->pc, &info) == 0)
+        where[0] = '\0';
+    else if (info.dli_sname != NULL)
         snprintf(where, sizeof where, "%s+0x%lx", info.dli_sname,
                  (unsigned long)((char *)record->pc - (char *)info.dli_saddr));
-    else
-        where[0] = '\0';
+    else  /* a static function: its address in the file, for addr2line */
+        snprintf(where, sizeof where, "+0x%lx",
+                 (unsigned long)((char *)record->pc - (char *)info.dli_fbase));
     PyObject *error = PyObject_CallMethod(
         (PyObject *)self, "_crashed", "inKKs", record->signo, pin->number,
         (unsigned long long)(uintptr_t)record->pc,
