@@ -501,3 +501,56 @@ def test_arguments_and_results_pass_through_unchanged(builder: Builder) -> None:
         """
     )
     assert proc.stdout.strip() == "ok"
+
+
+def test_crash_in_a_retired_version_and_in_a_forked_child(builder: Builder) -> None:
+    waiting = (
+        "volatile int go;\n"
+        "int wait_then_crash(void) { while (!go) {} return *(volatile int *)0; }\n"
+    )
+    first = builder.compile_to_file(faults(1) + waiting, "-O0", "-pthread")
+    second = library(builder, 2)
+    private = builder.dir / "private"
+    proc = run_python(
+        f"""
+        import ctypes, os, shutil, threading, hotr
+        lib_path = {str(builder.lib)!r}
+        shutil.copy({first!r}, lib_path)
+        r = hotr.HotReloader(lib_path, guard=True)
+        lib = r.update()
+        go = ctypes.c_int.in_dll(lib, "go")  # in version 1's memory
+        outcome = []
+        def call():
+            try:
+                lib.wait_then_crash()
+            except hotr.CrashError as exc:
+                outcome.append((exc.version, exc.outcome))
+        t = threading.Thread(target=call)
+        t.start()
+        shutil.copy({second!r}, lib_path + ".tmp")
+        os.rename(lib_path + ".tmp", lib_path)
+        assert r.watch_for_changes(timeout=10) == 1
+        r.update()
+        assert lib.value() == 2
+        go.value = 1  # version 1, retired with a call in flight, crashes in that call
+        t.join()
+        assert outcome == [(1, "version 1 is no longer live; nothing was rolled back")], outcome
+        assert r.version == 2 and lib.value() == 2
+        r.poll()  # its last call returned: version 1 is unloaded
+        names = [line.split()[-1] for line in open("/proc/self/maps") if {str(private)!r} in line]
+        assert len(set(names)) == 1, names
+
+        pid = os.fork()
+        if pid == 0:
+            try:
+                lib.crash_if(1)
+            except hotr.CrashError as exc:
+                os._exit(0 if "forked child" in exc.outcome else 1)
+            os._exit(2)
+        assert os.waitpid(pid, 0)[1] == 0
+        r.close()
+        print("ok")
+        """,
+        env={"HOTR_PRIVATE_DIR": str(private)},
+    )
+    assert proc.stdout.strip() == "ok"

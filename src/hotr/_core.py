@@ -321,7 +321,11 @@ class ReloadCore:
         rolled: HotReloadError | None = None
         with self.lock:
             current = self.versions.current
-            if self._closed or current is None or current.number != number:
+            if self._forked:
+                outcome = f"this forked child cannot reload; version {number} stays"
+            elif self._closed:
+                outcome = "the reloader is closed; nothing was rolled back"
+            elif current is None or current.number != number:
                 outcome = f"version {number} is no longer live; nothing was rolled back"
             elif len(self.loader.contents) < 2:
                 outcome = f"there is no earlier version to roll back to; version {number} stays"
