@@ -71,7 +71,10 @@ hotr_guard_misuse(void)
     abort();
 }
 
-/* r11 is the one register free at the entry of a function (no argument, not callee-saved). */
+/* r11 is the one register free at the entry of a function (no argument, not callee-saved);
+ * from then on rbx holds the record (the target preserves it, the handler sets it).  The CFI
+ * says where the caller's return address and rbx are (in the record, at rbx+8 and rbx+24), so
+ * debuggers, profilers and unwinders walk through the trampoline like through any frame. */
 __asm__(
     ".text\n"
     ".p2align 4\n"
@@ -79,32 +82,40 @@ __asm__(
     ".hidden hotr_guard_trampoline\n"
     ".type hotr_guard_trampoline,@function\n"
     "hotr_guard_trampoline:\n"
+    "    .cfi_startproc\n"
     "    movq hotr_guard_top@gottpoff(%rip), %r11\n"
     "    movq %fs:(%r11), %r11\n"
     "    testq %r11, %r11\n"
     "    jz hotr_guard_misuse\n"
     "    cmpw $1, 78(%r11)\n"
     "    jne hotr_guard_misuse\n"
-    "    popq 8(%r11)\n"
-    "    movq %rsp, 16(%r11)\n"
     "    movq %rbx, 24(%r11)\n"
-    "    movq %rbp, 32(%r11)\n"
-    "    movq %r12, 40(%r11)\n"
-    "    movq %r13, 48(%r11)\n"
-    "    movq %r14, 56(%r11)\n"
-    "    movq %r15, 64(%r11)\n"
-    "    stmxcsr 72(%r11)\n"
-    "    fnstcw 76(%r11)\n"
-    "    movw $2, 78(%r11)\n"
-    "    callq *(%r11)\n"
+    "    movq %r11, %rbx\n"
+    "    .cfi_escape 0x10, 0x03, 0x02, 0x73, 0x18\n" /* rbx is at [rbx + 24] */
+    "    popq 8(%rbx)\n"
+    "    .cfi_def_cfa_offset 0\n"
+    "    .cfi_escape 0x10, 0x10, 0x02, 0x73, 0x08\n" /* the return address is at [rbx + 8] */
+    "    movq %rsp, 16(%rbx)\n"
+    "    movq %rbp, 32(%rbx)\n"
+    "    movq %r12, 40(%rbx)\n"
+    "    movq %r13, 48(%rbx)\n"
+    "    movq %r14, 56(%rbx)\n"
+    "    movq %r15, 64(%rbx)\n"
+    "    stmxcsr 72(%rbx)\n"
+    "    fnstcw 76(%rbx)\n"
+    "    movw $2, 78(%rbx)\n"
+    "    callq *(%rbx)\n"
     ".globl hotr_guard_resume\n"
     ".hidden hotr_guard_resume\n"
     "hotr_guard_resume:\n"
-    "    movq hotr_guard_top@gottpoff(%rip), %r11\n"
-    "    movq %fs:(%r11), %r11\n"
-    "    movw $3, 78(%r11)\n"
-    "    pushq 8(%r11)\n"
+    "    movw $3, 78(%rbx)\n"
+    "    pushq 8(%rbx)\n"
+    "    .cfi_def_cfa_offset 8\n"
+    "    .cfi_offset 16, -8\n"
+    "    movq 24(%rbx), %rbx\n"
+    "    .cfi_restore 3\n"
     "    ret\n"
+    "    .cfi_endproc\n"
     ".size hotr_guard_trampoline, .-hotr_guard_trampoline\n");
 
 extern char hotr_guard_trampoline[], hotr_guard_resume[];
@@ -151,7 +162,7 @@ resume(hotr_guard_record *r, ucontext_t *uc)
     greg_t *g = uc->uc_mcontext.gregs;
     g[REG_RIP] = (greg_t)hotr_guard_resume;
     g[REG_RSP] = (greg_t)r->rsp;
-    g[REG_RBX] = (greg_t)r->rbx;
+    g[REG_RBX] = (greg_t)r;  /* the trampoline restores the caller's from the record */
     g[REG_RBP] = (greg_t)r->rbp;
     g[REG_R12] = (greg_t)r->r12;
     g[REG_R13] = (greg_t)r->r13;
