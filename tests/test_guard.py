@@ -19,7 +19,9 @@ pytestmark = pytest.mark.every_python
 FAULTS = r"""
 #include <signal.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <pthread.h>
 #include <sys/mman.h>
@@ -32,6 +34,15 @@ int guard_page(int n) {
     mprotect(p + 4096, 4096, PROT_NONE);
     for (int i = 0; i < 4096 + n; i++) ((volatile char *)p)[i] = 1;
     return 0;
+}
+int bus_error(int x) {  /* a mapping past the end of its file */
+    FILE *f = tmpfile(); int fd = fileno(f);
+    ftruncate(fd, 4096);
+    volatile char *p = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+    ftruncate(fd, 0);
+    int v = p[x];
+    fclose(f);
+    return v;
 }
 int divide(int x) { volatile int zero = 0; return x / zero; }
 int trap(int x) { if (x) __builtin_trap(); return x; }
@@ -57,6 +68,7 @@ int call_then_crash(callback f, int crash) {
 KINDS = {  # function: the signal it raises
     "null_deref": signal.SIGSEGV,
     "guard_page": signal.SIGSEGV,
+    "bus_error": signal.SIGBUS,
     "divide": signal.SIGFPE,
     "trap": signal.SIGILL,
     "overflow": signal.SIGSEGV,
@@ -66,7 +78,8 @@ SIGNALS = {name: int(signo) for name, signo in KINDS.items()}
 
 CDEF = (
     "int value(void); int add(int, int); double half(double); int null_deref(int);"
-    "int guard_page(int); int divide(int); int trap(int); int overflow(int); int crash_if(int);"
+    "int guard_page(int); int bus_error(int); int divide(int); int trap(int);"
+    "int overflow(int); int crash_if(int);"
 )
 
 
