@@ -29,7 +29,7 @@ def load(
     A daemon thread watches (and runs builds, when `path` is C sources); a version that fails
     to load is logged (logger ``hotr``) and the previous one keeps running.  `options` are
     HotReloader's (sources, build, cc, flags, compile_flags, link_flags, jobs, build_timeout,
-    keep_globals, probe, prototypes, backend, debounce).  ``hotr.reloader_of(lib)`` is the
+    keep_globals, probe, prototypes, guard, backend, debounce).  ``hotr.reloader_of(lib)`` is the
     HotReloader: ``.stop()`` ends the watching (the version stays live), ``.close()`` or
     ``with lib:`` unloads; both happen at exit anyway.
     The program may call the reloader's update(), poll() and watch_for_changes() as well.

@@ -50,7 +50,7 @@ class Watcher:
     ) -> Library:
         """Load a library (or build it from sources) and reload it on changes.
 
-        `options` are HotReloader's (sources, build, cc, flags, keep_globals, probe, backend,
+        `options` are HotReloader's (sources, build, cc, flags, keep_globals, probe, guard, backend,
         debounce...).  Returns its live Library; ``hotr.reloader_of(lib)`` is its HotReloader.
 
         Raises:
