@@ -284,23 +284,23 @@ guarded_call(LiveFunction *self, Pin *pin, PyObject *callable, ternaryfunc call,
              PyObject *args, PyObject *kwds)
 {
     PyObject *result = NULL;
-    if (!hotr_guard_thread_ready && hotr_guard_prepare_thread() < 0)
-        goto done;
     hotr_guard_record record;
-    record.target = self->address;
-    record.state = HOTR_GUARD_PENDING;
-    record.ranges = pin->code;
-    record.nranges = pin->ncode;
-    record.tstate = PyThreadState_Get();
-    record.frame = hotr_guard_frame(record.tstate);
     record.crashed = 0;
-    record.prev = hotr_guard_top;
-    hotr_guard_top = &record;
-    result = call != NULL ? call(callable, args, kwds) : PyObject_Call(callable, args, kwds);
-    hotr_guard_top = record.prev;
-    if (record.crashed) {
-        Py_CLEAR(result);
-        PyErr_Clear();
+    if (hotr_guard_thread_ready || hotr_guard_prepare_thread() == 0) {
+        record.target = self->address;
+        record.state = HOTR_GUARD_PENDING;
+        record.ranges = pin->code;
+        record.nranges = pin->ncode;
+        record.tstate = PyThreadState_Get();
+        record.frame = hotr_guard_frame(record.tstate);
+        record.prev = hotr_guard_top;
+        hotr_guard_top = &record;
+        result = call != NULL ? call(callable, args, kwds) : PyObject_Call(callable, args, kwds);
+        hotr_guard_top = record.prev;
+        if (record.crashed) {
+            Py_CLEAR(result);
+            PyErr_Clear();
+        }
     }
     if (--pin->inflight == 0 && pin->on_idle != NULL)
         notify_idle(pin);
@@ -309,12 +309,6 @@ guarded_call(LiveFunction *self, Pin *pin, PyObject *callable, ternaryfunc call,
     Py_DECREF(callable);
     Py_DECREF(pin);
     return result;
-done:
-    if (--pin->inflight == 0 && pin->on_idle != NULL)
-        notify_idle(pin);
-    Py_DECREF(callable);
-    Py_DECREF(pin);
-    return NULL;
 }
 
 static PyObject *
