@@ -249,25 +249,61 @@ def call_overhead(work: Path, repeat: int) -> list[Row]:
             rows.append(Row("calls", base, samples[0], unit="ns"))
             rows.append(Row("calls", f"hotr live {label}", samples[1], baseline=base, unit="ns"))
             rows.append(Row("calls", f"hotr guarded {label}", samples[2], baseline=base, unit="ns"))
-    rows.append(_caught_crash(work, repeat))
+    rows.extend(_caught_crash(work, repeat))
     return rows
 
 
 CRASH_SOURCE = "int crash(int x) { if (x) *(volatile int *)0 = x; return x; }\n"
+# The floor under any caught crash: a C program's NULL load, its SIGSEGV handler stepping over
+# the 2-byte instruction, and sigreturn; prints the seconds per fault.
+BARE_FAULT = r"""
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <ucontext.h>
+static void skip(int s, siginfo_t *i, void *c) {
+    ((ucontext_t *)c)->uc_mcontext.gregs[REG_RIP] += 2;
+}
+int main(int argc, char **argv) {
+    int n = atoi(argv[1]);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = skip;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, NULL);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (int k = 0; k < n; k++)
+        __asm__ volatile("movl (%0), %%eax" : : "r"(0L) : "eax", "memory");
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%.9f\n", ((b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9) / n);
+    return 0;
+}
+"""
 
 
-def _caught_crash(work: Path, repeat: int) -> Row:
+def _caught_crash(work: Path, repeat: int) -> list[Row]:
     """A guarded call that dereferences NULL, caught as CrashError (no earlier version, so no
-    rollback: the fault, the handler, the return through ctypes and the exception)."""
+    rollback: the fault, the handler, the return through ctypes and the exception), against a
+    bare fault and signal-handler return in C, trials interleaved."""
     src, lib_path = work / "crash.c", work / "libcrash.so"
     src.write_text(CRASH_SOURCE)
     subprocess.run([CC, "-shared", "-fPIC", str(src), "-o", str(lib_path)], check=True)
+    bare_src, bare = work / "bare_fault.c", work / "bare_fault"
+    bare_src.write_text(BARE_FAULT)
+    subprocess.run([CC, "-O1", str(bare_src), "-o", str(bare)], check=True)
     crash_error = hotr.CrashError
-    samples = []
+    samples: list[float] = []
+    floor: list[float] = []
     with hotr.HotReloader(lib_path, guard=True) as r:
         crash = r.update().crash
         number, caught = 2000, 0
         for _ in range(repeat):
+            out = subprocess.run([str(bare), str(number)], capture_output=True, check=True)
+            floor.append(float(out.stdout))
             started = time.perf_counter()
             for _ in range(number):
                 try:
@@ -276,7 +312,11 @@ def _caught_crash(work: Path, repeat: int) -> Row:
                     caught += 1
             samples.append((time.perf_counter() - started) / number)
         assert caught == number * repeat
-    return Row("calls", "hotr guarded call that crashes (caught)", samples, unit="us")
+    base = "a bare fault and handler return, in C"
+    return [
+        Row("calls", base, floor, unit="us"),
+        Row("calls", "hotr guarded call that crashes (caught)", samples, baseline=base, unit="us"),
+    ]
 
 
 # -- 3. idle cost --------------------------------------------------------------------------------
