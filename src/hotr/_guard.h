@@ -8,6 +8,8 @@
 #include <signal.h>
 #include <stdint.h>
 
+#define HOTR_HIDDEN __attribute__((visibility("hidden")))  /* the extension's own, not exported */
+
 #if defined(__x86_64__) && defined(__linux__)
 #define HOTR_GUARD_SUPPORTED 1
 #else
@@ -42,17 +44,18 @@ typedef struct hotr_guard_record {
 enum { HOTR_GUARD_PENDING = 1, HOTR_GUARD_RUNNING = 2, HOTR_GUARD_DONE = 3 };
 
 /* The innermost guarded call of this thread (initial-exec TLS: the trampoline reads it). */
-extern __thread hotr_guard_record *hotr_guard_top __attribute__((tls_model("initial-exec")));
-extern __thread int hotr_guard_thread_ready __attribute__((tls_model("initial-exec")));
+extern __thread hotr_guard_record *hotr_guard_top HOTR_HIDDEN
+    __attribute__((tls_model("initial-exec")));
+extern __thread int hotr_guard_thread_ready HOTR_HIDDEN __attribute__((tls_model("initial-exec")));
 
 /* The address every guarded function's ctypes/cffi object points at. */
-void *hotr_guard_trampoline_address(void);
+HOTR_HIDDEN void *hotr_guard_trampoline_address(void);
 /* Install the process-wide handler, or put it back on top of handlers installed since
  * (saving them to chain to).  Returns 0, or -1 with a Python exception set. */
-int hotr_guard_install(void);
+HOTR_HIDDEN int hotr_guard_install(void);
 /* Give this thread an alternate signal stack (unless it has one) and check the handler.
  * Returns 0, or -1 with a Python exception set. */
-int hotr_guard_prepare_thread(void);
+HOTR_HIDDEN int hotr_guard_prepare_thread(void);
 
 static inline void *
 hotr_guard_frame(PyThreadState *tstate)
