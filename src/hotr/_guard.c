@@ -143,10 +143,19 @@ signal_index(int signo)
     return -1;
 }
 
+/* Raised by the processor for the interrupted instruction (so executing it again raises it
+ * again), not sent by kill() or raise(), nor a machine-check report about some other page. */
 static int
-attributable(const hotr_guard_record *r, const siginfo_t *info, uintptr_t pc)
+from_instruction(int signo, const siginfo_t *info)
 {
-    if (r == NULL || r->state != HOTR_GUARD_RUNNING || info->si_code <= 0)
+    return info->si_code > 0 && !(signo == SIGBUS && info->si_code == BUS_MCEERR_AO);
+}
+
+static int
+attributable(int signo, const hotr_guard_record *r, const siginfo_t *info, uintptr_t pc)
+{
+    if (r == NULL || r->state != HOTR_GUARD_RUNNING || !from_instruction(signo, info) ||
+        (signo == SIGBUS && info->si_code == BUS_MCEERR_AR))  /* failing memory, not a bug */
         return 0;
     int inside = 0;
     for (Py_ssize_t i = 0; i < r->nranges; i++)
@@ -191,7 +200,7 @@ chain(int signo, siginfo_t *info)
     const struct sigaction *next = handed_off[i] ? &original[i] : &previous[i];
     handed_off[i] = 1;
     sigaction(signo, next, NULL);
-    if (info->si_code > 0)
+    if (from_instruction(signo, info))
         return;  /* the processor raises it again on the same instruction */
     if (syscall(SYS_rt_tgsigqueueinfo, getpid(), (pid_t)syscall(SYS_gettid), signo, info) != 0)
         raise(signo);
@@ -204,7 +213,7 @@ handler(int signo, siginfo_t *info, void *context)
     ucontext_t *uc = context;
     hotr_guard_record *r = hotr_guard_top;
     uintptr_t pc = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
-    if (attributable(r, info, pc)) {
+    if (attributable(signo, r, info, pc)) {
         r->signo = signo;
         r->pc = (void *)pc;
         r->accessed = info->si_addr;
