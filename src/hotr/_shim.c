@@ -252,7 +252,7 @@ live_init(LiveFunction *self, PyObject *args, PyObject *kwds)
 
 /* The CrashError for a caught fault, from the function's _crashed(signal, version, pc,
  * accessed, where) method (which also rolls back); NULL with that exception set. */
-static PyObject *
+static __attribute__((noinline, cold)) PyObject *
 raise_crash(LiveFunction *self, Pin *pin, hotr_guard_record *record)
 {
     char where[256];
