@@ -309,3 +309,21 @@ def test_in_a_real_jupyter_kernel(tmp_path: Path) -> None:
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
+
+
+def test_a_crash_in_a_cell_is_an_exception_and_the_kernel_lives(tmp_path: Path) -> None:
+    out = run_python(
+        SHELL
+        + """
+assert cell("crashy", "int get(int *p) { return p ? *p : 7; }").success
+ok("assert get(None) == 7")
+assert cell("crashy", "int get(int *p) { return *(volatile int *)0; }").success
+result = run("get(None)")
+assert isinstance(result.error_in_exec, __import__("hotr").CrashError), result.error_in_exec
+ok("assert get(None) == 7")  # rolled back to the version that worked
+assert cell("crashy2", "int boom(void) { return *(volatile int *)0; }", "--no-guard").success
+print("done")
+""",
+        env={"HOTR_PRIVATE_DIR": str(tmp_path / "private")},
+    )
+    assert out.stdout.rstrip().endswith("done")

@@ -116,7 +116,9 @@ class HotrMagics(Magics):
             # The notebook's directory is on the include path: #include "kernel.h" finds it.
             flags = [f"-I{os.getcwd()}", *options.flags]
             # No debounce: the cell is written once per run, and that run must build it.
-            reloader = HotReloader(path, cc=options.cc, flags=flags, debounce=0)
+            reloader = HotReloader(
+                path, cc=options.cc, flags=flags, debounce=0, guard=options.guard
+            )
             entry = self._entries[name] = Entry(name, reloader, "cell", options)
         try:
             entry.reloader.update()
@@ -165,7 +167,14 @@ class HotrMagics(Magics):
                 entry.errors.append(error)  # shown before the next cell (this is a thread)
 
         try:
-            library = load(path, manual=True, on_error=failed, cc=options.cc, flags=options.flags)
+            library = load(
+                path,
+                manual=True,
+                on_error=failed,
+                cc=options.cc,
+                flags=options.flags,
+                guard=options.guard,
+            )
         except (HotReloadError, OSError, TypeError, ValueError) as exc:
             raise UsageError(f"%hotr load {path}: {exc}") from None
         entry = Entry(name, reloader_of(library), path, options)
@@ -295,7 +304,7 @@ def _options(words: list[str], *, name_first: bool) -> tuple[str, Options]:
             at += 2
             continue
         if word == "--no-guard":
-            options.guard = False  # guarded calls are not in hotr yet: nothing to turn off
+            options.guard = False
             at += 1
             continue
         raise UsageError(f"%hotr: unknown option {word!r} (compiler flags go after --)\n{USAGE}")
