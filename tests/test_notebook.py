@@ -327,3 +327,19 @@ print("done")
         env={"HOTR_PRIVATE_DIR": str(tmp_path / "private")},
     )
     assert out.stdout.rstrip().endswith("done")
+
+
+def test_a_cell_function_never_replaces_a_variable_of_the_users(tmp_path: Path) -> None:
+    out = run_python(
+        SHELL
+        + """
+ok("signal = np.arange(4.0)")
+assert cell("sg", "int signal(void) { return 1; }\\nint other(void) { return 2; }").success
+ok("assert isinstance(signal, np.ndarray) and signal.tolist() == [0, 1, 2, 3]")
+ok("assert other() == 2")
+print("done")
+""",
+        env={"HOTR_PRIVATE_DIR": str(tmp_path / "private")},
+    )
+    assert "'signal' already names your ndarray object; the function is not" in out.stdout
+    assert out.stdout.rstrip().endswith("done")

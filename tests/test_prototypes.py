@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_python
 
 import hotr
 
@@ -53,6 +54,9 @@ TYPES = textwrap.dedent(
     double norm(const point *p) { return p->x * p->x + p->y * p->y; }
     size_t count(const void *data, size_t n) { return data ? n : 0; }
     void nothing(void) {}
+    int apply(int (*fp)(int), int a) { return fp(a); }
+    double sum3(const double v[3]) { return v[0] + v[1] + v[2]; }
+    size_t chars(const char s[]) { return strlen(s); }
     """
 )
 
@@ -273,3 +277,24 @@ def test_several_sources_are_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         save(b, "double third(double x) { return x / 3; }\n")
         r.update()
         assert lib.third.restype is ctypes.c_double
+
+
+def test_callbacks_and_const_arrays(tmp_path: Path) -> None:
+    # A wrong conversion of a callback passes C a pointer to data, which it calls: a crash, so
+    # in a child.
+    (tmp_path / "types.c").write_text(TYPES)
+    run_python(
+        f"""
+        import ctypes
+        import numpy as np
+        import hotr
+        lib = hotr.HotReloader({str(tmp_path / "types.c")!r}).update()
+        callback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda x: x * 10)
+        assert lib.apply(callback, 4) == 40  # the function's address, not its object's
+        frozen = np.array([1.0, 2.0, 3.0])
+        frozen.flags.writeable = False
+        assert lib.sum3(frozen) == 6.0  # `const double v[3]` is a pointer to const
+        assert lib.chars(b"abcd") == 4
+        """,
+        env={"HOTR_PRIVATE_DIR": str(tmp_path / "private")},
+    )

@@ -237,7 +237,8 @@ class HotrMagics(Magics):
 
     def _inject(self, entry: Entry) -> None:
         """Put the functions the live version defines into the namespace (the same Function
-        objects every time); take out the ones it no longer defines, if still ours there."""
+        objects every time); take out the ones it no longer defines, if still ours there.  A
+        name the user bound to something else (an array, a module) is left alone, and said so."""
         defined = core_of(entry.reloader).defined() or ()
         namespace = self._shell.user_ns
         functions: dict[str, Function] = {}
@@ -248,6 +249,14 @@ class HotrMagics(Magics):
                 functions[name] = entry.reloader.library[name]
             except HotReloadError:
                 continue  # not exported (an inline function the compiler did not emit)
+            taken = namespace.get(name)
+            if taken is not None and not isinstance(taken, Function):
+                print(
+                    f"{entry.name}: {name!r} already names your {type(taken).__name__} object; "
+                    f"the function is not put in its place: rename one, or del {name} and "
+                    "run the cell again"
+                )
+                continue
             namespace[name] = functions[name]
         for name, function in entry.functions.items():
             if name not in functions and namespace.get(name) is function:
@@ -257,7 +266,10 @@ class HotrMagics(Magics):
     def _report(self, entry: Entry) -> None:
         info = entry.reloader.history[-1]
         built = f", built in {info.build_ms:.0f} ms" if info.build_ms is not None else ""
-        names = ", ".join(entry.functions) or (
+        shown = list(entry.functions)
+        if len(shown) > 20:
+            shown[20:] = [f"and {len(shown) - 20} more"]
+        names = ", ".join(shown) or (
             "no functions" if entry.source == "cell" else f"call its functions as {entry.name}.f()"
         )
         print(f"{entry.name}: version {info.number}{built}: {names}")

@@ -41,7 +41,10 @@ class Opaque:
 
 @dataclass(frozen=True)
 class Array:
+    """An array; `const` says whether its elements are (``const double v[]``)."""
+
     target: CType
+    const: bool = False
 
 
 @dataclass(frozen=True)
@@ -392,7 +395,7 @@ class _Parser:
         elif _is_ident(self._peek()) and self._peek() not in self._typedefs:
             self.name_at = self._at
             name = self._next()
-        base = self._suffixes(base)
+        base = self._suffixes(base, target_const and not pointers)
         if inner is not None:
             sub = self._sub(inner)
             name, base = sub.declarator_of(base)
@@ -426,8 +429,9 @@ class _Parser:
             and following not in ("typedef", "static")
         )
 
-    def _suffixes(self, base: CType) -> CType:
-        """Array and function suffixes; applied innermost last (``a[2][3]``: array of arrays)."""
+    def _suffixes(self, base: CType, const: bool = False) -> CType:
+        """Array and function suffixes; applied innermost last (``a[2][3]``: array of arrays).
+        `const`: the elements of the innermost array are const."""
         made: list[tuple[str, tuple[tuple[CType, ...] | None, bool]]] = []
         while self._peek() in ("[", "("):
             if self._next() == "[":
@@ -436,7 +440,10 @@ class _Parser:
             else:
                 made.append(("function", self._params()))
         for kind, (params, variadic) in reversed(made):
-            base = Array(base) if kind == "array" else FunctionType(base, params, variadic)
+            if kind == "array":
+                base, const = Array(base, const), False
+            else:
+                base = FunctionType(base, params, variadic)
         return base
 
     def _params(self) -> tuple[tuple[CType, ...] | None, bool]:
@@ -549,7 +556,7 @@ def _scalar(words: list[str]) -> CType:
 def _decay(ctype: CType) -> CType:
     """A parameter's array type is a pointer; a function type, a pointer to it."""
     if isinstance(ctype, Array):
-        return Pointer(ctype.target, False)
+        return Pointer(ctype.target, ctype.const)
     if isinstance(ctype, FunctionType):
         return Pointer(ctype, False)
     return ctype

@@ -38,7 +38,7 @@ _FLOATS = frozenset(("float", "double", "long double"))
 _INTEGER_FORMATS = frozenset("bBhHiIlLqQnN?c")
 _FLOAT_FORMATS = frozenset("efdg")
 _CArgObject = type(ctypes.byref(ctypes.c_int()))
-_CFuncPtr = type(ctypes.CFUNCTYPE(None))  # ctypes' base of function pointer types
+_CFuncPtr: type = ctypes.CFUNCTYPE(None).__mro__[1]  # ctypes' base class of function pointers
 
 
 def signature(prototype: Prototype) -> Signature | None:
