@@ -133,6 +133,23 @@ def test_an_unchanged_project_in_a_second_process_links_without_compiling(privat
     assert p.compiled() == ["link", "s0.c", "s1.c"]
 
 
+def test_a_header_that_shadows_another_is_not_mistaken_for_it_in_the_cache(private: Path) -> None:
+    # s0.c includes "common.h" from inc/ (-Iinc); a common.h put beside s0.c comes first on
+    # the search path: a later process must compile with it, not take the old object.
+    p = Project(private, 2)
+    (private / "inc").mkdir()
+    os.rename(private / "common.h", private / "inc" / "common.h")
+    code = f"""
+        import hotr
+        lib = hotr.load({[str(s) for s in p.sources]!r}, cc={str(p.cc)!r},
+                        compile_flags=["-I{private / "inc"}"])
+        print(lib.f0())
+    """
+    assert run_python(code).stdout.split() == ["100"]
+    (private / "common.h").write_text("#define BASE 900\n")
+    assert run_python(code).stdout.split() == ["900"]
+
+
 def test_two_processes_building_the_same_project_at_once(private: Path) -> None:
     p = Project(private, 6, delay=0.05)
     code = f"""

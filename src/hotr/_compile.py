@@ -320,7 +320,9 @@ class NativeBuild:
         content = file_digest(unit.source)
         if content is None:
             return None
-        key = digest(unit.key, content)
+        # The headers found on the include path are keyed by their content; which ones are
+        # found, by the names in its directories (a header added in front shadows another).
+        key = digest(unit.key, content, *_headers_on_path(unit.source, unit.argv))
 
         def header_digest(path: str) -> str | None:
             if path not in digests:
@@ -512,3 +514,26 @@ def _read_depfile(path: str, *, one_per_line: bool) -> set[str]:
         words = deps.replace("\\ ", "\0").split()
         found.update(absolute(w.replace("\0", " ")) for w in words)
     return found
+
+
+_HEADER_SUFFIXES = (".h", ".hh", ".hpp", ".hxx", ".h++", ".inc", ".inl", ".def", ".tcc")
+
+
+def _headers_on_path(source: str, argv: Sequence[str]) -> list[str]:
+    """The header names in the directories a compile of `source` searches first: the source's
+    own and every -I, -iquote and -isystem directory, each listed as it is now."""
+    directories = [os.path.dirname(source)]
+    for i, arg in enumerate(argv):
+        for flag in ("-I", "-iquote", "-isystem"):
+            if arg == flag and i + 1 < len(argv):
+                directories.append(argv[i + 1])
+            elif arg.startswith(flag) and len(arg) > len(flag) and flag == "-I":
+                directories.append(arg[2:])
+    listed: list[str] = []
+    for directory in directories:
+        try:
+            names = sorted(n for n in os.listdir(directory) if n.endswith(_HEADER_SUFFIXES))
+        except OSError:
+            names = []
+        listed += [os.path.abspath(directory), *names, "\0"]
+    return listed

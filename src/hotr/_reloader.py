@@ -150,7 +150,7 @@ class HotReloader:
             watcher, chosen = backend, backend.name
         self._core = ReloadCore(
             owner=self,
-            label=library or ", ".join(inputs),
+            label=library or _sources_label(inputs),
             library=library,
             inputs=inputs,
             build=build,
@@ -385,3 +385,10 @@ def _seconds(value: object, name: str, *, zero: bool) -> None:
         raise ValueError(
             f"{name} must be a number of seconds {'>=' if zero else '>'} 0, not {value!r}"
         )
+
+
+def _sources_label(inputs: Sequence[str]) -> str:
+    """How messages name a reloader of sources: all of a few, the first of many."""
+    if len(inputs) <= 3:
+        return ", ".join(inputs)
+    return f"{inputs[0]} and {len(inputs) - 1} more sources"

@@ -343,7 +343,10 @@ class Session:
         self._calls: list[str] | None = options.call
         self._keep_globals: bool = options.keep_globals
         self._builds = options.build is not None or any(is_source(t) for t in targets)
-        self._name = ", ".join(os.path.basename(t) for t in targets)
+        names = [os.path.basename(t) for t in targets]
+        self._name = (
+            ", ".join(names) if len(names) <= 3 else f"{names[0]} and {len(names) - 1} more"
+        )
         self._out = out
         self._missing: set[str] = set()  # --call functions reported missing
         self._hinted = False
