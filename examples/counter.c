@@ -1,5 +1,5 @@
 // counter.c: a count that survives every reload, kept in hotr's state slot (see hotr.h).
-// Run `python examples/counter.py`, then change STEP below and save: the count goes on.
+// Run `.venv/bin/python examples/counter.py`, then change STEP below and save: the count goes on.
 #include <hotr.h>
 #include <stdio.h>
 #include <stdlib.h>

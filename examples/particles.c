@@ -1,5 +1,5 @@
 // particles.c: a global array carried into each new version with keep_globals=True.
-// Run `python examples/particles.py`, change GRAVITY and save: the particles keep their
+// Run `.venv/bin/python examples/particles.py`, change GRAVITY and save: the particles keep their
 // positions and speeds, only the physics changes.  `frame` is HOTR_RESET: it restarts at 0.
 #include <hotr.h>
 

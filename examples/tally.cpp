@@ -1,4 +1,4 @@
-// tally.cpp: C++ that hotr rebuilds on save.  Run `python examples/tally.py`, then change
+// tally.cpp: C++ that hotr rebuilds on save.  Run `.venv/bin/python examples/tally.py`, then change
 // LABEL below (or what report() prints) and save: the tally carries on in the new version.
 //
 // The entry points are extern "C" so that Python finds them by their plain names.  The state

@@ -52,3 +52,21 @@ def test_package_is_typed() -> None:
     from importlib.resources import files
 
     assert files("hotr").joinpath("py.typed").is_file()
+
+
+def test_every_error_pickles_as_it_was() -> None:
+    # A process pool sends a worker's exception to its caller by pickling it.
+    import pickle
+
+    errors = [
+        hotr.HotReloadError("x"),
+        hotr.LoadError("lib.so", "why"),
+        hotr.BuildError("k.c", "cc k.c", 1, "k.c:1: error: x"),
+        hotr.BuildError("k.c", "make", None, "", timeout=3.0),
+        hotr.SymbolNotFoundError("lib.so", "f", 2),
+        hotr.CrashError("lib.so", "f", 2, 11, 0x1000, None, "f+0x4", "rolled back to version 1"),
+    ]
+    for error in errors:
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error) and str(again) == str(error)
+        assert vars(again) == vars(error)

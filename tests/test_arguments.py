@@ -48,6 +48,10 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"keep_globals": "yes"}, TypeError, "keep_globals must be True or False"),
     ({"probe": 1}, TypeError, "probe must be True or False"),
     ({"backend": "fsevents"}, ValueError, "unknown backend 'fsevents'"),
+    ({"jobs": 1.5}, TypeError, "jobs must be a whole number or None"),
+    ({"jobs": True}, TypeError, "jobs must be a whole number or None"),
+    ({"jobs": 0}, ValueError, "jobs: expected a whole number, at least 1"),
+    ({"sources": ["k.c"], "build": []}, ValueError, "build is empty"),
 ]
 
 

@@ -217,11 +217,12 @@ def test_run_calls_named_functions_and_reports_a_missing_one_once(tmp_path: Path
 
 def test_call_of_a_function_that_takes_arguments_is_an_error_not_a_crash(tmp_path: Path) -> None:
     src = tmp_path / "k.c"
-    src.write_text("int twice(int x) { return 2 * x; }\n")
-    with start(tmp_path, "run", str(src), "--call", "twice") as proc:
+    src.write_text("int twice(int x) { return 2 * x; }\nint count = 3;\n")
+    with start(tmp_path, "run", str(src), "--call", "twice", "--call", "count") as proc:
         try:
             lines = Lines(proc)
             lines.wait_for("--call twice calls it with no arguments")
+            lines.wait_for("'count' in")  # a variable: "... is not a function ...: check --call"
             save(src, "int twice(int x) { return 3 * x; }\n")
             lines.wait_for("loaded version 2")
             proc.send_signal(signal.SIGINT)
@@ -461,6 +462,12 @@ USAGE_ERRORS = {
     "bad debounce": (["run", "--debounce", "soon"], "'soon' is not a number of seconds >= 0"),
     "zero poll interval": (["run", "--poll-interval", "0"], "'0' is not a number of seconds > 0"),
     "quiet and verbose": (["run", "-q", "-v"], "not allowed with"),
+    "no jobs": (["run", "--jobs", "0"], "'0' is not a whole number of at least 1"),
+    "unbalanced quote": (
+        ["run", "k.c", "--build", "make 'x", "--output", "l.so"],
+        "cannot be split like a shell would",
+    ),
+    "empty build": (["run", "k.c", "--build", "", "--output", "l.so"], "--build is empty"),
     "unknown option": (["run", "--bogus"], "unrecognized arguments: --bogus"),
 }
 

@@ -10,10 +10,12 @@ rollback to earlier content.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
+import signal
 import subprocess
 import threading
 from collections import OrderedDict
@@ -82,6 +84,7 @@ class PrototypeCatalog:
                         stderr=subprocess.DEVNULL,
                         text=True,
                         errors="replace",
+                        start_new_session=True,  # a session of its own: killed with its children
                     )
                 )
             except OSError as exc:
@@ -172,7 +175,8 @@ def _collect(running: list[subprocess.Popen[str]], *, wanted: bool) -> tuple[lis
     finally:
         for proc in running:
             if proc.returncode is None:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             if proc.stdout is not None:
                 proc.stdout.close()

@@ -44,6 +44,9 @@ class SymbolNotFoundError(HotReloadError, AttributeError):
         self.name = name
         self.version = version
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return type(self), (self.path, self.name, self.version)  # pickles (process pools)
+
 
 class BuildError(LoadError):
     """Building a new version from its sources failed; the previous version stays live.
@@ -78,6 +81,10 @@ class BuildError(LoadError):
         self.returncode = returncode
         self.diagnostics = diagnostics
         self.timeout = timeout
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickles (to a process pool's caller): made again, then given every attribute."""
+        return type(self), (self.path, self.command, self.returncode, ""), vars(self).copy()
 
     def __str__(self) -> str:
         command = f"\n$ {self.command}" if self.command else ""
@@ -114,8 +121,8 @@ class CrashError(HotReloadError):
         where: str,
         outcome: str,
     ) -> None:
-        super().__init__(path, function, version, signal, address)
-        self.path = path
+        super().__init__(path, function, version, signal, address, accessed, where, outcome)
+        self.path = path  # args has every argument: the error pickles, to a process pool's caller
         self.function = function
         self.version = version
         try:

@@ -109,8 +109,12 @@ class HotReloader:
         _arguments(flags, "flags")
         _arguments(compile_flags, "compile_flags")
         _arguments(link_flags, "link_flags")
-        if jobs is not None and (type(jobs) is not int or jobs < 1):
+        if jobs is not None and type(jobs) is not int:
+            raise TypeError(f"jobs must be a whole number or None, not {jobs!r}")
+        if jobs is not None and jobs < 1:
             raise ValueError(f"jobs: expected a whole number, at least 1; got {jobs!r}")
+        if build is not None and not build:
+            raise ValueError("build is empty: give the command that builds the library")
         _seconds(build_timeout, "build_timeout", zero=False)
         _seconds(debounce, "debounce", zero=True)
         if cc is not None and not isinstance(cc, str):

@@ -118,6 +118,17 @@ def _seconds(minimum: float, *, inclusive: bool) -> Callable[[str], float]:
     return parse
 
 
+def _count(text: str) -> int:
+    """An argparse type: a whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(
         prog="hotr",
@@ -165,7 +176,7 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     run.add_argument(
         "-j",
         "--jobs",
-        type=int,
+        type=_count,
         metavar="N",
         help="most compilers at once (default: one per CPU)",
     )
@@ -224,6 +235,13 @@ def _check_usage(
 ) -> None:
     """Refuse option combinations that would be ignored or mean something else (exit 2)."""
     targets: list[str] = options.targets
+    if options.build is not None:
+        try:
+            command = shlex.split(options.build)
+        except ValueError as exc:
+            run.error(f"--build {options.build!r} cannot be split like a shell would: {exc}")
+        if not command:
+            run.error("--build is empty: give the command that builds the library")
     if options.output and not options.build:
         run.error("--output names the library --build writes: give --build CMD as well")
     if options.build and not options.output:
@@ -429,6 +447,11 @@ class Session:
                         f"{self._name} (version {self._reloader.version}) has no function "
                         f"{name!r}: check --call {name}"
                     )
+                continue
+            except HotReloadError as exc:  # a variable, not a function
+                if name not in self._missing:
+                    self._missing.add(name)
+                    self._out.error(f"{exc}: check --call {name}")
                 continue
             self._missing.discard(name)
             function.restype = None

@@ -150,7 +150,7 @@ def test_loads_only_bytes_it_checked_while_the_file_is_torn(builder: Builder) ->
             assert lib.value() in (1, 2, 3), lib.value()
         stop.set()
         thread.join()
-        assert r.version > 3, f"only {{r.version}} versions loaded in 300 changes: proves nothing"
+        assert r.version >= 3, f"only {{r.version}} versions loaded in 300 changes: proves nothing"
         r.close()
         print(r.version, "versions loaded,", refused, "refused")
         """,
