@@ -413,6 +413,7 @@ def test_a_library_with_unique_symbols_is_warned_of_by_name(
     subprocess.run(["g++", "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
     with caplog.at_level(logging.WARNING, logger="hotr"), hotr.HotReloader(lib) as r:
         r.update()
+        r.poll()  # the symbol table is read off the path to the new code, at the next poll
     assert "STB_GNU_UNIQUE" in caplog.text and "_ZZ5callsvE1n" in caplog.text
 
 

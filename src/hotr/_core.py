@@ -192,13 +192,13 @@ class ReloadCore:
 
     def housekeep(self) -> None:
         """Unload what drained; skipped (until the next call) while a load runs elsewhere."""
-        if not (self.versions.busy or self.loader.contents.pending or self._store.leftovers):
+        if not (self.versions.busy or self.loader.pending or self._store.leftovers):
             return  # nothing to do: the common case, on every wait and update
         if not self.lock.acquire(blocking=False):
             return
         try:
             if not self._closed:
-                self.loader.contents.flush()
+                self.loader.housekeep()
                 self.versions.housekeep()
         finally:
             self.lock.release()

@@ -87,6 +87,7 @@ class Loader:
         self.keep_globals = keep_globals
         self.probe = probe
         self._unique: list[str] = []  # the STB_GNU_UNIQUE symbols last warned of
+        self._to_scan: list[tuple[str, bytes | None, int]] = []  # for housekeep()
         self._state = ctypes.c_void_p()  # the library's own slot, kept across versions (hotr.h)
 
     def load(self, taken: Pending) -> bool:
@@ -292,7 +293,20 @@ class Loader:
             self._label,
             load_ms,
         )
-        self._warn_unique(path, content, version.number)
+        self._to_scan.append((path, content, version.number))  # after the new code answers
+
+    @property
+    def pending(self) -> bool:
+        """True if housekeep() has something to do."""
+        return bool(self._to_scan) or self.contents.pending
+
+    def housekeep(self) -> None:
+        """What can wait until the new code runs: keep contents for rollback, and look for
+        symbols that keep a version mapped (a scan of its whole symbol table)."""
+        self.contents.flush()
+        to_scan, self._to_scan = self._to_scan, []
+        for path, content, number in to_scan:
+            self._warn_unique(path, content, number)
 
     def _warn_unique(self, path: str, content: bytes | None, number: int) -> None:
         """Warn when a version has STB_GNU_UNIQUE symbols (once for each new set of them)."""
