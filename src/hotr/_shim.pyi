@@ -26,6 +26,12 @@ class LiveFunction:
 TRAMPOLINE: int  # what a guarded function's ctypes/cffi object points at (0: unsupported)
 
 def install_guard() -> None: ...
+
+class LiveCallable(LiveFunction):
+    """A live function of an extension module: follows reloads, counts calls in flight."""
+
+    def __init__(self, function: Any, owner: object = None) -> None: ...
+
 def check_elf(
     data: bytes | Any, host_class: int, host_data: int, host_machine: int
 ) -> tuple[
