@@ -6,6 +6,10 @@ the sources that changed, through the per-user object cache, then links with ``$
 The user's one list of flags is split between the compile and link steps (_toolchain.py).
 Headers found in the compilers' dependency files are watched too.  A custom command is an argv
 list run as is: never through a shell.
+
+For an extension module (hotr.load_module) the default build adds Python's headers, runs
+Cython on ``.pyx`` sources first, and gives C++ sources pybind11's headers when it is installed
+(see NativeBuild).
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ if TYPE_CHECKING:
     from ._tracker import ChangeTracker
 
 SOURCE_SUFFIXES = (".c", ".cc", ".cpp", ".cxx", ".C", ".c++")
+MODULE_SUFFIXES = (*SOURCE_SUFFIXES, ".pyx")  # what a module build compiles (.pyx: Cython)
 
 
-def is_source(path: str) -> bool:
-    """True if `path` names a C or C++ source file that the default command can compile."""
-    return path.endswith(SOURCE_SUFFIXES)
+def is_source(path: str, *, module: bool = False) -> bool:
+    """True if `path` names a C or C++ source file that the default command can compile (for
+    a `module`, a Cython ``.pyx`` too)."""
+    return path.endswith(MODULE_SUFFIXES if module else SOURCE_SUFFIXES)
 
 
 def library_name(source: str) -> str:
@@ -55,6 +61,7 @@ class Builder:
         timeout: seconds a build step may take before it is killed.
         compile_flags, link_flags: extra flags for only the compile or only the link step.
         jobs: most compilers at once (None: the number of CPUs).
+        module: build a Python extension module (hotr.load_module).
     """
 
     def __init__(
@@ -70,6 +77,7 @@ class Builder:
         compile_flags: Sequence[str] = (),
         link_flags: Sequence[str] = (),
         jobs: int | None = None,
+        module: bool = False,
     ) -> None:
         self.sources = sources
         self.output = output
@@ -104,6 +112,7 @@ class Builder:
                 jobs=jobs,
                 timeout=timeout,
                 cache=open_cache(),
+                module=module,
             )
             self._commands = self._native.commands
         else:

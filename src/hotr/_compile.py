@@ -10,6 +10,13 @@ any source is C++.  A stamp is trusted only when it is known to be from before t
 read the file: a header first seen in a dependency file and modified within _FRESH_NS of the
 compile is built again next time, and the product of a compile whose inputs changed while it
 ran is not cached.
+
+A module build (hotr.load_module) compiles with Python's headers; a ``.pyx`` unit is run
+through Cython first (the generated C is in the work directory; the ``.pyx`` and the ``.pxd``
+and ``.pxi`` files Cython read are the unit's inputs), and a C++ unit, when pybind11 is
+installed, gets its headers and a type registry of each build's own: every such unit is
+compiled in every build (all objects of a module must agree on the registry) and never taken
+from the cache.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -182,6 +190,8 @@ class _Unit:
     product: str
     dep_flag: str  # -MMD, or -MD for tcc
     tail: list[str]  # after the source: a single source's link flags
+    generated: str | None = None  # a .pyx's C, written by Cython before each compile
+    every_build: bool = False  # compiled in every build, never cached (a pybind11 registry)
     known: list[str] = field(default_factory=list)  # its inputs as of the last success
     stamps: dict[str, Stamp] = field(default_factory=dict)  # those inputs when `product` was
     # made; empty when there is no good product (never built, failed, being rebuilt)
@@ -204,6 +214,7 @@ class NativeBuild:
         jobs: most compilers at once (default: the number of CPUs).
         timeout: seconds each compiler run may take.
         cache: the object cache, or None to build without one.
+        module: build a Python extension module (``.pyx`` sources too; see the module docstring).
     """
 
     def __init__(
@@ -219,6 +230,7 @@ class NativeBuild:
         jobs: int | None = None,
         timeout: float = 60.0,
         cache: ObjectCache | None = None,
+        module: bool = False,
     ) -> None:
         self.output = output
         self.jobs = jobs or os.cpu_count() or 1
@@ -226,6 +238,7 @@ class NativeBuild:
         self._cache = cache
         self._sources = list(sources)
         self._link_flags = [*link_flags, *shlex.split(os.environ.get("LDFLAGS", ""))]
+        self._registry: list[str] = []  # this build's pybind11 registry define, if any
         c = _toolchain.c_compiler(cc)
         cplusplus = any(_toolchain.is_cxx(s) for s in sources)
         cxx_argv = _toolchain.cxx_compiler(cxx) if cplusplus else []
@@ -234,13 +247,19 @@ class NativeBuild:
         objects = os.path.join(workdir, "objects")
         with contextlib.suppress(FileExistsError):
             os.mkdir(objects, 0o700)
+        pybind11 = _toolchain.pybind11_include() if module and cplusplus else None
         self._units = []
         for i, source in enumerate(self._sources):
             cplusplus = _toolchain.is_cxx(source)
             compiler = cxx_argv if cplusplus else c
-            argv = _compile_argv(compiler, compile_flags, cplusplus, single)
-            name = f"{i}-{os.path.basename(source)}.{'so' if single else 'o'}"
+            flags = [*_toolchain.python_flags(), *compile_flags] if module else compile_flags
+            if cplusplus and pybind11 is not None:
+                flags = ["-isystem", pybind11, *flags]
+            argv = _compile_argv(compiler, flags, cplusplus, single)
+            name = f"{i}-{os.path.basename(source)}"
             tail = self._link_flags if single else []
+            pyx = module and source.endswith(".pyx")
+            translator = _toolchain.cython_identity() if pyx else ""
             self._units.append(
                 _Unit(
                     source,
@@ -253,10 +272,14 @@ class NativeBuild:
                         source,
                         "\0",
                         *tail,
+                        "\0",
+                        translator,
                     ),
-                    os.path.join(objects, name),
+                    os.path.join(objects, f"{name}.{'so' if single else 'o'}"),
                     "-MD" if _toolchain.is_tcc(compiler) else "-MMD",
                     tail,
+                    generated=os.path.join(objects, f"{name}.c") if pyx else None,
+                    every_build=cplusplus and pybind11 is not None,
                 )
             )
 
@@ -285,8 +308,14 @@ class NativeBuild:
             self._cache.flush(5.0)  # the last build's objects, so that this one finds them
         digests: dict[str, tuple[Stamp, str | None]] = {}
         todo: list[tuple[_Unit, dict[str, Stamp], str | None]] = []
+        every = any(unit.every_build for unit in self._units)
+        self._registry = [_toolchain.pybind11_registry()] if every else []
         for unit in self._units:
             now = unit.inputs_now()
+            if unit.every_build:
+                unit.stamps = {}
+                todo.append((unit, now, None))
+                continue
             if unit.stamps and now == unit.stamps:  # its product is in the private directory
                 continue
             key = self._from_cache(unit, now, digests)
@@ -404,6 +433,21 @@ class NativeBuild:
         if crashed:
             raise crashed[0]
 
+    def _translate(self, unit: _Unit) -> str:
+        """Run Cython on a ``.pyx`` unit; return the C file it wrote."""
+        assert unit.generated is not None
+        argv = _toolchain.cython_argv(unit.source, unit.generated)
+        if argv is None:
+            raise BuildError(
+                self.output,
+                "",
+                None,
+                f"{unit.source}: Cython is not installed in {sys.executable}",
+                reason="a .pyx source needs Cython (pip install cython)",
+            )
+        self.commands.run(argv)
+        return unit.generated
+
     def _compile(self, unit: _Unit, before: dict[str, Stamp], key: str | None) -> None:
         """Run the compiler for one unit and put its product in place (and in the cache)."""
         started = time.time_ns()
@@ -416,11 +460,14 @@ class NativeBuild:
                 cache = None  # the cache directory went away: build without it
         depfile = f"{unit.product}.d"
         try:
-            self.commands.run(
-                [*unit.argv, unit.source, "-o", out, unit.dep_flag, "-MF", depfile, *unit.tail]
-            )
+            compiled = self._translate(unit) if unit.generated else unit.source
+            registry = self._registry if unit.every_build else []
+            output = ["-o", out, unit.dep_flag, "-MF", depfile]
+            self.commands.run([*unit.argv, *registry, compiled, *output, *unit.tail])
             named = _read_depfile(depfile, one_per_line=unit.dep_flag == "-MD")
-            paths = [unit.source, *sorted(named - {unit.source})]
+            if unit.generated:
+                named |= _cython_inputs(f"{unit.generated}.dep")
+            paths = [unit.source, *sorted(named - {unit.source, absolute(compiled)})]
             stamps: dict[str, Stamp] = {}
             stable = True
             for path in paths:
@@ -443,6 +490,15 @@ class NativeBuild:
             if out:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(out)
+
+
+def _cython_inputs(depfile: str) -> set[str]:
+    """The files Cython's dependency file names, but Cython's own ``.pxd`` files.  Cython
+    names them relative to the working directory (whose path has no symlinks: normpath is
+    exact)."""
+    own = _toolchain.cython_includes()
+    found = {os.path.normpath(p) for p in _read_depfile(depfile, one_per_line=False)}
+    return {p for p in found if own is None or not p.startswith(own + os.sep)}
 
 
 def _compile_argv(

@@ -63,6 +63,7 @@ class ReloadCore:
         source: ChangeSource,
         backend: str,
         debounce: float,
+        module: bool = False,
     ) -> None:
         self.label = label
         self.source = source
@@ -91,6 +92,7 @@ class ReloadCore:
                 compile_flags=compile_flags,
                 link_flags=link_flags,
                 jobs=jobs,
+                module=module,
             )
             preprocessor = builder.preprocessor()
             if prototypes and ffi is None and preprocessor is not None:

@@ -7,7 +7,7 @@ import math
 import os
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _drivers, _env
 from ._build import is_source
@@ -83,6 +83,8 @@ class HotReloader:
                     r.update()
     """
 
+    _module: ClassVar[bool] = False  # builds an extension module (hotr.load_module)
+
     def __init__(
         self,
         path: PathArg | Sequence[PathArg],
@@ -124,7 +126,7 @@ class HotReloader:
         for flag, name in ((keep_globals, "keep_globals"), (probe, "probe")):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False, not {flag!r}")
-        if build is None and all(is_source(p) for p in paths):
+        if build is None and all(is_source(p, module=self._module) for p in paths):
             inputs, library = paths + inputs, None  # compile into the private directory
         elif len(paths) == 1:
             library = paths[0]
@@ -172,6 +174,7 @@ class HotReloader:
             source=watcher,
             backend=chosen,
             debounce=debounce,
+            module=self._module,
         )
         self.library = Library(self, self._core.function, self._core.handle)
 

@@ -7,15 +7,23 @@ One list of user flags is split so that each step gets what it understands: ``-l
 link step only; ``-pthread``, ``-fopenmp``, ``-fsanitize=...``, ``-flto...``, ``--coverage``,
 ``-fprofile-...``, ``-m...`` (target), ``--sysroot`` and ``-B`` go to both; everything else
 (``-O2``, ``-g``, ``-D``, ``-I``, ``-std=``, ``-W...``) to compiling only.
+
+For extension modules: Python's and pybind11's header directories (given with ``-isystem``, so
+that dependency output leaves them out and they are not watched), a pybind11 type registry of
+each build's own, and the Cython run that turns a ``.pyx`` into C.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
+import itertools
 import os
 import shlex
 import shutil
 import subprocess
+import sys
+import sysconfig
 from collections.abc import Sequence
 
 C_SUFFIXES = (".c",)
@@ -32,6 +40,7 @@ _LINK_EXACT = frozenset({"-shared", "-rdynamic", "-nostdlib", "-nodefaultlibs", 
 _BOTH_PREFIXES = ("-fsanitize", "-flto", "-fprofile-", "-m", "--sysroot=", "-B", "-fno-lto")
 _BOTH_EXACT = frozenset({"-pthread", "-fopenmp", "--coverage", "-fno-sanitize-recover"})
 _LINK_FILES = (".a", ".so", ".o")
+_registries = itertools.count(1)  # pybind11 type registries handed out by this process
 
 
 def is_cxx(path: str) -> bool:
@@ -121,3 +130,54 @@ def _says_gcc(_identity: str, compiler: tuple[str, ...]) -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return "clang" not in out and ("Free Software Foundation" in out or "g++" in out)
+
+
+def python_flags() -> list[str]:
+    """Flags that put Python's headers (``Python.h``) on an extension module's include path."""
+    paths = sysconfig.get_paths()
+    found = dict.fromkeys(paths[key] for key in ("include", "platinclude") if paths.get(key))
+    return [flag for path in found for flag in ("-isystem", path)]
+
+
+def pybind11_include() -> str | None:
+    """pybind11's header directory, or None when pybind11 is not installed."""
+    if importlib.util.find_spec("pybind11") is None:
+        return None
+    import pybind11
+
+    include: str = pybind11.get_include()
+    return include
+
+
+def pybind11_registry() -> str:
+    """A ``-DPYBIND11_COMPILER_TYPE`` no other build of this process used: pybind11 keeps one
+    type registry per such name in the interpreter, and refuses to register a class twice, so
+    each version of a module needs a registry of its own (and all its objects the same one)."""
+    return f'-DPYBIND11_COMPILER_TYPE="_hotr_{os.getpid()}_{next(_registries)}"'
+
+
+def cython_argv(source: str, output: str) -> list[str] | None:
+    """The run of Cython that writes the C of `source` (a ``.pyx``) to `output` and the files it
+    read to ``<output>.dep``; None when Cython is not installed."""
+    if importlib.util.find_spec("Cython") is None:
+        return None
+    return [sys.executable, "-m", "cython", "-3", "--depfile", source, "-o", output]
+
+
+def cython_identity() -> str:
+    """What identifies the Cython that translates ``.pyx`` sources, in cache keys."""
+    import importlib.metadata  # only module builds of .pyx need it
+
+    try:
+        version = importlib.metadata.version("Cython")
+    except importlib.metadata.PackageNotFoundError:
+        version = "none"
+    return f"{sys.executable}\0cython {version}"
+
+
+def cython_includes() -> str | None:
+    """The directory of Cython's own ``.pxd`` files (``libc/math.pxd``): not watched."""
+    spec = importlib.util.find_spec("Cython")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return os.path.join(next(iter(spec.submodule_search_locations)), "Includes")
