@@ -51,14 +51,31 @@ def load(
         while True:
             lib.step()  # runs the newest build
     """
-    reloader = _start(path, on_reload, on_error, options)
+    reloader = HotReloader(path, **options)
+    start(reloader, on_reload, on_error, manual)
+    return reloader.library
+
+
+def start(
+    reloader: HotReloader,
+    on_reload: Callable[[int, int], object] | None,
+    on_error: Callable[[HotReloadError], object] | None,
+    manual: bool,
+) -> None:
+    """Load the first version now (closing `reloader` if that fails), then reload in a
+    background thread: hotr.load and hotr.load_module."""
+    _register(reloader, on_reload, on_error)
+    try:
+        reloader.update()
+    except BaseException:
+        reloader.close()
+        raise
     core = core_of(reloader)
     core.background_builds = manual
     driver = BackgroundDriver(
         f"hotr:{os.path.basename(reloader.path)}", manual=manual, until_empty=True
     )
     driver.attach(core, reloader)
-    return reloader.library
 
 
 async def aload(
@@ -110,22 +127,6 @@ async def _follow(reloader: HotReloader, cursor: Cursor) -> None:
         task = asyncio.current_task()
         if task is not None:
             _tasks.discard(task)
-
-
-def _start(
-    path: Target,
-    on_reload: Callable[[int, int], object] | None,
-    on_error: Callable[[HotReloadError], object] | None,
-    options: dict[str, Any],
-) -> HotReloader:
-    reloader = HotReloader(path, **options)
-    _register(reloader, on_reload, on_error)
-    try:
-        reloader.update()
-    except BaseException:
-        reloader.close()
-        raise
-    return reloader
 
 
 def _register(

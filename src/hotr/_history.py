@@ -7,7 +7,7 @@ import os
 from typing import NamedTuple
 
 from ._store import PrivateStore
-from ._versions import Version
+from ._versions import Stage, Version
 
 HISTORY_LENGTH = 100  # versions r.history remembers
 ROLLBACK_DEPTH = 9  # contents kept for rollback(): the live one and 8 earlier
@@ -27,6 +27,9 @@ class VersionInfo(NamedTuple):
         rollback: True when rollback() loaded it (the content of an earlier version).
         carried: with keep_globals, the globals copied over from the previous version.
         not_carried: with keep_globals, (name, reason) of the globals that were not.
+        status: where the version is now: ``"live"``, ``"retired"`` (mapped until its calls
+            return, or, for an extension module, until no object of it is left), ``"unloaded"``,
+            or ``"kept mapped: <why>"`` (an extension module that cannot be unloaded safely).
     """
 
     number: int
@@ -38,6 +41,7 @@ class VersionInfo(NamedTuple):
     rollback: bool = False
     carried: tuple[str, ...] = ()
     not_carried: tuple[tuple[str, str], ...] = ()
+    status: str = ""
 
 
 class History:
@@ -55,7 +59,15 @@ class History:
 
     def infos(self) -> list[VersionInfo]:
         """The versions remembered, oldest first."""
-        return [info._replace(sha256=v.sha256()) for v, info in self._entries]
+        return [info._replace(sha256=v.sha256(), status=_status(v)) for v, info in self._entries]
+
+
+def _status(version: Version) -> str:
+    if version.stage is Stage.LIVE:
+        return "live"
+    if version.stage is not Stage.ENDED:
+        return "retired"
+    return f"kept mapped: {version.kept}" if version.kept else "unloaded"
 
 
 Content = bytes | str  # a version's bytes, or the path of a file holding them

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import types
 from _ctypes import FUNCFLAG_CDECL, CFuncPtr
 from collections.abc import Callable
 from types import TracebackType
@@ -227,6 +228,7 @@ class FunctionTable:
 
 
 _PARTS = "hotr.parts"  # where a Library keeps its reloader, lookup and handle
+MODULE_KEY = "hotr.reloader"  # where a hot-reloaded extension module keeps its reloader
 
 
 class Library:
@@ -279,8 +281,18 @@ class Library:
         vars(self)[_PARTS][0].close()
 
 
-def reloader_of(library: Library) -> HotReloader:
-    """Return the HotReloader behind `library` (e.g. one made by hotr.load), to close it."""
+def reloader_of(library: Library | types.ModuleType) -> HotReloader:
+    """Return the HotReloader behind `library` (made by hotr.load) or behind a module (made by
+    hotr.load_module), to close it or drive it."""
+    if isinstance(library, types.ModuleType) and MODULE_KEY in vars(library):
+        return cast("HotReloader", vars(library)[MODULE_KEY])
     if not isinstance(library, Library):
-        raise TypeError(f"reloader_of() takes a hotr.Library, not {type(library).__name__}")
+        raise TypeError(
+            "reloader_of() takes a hotr.Library or a module from hotr.load_module, not "
+            + (
+                f"the module {library.__name__!r}"
+                if isinstance(library, types.ModuleType)
+                else type(library).__name__
+            )
+        )
     return cast("HotReloader", vars(library)[_PARTS][0])

@@ -28,6 +28,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from . import _origin, _signals
 from ._elf import ElfError, ElfInfo, Key, Variable, check_shared_object, unique_symbols
@@ -54,6 +55,16 @@ _PROBE = (
 )
 _PROBE_TIMEOUT = 10
 _MAP_ABOVE = 1 << 16  # files this large are mapped, not read, to be checked and compared
+
+
+class Extension(Protocol):
+    """What a version is beyond a library: a Python extension module (_modules.py)."""
+
+    def init(self, version: Version) -> None:
+        """Run the module's initialisation in the mapped `version`; raises LoadError."""
+
+    def switch(self, version: Version) -> None:
+        """Make the module `version` live (in the step that switches its functions)."""
 
 
 class Loader:
@@ -89,6 +100,7 @@ class Loader:
         self._unique: list[str] = []  # the STB_GNU_UNIQUE symbols last warned of
         self._to_scan: list[tuple[str, bytes | None, int]] = []  # for housekeep()
         self._state = ctypes.c_void_p()  # the library's own slot, kept across versions (hotr.h)
+        self.extension: Extension | None = None
 
     def load(self, taken: Pending) -> bool:
         """Load the library file as the next version.  True if a new version went live; False
@@ -257,7 +269,11 @@ class Loader:
                 stays = f"version {old.number} stays live" if old else "nothing was loaded"
                 raise LoadError(self._label, f"its hotr_load returned {status}; {stays}")
             handed = 2
+            if self.extension is not None:
+                self.extension.init(version)
             self._functions.switch(version)
+            if self.extension is not None:
+                self.extension.switch(version)
             self._versions.go_live(version)
             if taken is not None:
                 self._tracker.consume(taken)

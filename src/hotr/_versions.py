@@ -9,7 +9,9 @@ A version's life::
 A version is in its VersionSet from before dlopen is called, and `Version.end` (its cleanup()
 hook, then dlclose, then its copy deleted) is the only way out: exactly once, whatever ends it.
 A version with calls still running is never ended under them; its Pin's on_idle ends it (or
-wakes the reloader to) when the last one returns.
+wakes the reloader to) when the last one returns.  A version that is a Python extension module
+has a `hold` as well: while objects of it may exist it is not unmapped, and one that can never
+be unloaded safely (single-phase modules, static types) ends kept mapped.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from ._store import PrivateStore
 logger = logging.getLogger("hotr")
 
 _VOID_FN = ctypes.CFUNCTYPE(None)
+# Why a version must stay mapped: (for good, reason), or None when it may be unmapped now.
+Hold = tuple[bool, str] | None
 
 
 class Stage(enum.Enum):
@@ -69,6 +73,16 @@ class Version:
         self._symbols: dict[str, int | None] = {}
         self._globals: Globals | None = None
         self._sha256: str | None = None
+        self.hold: Callable[[], Hold] | None = None  # set for an extension module
+        self.extra_handles = 0  # dlopen references its own code took (CPython's import)
+        self.kept = ""  # why it ended still mapped ("": it was unmapped)
+
+    def waiting(self) -> bool:
+        """True while objects of this version may still exist (it is not unmapped then)."""
+        if self.hold is None:
+            return False
+        hold = self.hold()
+        return hold is not None and not hold[0]
 
     def map(self) -> None:
         """dlopen the copy (runs its constructors).  Raises OSError with the loader's reason."""
@@ -143,6 +157,9 @@ class Version:
         if self.stage is Stage.ENDED:
             return
         with _signals.deferred():
+            hold = self.hold() if self.hold is not None and self.handle is not None else None
+            if hold is not None:
+                self.kept, self.handle = hold[1], None  # never dlclosed: its code stays
             if self.handle is not None:
                 if self.stage is not Stage.ENDING:
                     self.stage = Stage.ENDING
@@ -151,7 +168,8 @@ class Version:
                         _VOID_FN(cleanup)()
                 handle, self.handle = self.handle, None
                 try:
-                    _dl.dlclose(handle)
+                    for _ in range(1 + self.extra_handles):
+                        _dl.dlclose(handle)
                 except OSError as exc:
                     logger.warning("dlclose of version %d failed: %s", self.number, exc)
             # r.history keeps the version: a small one's bytes stay for its hash (history is
@@ -162,7 +180,10 @@ class Version:
             else:
                 self._store.remove(self._remove)
             self.stage = Stage.ENDED
-        logger.debug("unloaded version %d (%s)", self.number, self.path)
+        if self.kept:
+            logger.debug("version %d stays mapped: %s", self.number, self.kept)
+        else:
+            logger.debug("unloaded version %d (%s)", self.number, self.path)
 
 
 class VersionSet:
@@ -208,7 +229,7 @@ class VersionSet:
         """End every retired version no call runs in, and any load left half-done."""
         for version in list(self._loading):  # no load runs now (the caller holds the lock)
             self.discard(version)
-        for version in [v for v in self._retired if v.pin.inflight == 0]:
+        for version in [v for v in self._retired if v.pin.inflight == 0 and not v.waiting()]:
             self._retired.remove(version)
             version.pin.on_idle = None
             version.end()

@@ -1,0 +1,322 @@
+"""hotr.load_module(): a compiled Python extension module that reloads in a running interpreter.
+
+Each version is an ordinary hotr version (a private copy under a path no earlier version used,
+checked and mapped by the Loader), whose module initialisation then runs afresh through
+importlib's ExtensionFileLoader: single-phase ``PyInit`` and multi-phase (PEP 489) alike.  A
+fresh path matters: CPython 3.12+ keeps single-phase modules by (path, name).
+
+The program holds one module object (also ``sys.modules[name]``).  On each reload its namespace
+takes the new version's: classes, constants and other objects are the new version's own, and
+each function is a live function (LiveCallable, _shim.c) that calls the live version and counts
+its calls in flight, so a function taken earlier (``from fastmath import norm``) follows too.
+
+A retired version is unmapped only when that is safe: a multi-phase module whose types are heap
+types, once the module and every type of it is gone (weak references tell) and no call runs in
+it.  Anything else stays mapped (single-phase modules: CPython keeps their functions; static
+types; functions that hold no reference to their module, as pybind11's; Cython's shared
+function type), and r.history says so.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import re
+import sys
+import threading
+import types
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._background import start
+from ._exceptions import HotReloadError, LoadError, SymbolNotFoundError
+from ._library import MODULE_KEY
+from ._reloader import HotReloader, core_of
+from ._shim import LiveCallable, retarget
+from ._versions import Hold, Version
+
+logger = logging.getLogger("hotr")
+
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
+_TP_DEALLOC = 6 * ctypes.sizeof(ctypes.c_void_p)  # offsetof(PyTypeObject, tp_dealloc)
+# Function objects of the binding generators (builtin: C API and pybind11).
+_FUNCTION_TYPES = ("cython_function_or_method", "fused_cython_function", "nb_func")
+_IMPORT_LOCK = threading.Lock()  # one module init at a time touches sys.modules[name]
+
+
+class _ModuleDefBase(ctypes.Structure):
+    _fields_ = (
+        ("ob_refcnt", ctypes.c_ssize_t),
+        ("ob_type", ctypes.c_void_p),
+        ("m_init", ctypes.c_void_p),
+        ("m_index", ctypes.c_ssize_t),
+        ("m_copy", ctypes.c_void_p),
+    )
+
+
+class _ModuleDef(ctypes.Structure):  # PyModuleDef, as far as its m_slots (stable ABI)
+    _fields_ = (
+        ("m_base", _ModuleDefBase),
+        ("m_name", ctypes.c_char_p),
+        ("m_doc", ctypes.c_char_p),
+        ("m_size", ctypes.c_ssize_t),
+        ("m_methods", ctypes.c_void_p),
+        ("m_slots", ctypes.c_void_p),
+    )
+
+
+_get_def = ctypes.pythonapi.PyModule_GetDef
+_get_def.argtypes = (ctypes.py_object,)
+_get_def.restype = ctypes.c_void_p
+_interpreter = ctypes.pythonapi.PyInterpreterState_Get
+_interpreter.argtypes = ()
+_interpreter.restype = ctypes.c_void_p
+_state_dict = ctypes.pythonapi.PyInterpreterState_GetDict
+_state_dict.argtypes = (ctypes.c_void_p,)
+_state_dict.restype = ctypes.c_void_p  # a borrowed reference (a py_object restype would steal it)
+
+
+class _ModuleReloader(HotReloader):
+    """A HotReloader whose default build makes an extension module (Python's headers,
+    Cython for .pyx, pybind11 for C++)."""
+
+    _module = True
+
+
+def load_module(
+    target: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    name: str | None = None,
+    on_reload: Callable[[int, int], object] | None = None,
+    on_error: Callable[[HotReloadError], object] | None = None,
+    manual: bool = False,
+    **options: Any,
+) -> types.ModuleType:
+    """Import the extension module `target` now and reload it in the background on every change.
+
+    `target` is a built module (``fastmath.cpython-311-x86_64-linux-gnu.so``) or its sources
+    (``fastmath.c``, ``fastmath.cpp`` with pybind11, ``fastmath.pyx`` with Cython), which hotr
+    builds.  The module is put in ``sys.modules[name]`` and returned; its attributes follow every
+    reload, and its functions, wherever they were taken to (``from fastmath import norm``), call
+    the live version.  Objects an old version made keep their old type and code.  A new version
+    that defines ``__hotr_reload__`` has it called with the previous (real) module before it goes
+    live, to carry state over.  The other arguments are hotr.load's; ``hotr.reloader_of(module)``
+    is the reloader.
+
+    Args:
+        name: the module's name, which its init function is named after (``PyInit_<name>``);
+            default: the file name up to its first dot.
+
+    Raises:
+        FileNotFoundError: `target` does not exist.
+        LoadError: the first version cannot be loaded (its init raised: the exception is the
+            LoadError's ``__cause__``; BuildError: cannot be built).
+
+    Example::
+
+        fastmath = hotr.load_module("fastmath.c")
+        from fastmath import norm
+        norm(3.0, 4.0)  # the newest build's norm
+    """
+    paths = [target] if isinstance(target, (str, os.PathLike)) else list(target)
+    first = os.fspath(paths[0]) if paths else ""
+    if name is None:
+        name = os.path.basename(first).split(".", 1)[0]
+    if not name.isidentifier():
+        raise ValueError(f"name: {name!r} is not a module name; pass name= (PyInit_<name>)")
+    reloader = _ModuleReloader(target, **options)
+    core = core_of(reloader)
+    binding = ModuleBinding(name, core.label, reloader, core.tracker.poke)
+    core.loader.extension = binding
+    start(reloader, on_reload, on_error, manual)
+    previous = sys.modules.get(name)
+    if previous is not None and previous is not binding.module:
+        logger.info("sys.modules[%r] was %r; it is now the hot-reloaded module", name, previous)
+    sys.modules[name] = binding.module
+    return binding.module
+
+
+class ModuleBinding:
+    """The module object the program holds, and each version's module init and switch."""
+
+    def __init__(
+        self, name: str, label: str, reloader: HotReloader, wake: Callable[[], None]
+    ) -> None:
+        self.name = name
+        self.module = types.ModuleType(name)
+        vars(self.module)[MODULE_KEY] = reloader
+        self._label = label
+        self._reloader = reloader
+        self._wake = wake
+        self._functions: dict[str, LiveCallable] = {}
+        self._live: types.ModuleType | None = None  # the live version's own module
+        self._next: types.ModuleType | None = None  # initialised, not yet switched to
+
+    def init(self, version: Version) -> None:
+        short = self.name.rpartition(".")[2]
+        if version.symbol(f"PyInit_{short}") is None:
+            raise LoadError(self._label, _no_init(version, short))
+        version.extra_handles = 1  # CPython's dlopen of the same copy (it never closes it)
+        version.hold = _always("its module init failed")
+        module = self._run_init(version)
+        hook = vars(module).get("__hotr_reload__")
+        version.hold = _holder(module, version, self._wake)
+        if self._live is not None and callable(hook):
+            try:
+                hook(self._live)
+            except Exception as exc:
+                raise LoadError(
+                    self._label, f"its __hotr_reload__ raised {type(exc).__name__}: {exc}"
+                ) from exc
+        self._next = module
+
+    def _run_init(self, version: Version) -> types.ModuleType:
+        _forget_pybind11_module(self.name)  # pybind11 >= 3 hands out its cached module
+        loader = importlib.machinery.ExtensionFileLoader(self.name, version.path)
+        spec = importlib.util.spec_from_file_location(self.name, version.path, loader=loader)
+        assert spec is not None
+        with _IMPORT_LOCK:
+            before = sys.modules.get(self.name)
+            try:
+                module = importlib.util.module_from_spec(spec)
+                loader.exec_module(module)
+            except Exception as exc:
+                raise LoadError(
+                    self._label, f"its module init raised {type(exc).__name__}: {exc}"
+                ) from exc
+            finally:  # CPython and Cython may have put the new module there
+                if before is None:
+                    sys.modules.pop(self.name, None)
+                else:
+                    sys.modules[self.name] = before
+        return module
+
+    def switch(self, version: Version) -> None:
+        module, self._next = self._next, None
+        assert module is not None
+        namespace = dict(vars(module))
+        for key, value in namespace.items():
+            if _is_function(value) and key not in self._functions:
+                function = LiveCallable(value, self._reloader)
+                self._functions[key] = function
+        functions, targets, missing = [], [], []
+        for key, function in self._functions.items():
+            value = namespace.get(key)
+            present = _is_function(value)
+            functions.append(function)
+            targets.append(value if present else 0)
+            missing.append(None if present else SymbolNotFoundError(self.name, key, version.number))
+            if present:
+                for attr in ("__name__", "__qualname__", "__doc__", "__text_signature__"):
+                    vars(function)[attr] = getattr(value, attr, None)
+                vars(function)["__module__"] = self.name
+                namespace[key] = function
+        retarget(functions, targets, version.pin, missing)
+        public = vars(self.module)
+        for key in [k for k in public if k not in namespace and k != MODULE_KEY]:
+            del public[key]
+        public.update(namespace)
+        self._live = module
+
+
+def _is_function(value: object) -> bool:
+    return isinstance(value, types.BuiltinFunctionType) or type(value).__name__ in _FUNCTION_TYPES
+
+
+def _always(reason: str) -> Callable[[], Hold]:
+    return lambda: (True, reason)
+
+
+def _holder(
+    module: types.ModuleType, version: Version, wake: Callable[[], None]
+) -> Callable[[], Hold]:
+    """Why `version` (whose init made `module`) must stay mapped, as a function of now."""
+    reason = _never_unloadable(module, version)
+    if reason is not None:
+        return _always(reason)
+    watch = _Watch([module, *(v for v in vars(module).values() if isinstance(v, type))], wake)
+    return watch.hold
+
+
+class _Watch:
+    """Tells when a module and its types are gone for good: their weak references died (in a
+    garbage collection, as a rule: heap types are in reference cycles), and then a collection
+    finished, so that no deallocation of theirs (running the version's code, reading its
+    method tables) is still under way."""
+
+    def __init__(self, objects: list[object], wake: Callable[[], None]) -> None:
+        self._refs = [weakref.ref(o, self._died) for o in objects]
+        self._wake = wake
+        self._settled = False
+
+    def hold(self) -> Hold:
+        return None if self._settled else (False, "objects of it are still in use")
+
+    def _died(self, _: object) -> None:
+        if all(ref() is None for ref in self._refs):
+            _dying.add(self)
+
+    def settle(self) -> None:
+        self._settled = True
+        self._wake()
+
+
+_dying: set[_Watch] = set()  # gone, waiting for the end of a garbage collection
+
+
+def _collected(phase: str, _: object) -> None:
+    if phase == "stop":
+        while _dying:
+            _dying.pop().settle()
+
+
+gc.callbacks.append(_collected)
+
+
+def _never_unloadable(module: types.ModuleType, version: Version) -> str | None:
+    """Why no state of the program could make unmapping `version` safe, or None."""
+    address = _get_def(module)
+    if not address or not _ModuleDef.from_address(address).m_slots:
+        return "a single-phase module (CPython keeps its functions)"
+    for key, value in vars(module).items():
+        if isinstance(value, type) and not value.__flags__ & _HEAPTYPE and _code_in(value, version):
+            return f"{key} is a static type"
+        if _is_function(value) and getattr(value, "__self__", None) is not module:
+            return f"its function {key} holds no reference to the module"
+        kind = type(value)
+        if kind.__module__ != module.__name__ and _code_in(kind, version):
+            return f"the type {kind.__qualname__} of {key} is shared beyond the module"
+    return None
+
+
+def _code_in(kind: type, version: Version) -> bool:
+    """True if the type's tp_dealloc is code of `version`."""
+    return version.is_code(ctypes.c_void_p.from_address(id(kind) + _TP_DEALLOC).value or 0)
+
+
+def _forget_pybind11_module(name: str) -> None:
+    address = _state_dict(_interpreter())
+    if not address:
+        return
+    state = ctypes.cast(address, ctypes.py_object).value  # a reference of our own
+    cache = state.get("__pybind11_module_cache")
+    if isinstance(cache, dict):
+        cache.pop(name, None)
+
+
+def _no_init(version: Version, short: str) -> str:
+    """Why a version is no module `short`, naming the init functions it has."""
+    try:
+        with open(version.path, "rb") as f:
+            found = sorted({m.decode() for m in re.findall(rb"PyInit_(\w+)", f.read())})
+    except OSError:
+        found = []
+    if found:
+        names = ", ".join(f"PyInit_{n}" for n in found)
+        return f"it has no PyInit_{short} (it has {names}: pass name={found[0]!r})"
+    return f"it has no PyInit_{short}: it is not a Python extension module"

@@ -1,0 +1,405 @@
+"""hotr.load_module: extension modules (C API single- and multi-phase, Cython, pybind11) built
+with the real compiler, reloaded in a running interpreter."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import pickle
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from conftest import CC, run_python
+
+import hotr
+
+pytestmark = pytest.mark.every_python
+
+_names = itertools.count()
+
+# A single-phase module: value() says the version, norm() scales by it, `extra` comes and goes.
+SINGLE = """
+#include <Python.h>
+#include <math.h>
+static PyObject *value(PyObject *self, PyObject *unused) { return PyLong_FromLong(%(v)d); }
+static PyObject *norm(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 2) { PyErr_SetString(PyExc_TypeError, "norm(x, y)"); return NULL; }
+    double x = PyFloat_AsDouble(args[0]), y = PyFloat_AsDouble(args[1]);
+    return PyFloat_FromDouble(%(v)d * sqrt(x * x + y * y));
+}
+static PyObject *extra(PyObject *self, PyObject *unused) { return PyLong_FromLong(-%(v)d); }
+static PyMethodDef methods[] = {
+    {"value", value, METH_NOARGS, "value() -> the version"},
+    {"norm", (PyCFunction)(void (*)(void))norm, METH_FASTCALL, NULL},
+    %(extra)s
+    {NULL}};
+static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "%(name)s", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_%(name)s(void) {
+    if (%(fail)d) { PyErr_SetString(PyExc_ValueError, "version %(v)d refuses"); return NULL; }
+    PyObject *m = PyModule_Create(&def);
+    if (m != NULL && PyModule_AddIntConstant(m, "VERSION", %(v)d) < 0) Py_CLEAR(m);
+    return m;
+}
+"""
+
+# A multi-phase module with a heap type Box and a __hotr_reload__ that carries `count` over.
+MULTI = """
+#include <Python.h>
+typedef struct { PyObject_HEAD long n; } Box;
+static PyObject *box_get(PyObject *self, PyObject *unused) {
+    return PyLong_FromLong(((Box *)self)->n + %(v)d * 1000);
+}
+static PyMethodDef box_methods[] = {{"get", box_get, METH_NOARGS, NULL}, {NULL}};
+static int box_init(PyObject *self, PyObject *args, PyObject *kw) {
+    return PyArg_ParseTuple(args, "l", &((Box *)self)->n) ? 0 : -1;
+}
+static void box_dealloc(PyObject *self) {
+    PyTypeObject *t = Py_TYPE(self); t->tp_free(self); Py_DECREF(t);
+}
+static PyType_Slot box_slots[] = {{Py_tp_methods, box_methods}, {Py_tp_init, box_init},
+                                  {Py_tp_dealloc, box_dealloc}, {0, 0}};
+static PyType_Spec box_spec = {"%(name)s.Box", sizeof(Box), 0, Py_TPFLAGS_DEFAULT, box_slots};
+static PyObject *value(PyObject *self, PyObject *unused) { return PyLong_FromLong(%(v)d); }
+static PyObject *hook(PyObject *self, PyObject *old) {
+    PyObject *count = PyObject_GetAttrString(old, "count");
+    if (count == NULL) return NULL;
+    PyObject *more = PyNumber_Add(count, PyLong_FromLong(1));
+    Py_DECREF(count);
+    if (more == NULL || PyObject_SetAttrString(self, "count", more) < 0) return NULL;
+    Py_DECREF(more);
+    Py_RETURN_NONE;
+}
+static PyMethodDef methods[] = {{"value", value, METH_NOARGS, NULL},
+                                {"__hotr_reload__", hook, METH_O, NULL}, {NULL}};
+static int exec(PyObject *m) {
+    if (%(fail)d) { PyErr_SetString(PyExc_ValueError, "version %(v)d refuses"); return -1; }
+    PyObject *t = PyType_FromModuleAndSpec(m, &box_spec, NULL);
+    if (t == NULL || PyModule_AddObject(m, "Box", t) < 0) { Py_XDECREF(t); return -1; }
+    return PyModule_AddIntConstant(m, "count", 0);
+}
+static PyModuleDef_Slot slots[] = {{Py_mod_exec, exec}, {0, NULL}};
+static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "%(name)s", NULL, 0, methods, slots};
+PyMODINIT_FUNC PyInit_%(name)s(void) { return PyModuleDef_Init(&def); }
+"""
+
+
+def c_source(template: str, name: str, v: int, *, fail: bool = False, extra: bool = True) -> str:
+    line = '{"extra", extra, METH_NOARGS, NULL},' if extra else ""
+    return template % {"name": name, "v": v, "fail": int(fail), "extra": line}
+
+
+def new_name() -> str:
+    return f"hotmod{next(_names)}_{id(new_name) % 1000}"
+
+
+def reload_to(module: ModuleType, number: int, timeout: float = 120) -> None:
+    """Drive a manual=True module's reloader until version `number` is live."""
+    r = hotr.reloader_of(module)
+    deadline = time.monotonic() + timeout
+    while r.version < number:
+        assert time.monotonic() < deadline, f"version {number} never came ({r.history})"
+        r.watch_for_changes(0.5)
+        r.update()
+
+
+def build_so(tmp_path: Path, code: str, filename: str) -> Path:
+    src = tmp_path / "build" / (filename.split(".")[0] + ".c")
+    src.parent.mkdir(exist_ok=True)
+    src.write_text(code)
+    out = tmp_path / "build" / filename
+    include = sysconfig.get_paths()["include"]
+    subprocess.run(
+        [CC, "-shared", "-fPIC", "-isystem", include, str(src), "-o", str(out)], check=True
+    )
+    return out
+
+
+def test_single_phase_from_sources(tmp_path: Path) -> None:
+    name = new_name()
+    src = tmp_path / f"{name}.c"
+    src.write_text(c_source(SINGLE, name, 1))
+    module = hotr.load_module(src, manual=True)
+    try:
+        assert sys.modules[name] is module
+        imported = __import__(name)
+        assert imported is module
+        norm = module.norm
+        kept = [module.value]
+        assert (norm(3.0, 4.0), kept[0](), module.VERSION) == (5.0, 1, 1)
+        assert module.value.__doc__ == "value() -> the version" and module.value.__name__ == "value"
+        src.write_text(c_source(SINGLE, name, 2))
+        reload_to(module, 2)
+        assert (norm(3.0, 4.0), kept[0](), module.VERSION, module.value()) == (10.0, 2, 2, 2)
+        assert norm is module.norm  # the same live function, pointed at the new code
+        with pytest.raises(TypeError, match="norm"):
+            norm(1.0)
+        hotr.reloader_of(module).update()  # housekeeping retires version 1 for good
+        statuses = [v.status for v in hotr.reloader_of(module).history]
+        assert statuses == [
+            "kept mapped: a single-phase module (CPython keeps its functions)",
+            "live",
+        ]
+    finally:
+        hotr.reloader_of(module).close()
+        sys.modules.pop(name, None)
+
+
+def test_functions_that_come_and_go(tmp_path: Path) -> None:
+    name = new_name()
+    src = tmp_path / f"{name}.c"
+    src.write_text(c_source(SINGLE, name, 1))
+    module = hotr.load_module(src, manual=True)
+    try:
+        extra = module.extra
+        src.write_text(c_source(SINGLE, name, 2, extra=False))
+        reload_to(module, 2)
+        assert not hasattr(module, "extra")
+        with pytest.raises(hotr.SymbolNotFoundError, match="extra"):
+            extra()
+        src.write_text(c_source(SINGLE, name, 3))
+        reload_to(module, 3)
+        assert extra() == -3 and module.extra is extra
+    finally:
+        hotr.reloader_of(module).close()
+        sys.modules.pop(name, None)
+
+
+def test_init_raising_is_a_load_error_and_the_version_stays(tmp_path: Path) -> None:
+    name = new_name()
+    src = tmp_path / f"{name}.c"
+    src.write_text(c_source(MULTI, name, 1, fail=True))
+    with pytest.raises(hotr.LoadError, match="its module init raised ValueError") as caught:
+        hotr.load_module(src)
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert name not in sys.modules
+    src.write_text(c_source(MULTI, name, 1))
+    errors: list[hotr.HotReloadError] = []
+    module = hotr.load_module(src, manual=True, on_error=errors.append)
+    try:
+        value = module.value
+        src.write_text(c_source(MULTI, name, 2, fail=True))
+        r = hotr.reloader_of(module)
+        deadline = time.monotonic() + 120
+        while not errors:
+            assert time.monotonic() < deadline
+            r.watch_for_changes(0.5)
+            try:
+                r.update()
+            except hotr.LoadError as exc:
+                assert "version 2 refuses" in str(exc.__cause__)
+        assert (value(), r.version, module.Box(1).get()) == (1, 1, 1001)
+        assert sys.modules[name] is module
+    finally:
+        hotr.reloader_of(module).close()
+        sys.modules.pop(name, None)
+
+
+def test_classes_state_hook_and_unloading(tmp_path: Path) -> None:
+    """Old objects keep their old type and code; new ones come from the new version; the hook
+    carries `count`; version 1 is unmapped once nothing of it is left (a child: it unmaps)."""
+    name = "boxes"
+    src = tmp_path / f"{name}.c"
+    src.write_text(c_source(MULTI, name, 1))
+    run_python(
+        f"""
+        import gc, sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import hotr
+        from test_modules import MULTI, c_source, reload_to
+        src = {str(src)!r}
+
+        def mapped(n):
+            return any(f"v{{n}}-lib{name}.so" in line for line in open("/proc/self/maps"))
+
+        boxes = hotr.load_module(src, manual=True)
+        import boxes as again
+        assert again is boxes
+        old = boxes.Box(5)
+        OldBox = boxes.Box
+        assert old.get() == 1005
+        open(src, "w").write(c_source(MULTI, {name!r}, 2))
+        reload_to(boxes, 2)
+        r = hotr.reloader_of(boxes)
+        assert boxes.Box(5).get() == 2005 and old.get() == 1005
+        assert not isinstance(old, boxes.Box) and type(old) is OldBox
+        assert boxes.count == 1  # __hotr_reload__ ran with the old module
+        assert mapped(1) and r.history[0].status == "retired"
+        del old, OldBox
+        gc.collect()
+        deadline = time.monotonic() + 30
+        while mapped(1):
+            assert time.monotonic() < deadline, r.history
+            r.poll()
+            time.sleep(0.01)
+        assert r.history[0].status == "unloaded", r.history
+        assert boxes.value() == 2 and boxes.Box(1).get() == 2001
+        """
+    )
+
+
+def test_threads_call_while_reloads_land(tmp_path: Path) -> None:
+    name = "busy"
+    src = tmp_path / f"{name}.c"
+    src.write_text(c_source(MULTI, name, 1))
+    run_python(
+        f"""
+        import gc, sys, threading
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import hotr
+        from test_modules import MULTI, c_source, reload_to
+        busy = hotr.load_module({str(src)!r}, manual=True)
+        from busy import value
+        stop = threading.Event()
+        seen = []
+        def call():
+            last = 0
+            while not stop.is_set():
+                v, b = value(), busy.Box(1).get()
+                assert v >= last and b % 1000 == 1, (v, last, b)
+                last = v
+            seen.append(last)
+        threads = [threading.Thread(target=call) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for n in range(2, 7):
+            open({str(src)!r}, "w").write(c_source(MULTI, "busy", n))
+            reload_to(busy, n)
+            gc.collect()
+        stop.set()
+        for t in threads:
+            t.join()
+        assert seen == [6, 6, 6], seen
+        r = hotr.reloader_of(busy)
+        r.update()
+        assert "unloaded" in [v.status for v in r.history], r.history
+        """
+    )
+
+
+def test_rollback_runs_the_init_again(tmp_path: Path) -> None:
+    name = new_name()
+    src = tmp_path / f"{name}.c"
+    src.write_text(c_source(MULTI, name, 1))
+    module = hotr.load_module(src, manual=True)
+    try:
+        src.write_text(c_source(MULTI, name, 2))
+        reload_to(module, 2)
+        value = module.value
+        hotr.reloader_of(module).rollback()
+        assert (value(), module.Box(1).get(), module.count, hotr.reloader_of(module).version) == (
+            1,
+            1001,
+            2,
+            3,
+        )
+    finally:
+        hotr.reloader_of(module).close()
+        sys.modules.pop(name, None)
+
+
+def test_built_module_bad_files_and_pickling(tmp_path: Path) -> None:
+    name = new_name()
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    target = tmp_path / f"{name}{suffix}"
+    target.write_bytes(build_so(tmp_path, c_source(SINGLE, name, 1), f"a{suffix}").read_bytes())
+    module = hotr.load_module(target, manual=True)
+    try:
+        assert module.__name__ == name and sys.modules[name] is module
+        assert pickle.loads(pickle.dumps(module.norm)) is module.norm
+        value = module.value
+        r = hotr.reloader_of(module)
+        for bad, reason in [(b"not an ELF file", "ELF"), (b"", "empty")]:
+            target.write_bytes(bad)
+            deadline = time.monotonic() + 30
+            while True:
+                assert time.monotonic() < deadline
+                r.watch_for_changes(0.5)
+                try:
+                    r.update()
+                except hotr.LoadError as exc:
+                    assert reason in str(exc)
+                    break
+            assert value() == 1
+        other = build_so(tmp_path, c_source(SINGLE, "othername", 2), f"b{suffix}")
+        target.write_bytes(other.read_bytes())
+        with pytest.raises(hotr.LoadError, match=r"no PyInit_.*name='othername'"):
+            while True:
+                r.watch_for_changes(0.5)
+                r.update()
+        assert value() == 1 and r.version == 1
+    finally:
+        hotr.reloader_of(module).close()
+        sys.modules.pop(name, None)
+
+
+def test_not_a_module_name() -> None:
+    with pytest.raises(ValueError, match="not a module name"):
+        hotr.load_module("x.c", name="no-dash")
+    with pytest.raises(TypeError, match="load_module"):
+        hotr.reloader_of(sys)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("Cython") is None, reason="Cython not installed")
+def test_cython(tmp_path: Path) -> None:
+    name = new_name()
+    src = tmp_path / f"{name}.pyx"
+    code = textwrap.dedent(
+        """
+        VERSION = %d
+        cdef class Acc:
+            cdef public double total
+            def add(self, double x):
+                self.total += x * VERSION
+                return self.total
+        def scale(double x):
+            return x * VERSION
+        """
+    )
+    src.write_text(code % 1)
+    module = hotr.load_module(src, manual=True)
+    try:
+        scale = module.scale
+        old = module.Acc()
+        assert (scale(2.0), old.add(1.0)) == (2.0, 1.0)
+        src.write_text(code % 2)
+        reload_to(module, 2)
+        assert (scale(2.0), module.Acc().add(1.0), old.add(1.0)) == (4.0, 2.0, 2.0)
+        assert sys.modules[name] is module and type(old) is not module.Acc
+    finally:
+        hotr.reloader_of(module).close()
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pybind11") is None, reason="pybind11 not installed")
+def test_pybind11(tmp_path: Path) -> None:
+    """pybind11 >= 3 caches the module object, and registers a C++ class once per registry."""
+    name = new_name()
+    src = tmp_path / f"{name}.cpp"
+    code = textwrap.dedent(
+        """
+        #include <pybind11/pybind11.h>
+        namespace py = pybind11;
+        struct Vec { double x; double norm() const { return x * %(v)d; } };
+        PYBIND11_MODULE(%(name)s, m) {
+            py::class_<Vec>(m, "Vec").def(py::init<double>()).def("norm", &Vec::norm);
+            m.def("version", []() { return %(v)d; });
+        }
+        """
+    )
+    src.write_text(code % {"name": name, "v": 1})
+    module = hotr.load_module(src, manual=True, build_timeout=300)
+    try:
+        version = module.version
+        old = module.Vec(3.0)
+        src.write_text(code % {"name": name, "v": 2})
+        reload_to(module, 2, timeout=300)
+        assert (version(), module.Vec(3.0).norm(), old.norm()) == (2, 6.0, 3.0)
+    finally:
+        hotr.reloader_of(module).close()
+        sys.modules.pop(name, None)
