@@ -52,6 +52,8 @@ def main() -> int:
             ("endurance", lambda: cases.endurance(work, 200 if q else 1000)),
             ("edit to answer (gcc)", lambda: cases.edit_to_answer(work, 5 if q else 40, "gcc")),
             ("notebook cell", lambda: cases.cell_round_trip(work, 5 if q else 40)),
+            ("module calls", lambda: cases.module_calls(work, 3 if q else 15)),
+            ("module edit to answer", lambda: cases.module_edit(work, 5 if q else 40)),
         ]
         if shutil.which("tcc"):
             steps.append(
@@ -151,6 +153,9 @@ What the rows measure:
 - **scale**: one library of 1 or 100 watched changes: reloaders of their own behind one selector,
   and one `hotr.Watcher` (timed until its thread has reloaded, so it includes a thread hand-off).
 - **endurance**: resources after 10 reloads and after many more in one process.
+- **modules**: a function of an extension module loaded with `hotr.load_module` against the
+  same builtin function of the same module imported without hotr; and saving a module's source
+  until its new code answers, against the compiler run alone.
 - **edit**: the compiler run alone against saving the source until the new code answers
   (hotr runs the same compiler command; the difference is hotr's overhead).
 """

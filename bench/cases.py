@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import io
 import os
 import selectors
@@ -12,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 import timeit
@@ -748,5 +750,106 @@ def typed_calls(work: Path, repeat: int) -> list[Row]:
             mine,
             baseline="ctypes f(a.ctypes.data, n), argtypes by hand",
             unit="ns",
+        ),
+    ]
+
+
+# -- 9. extension modules ------------------------------------------------------------------------
+
+MODULE_SOURCE = """
+#include <Python.h>
+static PyObject *value(PyObject *self, PyObject *unused) {{ return PyLong_FromLong({n}); }}
+static PyObject *twice(PyObject *self, PyObject *x) {{ return PyNumber_Add(x, x); }}
+static PyObject *add3(PyObject *self, PyObject *const *args, Py_ssize_t n) {{
+    long a = PyLong_AsLong(args[0]), b = PyLong_AsLong(args[1]), c = PyLong_AsLong(args[2]);
+    return PyLong_FromLong(a + b + c);
+}}
+static PyMethodDef methods[] = {{
+    {{"value", value, METH_NOARGS, NULL}},
+    {{"twice", twice, METH_O, NULL}},
+    {{"add3", (PyCFunction)(void (*)(void))add3, METH_FASTCALL, NULL}},
+    {{NULL}}}};
+static struct PyModuleDef def = {{PyModuleDef_HEAD_INIT, "{name}", NULL, -1, methods}};
+PyMODINIT_FUNC PyInit_{name}(void) {{ return PyModule_Create(&def); }}
+"""
+
+
+def _module_command(src: Path, out: Path, cc: str) -> list[str]:
+    """The command hotr runs for a module source (dependency output included)."""
+    include = sysconfig.get_paths()["include"]
+    deps = ["-MMD", "-MF", f"{out}.d"]
+    return [cc, "-shared", "-fPIC", "-isystem", include, str(src), "-o", str(out), *deps]
+
+
+def module_calls(work: Path, repeat: int) -> list[Row]:
+    """A module's function through hotr.load_module against the same builtin called directly
+    (the module imported by importlib, no hotr), same run, interleaved."""
+    rows = []
+    built = {}
+    for name in ("bench_direct", "bench_hot"):
+        src, out = work / f"{name}.c", work / f"{name}.so"
+        src.write_text(MODULE_SOURCE.format(n=1, name=name))
+        subprocess.run(_module_command(src, out, CC), check=True)
+        built[name] = out
+    spec = importlib.util.spec_from_file_location("bench_direct", built["bench_direct"])
+    assert spec is not None and spec.loader is not None
+    direct = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(direct)
+    hot = hotr.load_module(built["bench_hot"])
+    try:
+        for label, call, plain_fn, live_fn in (
+            ("f() METH_NOARGS", "f()", direct.value, hot.value),
+            ("f(x) METH_O", "f(1)", direct.twice, hot.twice),
+            ("f(a, b, c) METH_FASTCALL", "f(1, 2, 3)", direct.add3, hot.add3),
+        ):
+            number = 100000
+            base: list[float] = []
+            mine: list[float] = []
+            for _ in range(repeat):  # interleaved, so drift hits both alike
+                for fn, out in ((plain_fn, base), (live_fn, mine)):
+                    best = min(timeit.repeat(call, globals={"f": fn}, number=number, repeat=3))
+                    out.append(best / number)
+            rows.append(Row("modules", f"builtin {label}", base, unit="ns"))
+            rows.append(
+                Row("modules", f"hotr module {label}", mine, baseline=f"builtin {label}", unit="ns")
+            )
+    finally:
+        hotr.reloader_of(hot).close()
+        sys.modules.pop("bench_hot", None)
+    return rows
+
+
+def module_edit(work: Path, trials: int) -> list[Row]:
+    """Save of a module's C source -> its new code answering, against the compiler run alone."""
+    src = work / "bench_edit.c"
+    src.write_text(MODULE_SOURCE.format(n=0, name="bench_edit"))
+    out = work / "bench_edit-alone.so"
+    reloaded = threading.Event()
+    module = hotr.load_module(src, debounce=0, on_reload=lambda old, new: reloaded.set())
+    compile_alone, answer = [], []
+    try:
+        value = module.value
+        for n in range(1, trials + 1):
+            started = time.perf_counter()
+            subprocess.run(_module_command(src, out, CC), check=True)
+            compile_alone.append(time.perf_counter() - started)
+            tmp = src.with_name(src.name + ".swp")
+            tmp.write_text(MODULE_SOURCE.format(n=n, name="bench_edit"))
+            reloaded.clear()
+            started = time.perf_counter()
+            os.rename(tmp, src)
+            assert reloaded.wait(60)
+            assert value() == n
+            answer.append(time.perf_counter() - started)
+    finally:
+        hotr.reloader_of(module).close()
+        sys.modules.pop("bench_edit", None)
+    return [
+        Row("modules", "module: compile alone", compile_alone),
+        Row(
+            "modules",
+            "module: save -> new code answering (hotr)",
+            answer,
+            baseline="module: compile alone",
         ),
     ]
