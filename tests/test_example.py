@@ -76,3 +76,32 @@ def test_cxx_example_keeps_its_tally_across_a_rebuild(tmp_path: Path) -> None:
             assert proc.wait(timeout=10) == 0
         finally:
             proc.kill()
+
+
+def test_module_example_reloads_on_save(tmp_path: Path) -> None:
+    for name in ("fastmath.c", "modules.py"):
+        shutil.copy(EXAMPLES / name, tmp_path / name)
+    env = {
+        "HOTR_PRIVATE_DIR": str(tmp_path / "private"),
+        "HOTR_CACHE_DIR": str(tmp_path / "cache"),
+        "PATH": "/usr/bin:/bin",
+    }
+    with subprocess.Popen(
+        [sys.executable, str(tmp_path / "modules.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    ) as proc:
+        try:
+            lines = Lines(proc)
+            lines.wait_for("norm 5.0  Point.norm 5.0  calls 1  version 1")
+            source = tmp_path / "fastmath.c"
+            source.write_text(source.read_text().replace("SCALE 1.0", "SCALE 2.0"))
+            lines.wait_for("norm 10.0  Point.norm 10.0", timeout=60)
+            lines.wait_for("version 2")
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            proc.kill()
+    assert list((tmp_path / "private").iterdir()) == []
