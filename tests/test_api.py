@@ -26,6 +26,7 @@ def test_public_names_are_exactly_these() -> None:
         "hot_reload_init",
         "hot_reload_update",
         "load",
+        "load_module",
         "reloader_of",
         "watch_for_changes",
     ]
