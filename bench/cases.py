@@ -806,9 +806,9 @@ def module_calls(work: Path, repeat: int) -> list[Row]:
             base: list[float] = []
             mine: list[float] = []
             for _ in range(repeat):  # interleaved, so drift hits both alike
-                for fn, out in ((plain_fn, base), (live_fn, mine)):
+                for fn, samples in ((plain_fn, base), (live_fn, mine)):
                     best = min(timeit.repeat(call, globals={"f": fn}, number=number, repeat=3))
-                    out.append(best / number)
+                    samples.append(best / number)
             rows.append(Row("modules", f"builtin {label}", base, unit="ns"))
             rows.append(
                 Row("modules", f"hotr module {label}", mine, baseline=f"builtin {label}", unit="ns")

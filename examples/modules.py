@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import hotr
 
@@ -15,7 +16,7 @@ SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fastmath.c")
 
 
 def main() -> None:
-    fastmath = hotr.load_module(SOURCE)  # builds it, imports it, reloads it on every save
+    fastmath: Any = hotr.load_module(SOURCE)  # builds it, imports it, reloads it on every save
     from fastmath import norm  # type: ignore[import-not-found]  # registered by load_module
 
     print(f"edit {SOURCE} (change SCALE) and save; Ctrl-C to stop", flush=True)

@@ -20,9 +20,8 @@ function type), and r.history says so.
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
-import importlib.machinery
-import importlib.util
 import logging
 import os
 import re
@@ -70,15 +69,25 @@ class _ModuleDef(ctypes.Structure):  # PyModuleDef, as far as its m_slots (stabl
     )
 
 
-_get_def = ctypes.pythonapi.PyModule_GetDef
-_get_def.argtypes = (ctypes.py_object,)
-_get_def.restype = ctypes.c_void_p
-_interpreter = ctypes.pythonapi.PyInterpreterState_Get
-_interpreter.argtypes = ()
-_interpreter.restype = ctypes.c_void_p
-_state_dict = ctypes.pythonapi.PyInterpreterState_GetDict
-_state_dict.argtypes = (ctypes.c_void_p,)
-_state_dict.restype = ctypes.c_void_p  # a borrowed reference (a py_object restype would steal it)
+class _CAPI:
+    """The three C API functions hotr calls through ctypes, looked up on first use."""
+
+    def __init__(self) -> None:
+        api = ctypes.pythonapi
+        self.get_def = api.PyModule_GetDef
+        self.get_def.argtypes = (ctypes.py_object,)
+        self.get_def.restype = ctypes.c_void_p
+        self.interpreter = api.PyInterpreterState_Get
+        self.interpreter.argtypes = ()
+        self.interpreter.restype = ctypes.c_void_p
+        self.state_dict = api.PyInterpreterState_GetDict
+        self.state_dict.argtypes = (ctypes.c_void_p,)
+        self.state_dict.restype = ctypes.c_void_p  # borrowed (a py_object restype would steal it)
+
+
+@functools.cache
+def _capi() -> _CAPI:
+    return _CAPI()
 
 
 class _ModuleReloader(HotReloader):
@@ -176,6 +185,9 @@ class ModuleBinding:
         self._next = module
 
     def _run_init(self, version: Version) -> types.ModuleType:
+        import importlib.machinery
+        import importlib.util
+
         _forget_pybind11_module(self.name)  # pybind11 >= 3 hands out its cached module
         loader = importlib.machinery.ExtensionFileLoader(self.name, version.path)
         spec = importlib.util.spec_from_file_location(self.name, version.path, loader=loader)
@@ -280,7 +292,7 @@ gc.callbacks.append(_collected)
 
 def _never_unloadable(module: types.ModuleType, version: Version) -> str | None:
     """Why no state of the program could make unmapping `version` safe, or None."""
-    address = _get_def(module)
+    address = _capi().get_def(module)
     if not address or not _ModuleDef.from_address(address).m_slots:
         return "a single-phase module (CPython keeps its functions)"
     for key, value in vars(module).items():
@@ -300,7 +312,7 @@ def _code_in(kind: type, version: Version) -> bool:
 
 
 def _forget_pybind11_module(name: str) -> None:
-    address = _state_dict(_interpreter())
+    address = _capi().state_dict(_capi().interpreter())
     if not address:
         return
     state = ctypes.cast(address, ctypes.py_object).value  # a reference of our own
