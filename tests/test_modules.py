@@ -4,6 +4,7 @@ with the real compiler, reloaded in a running interpreter."""
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import itertools
 import pickle
 import subprocess
@@ -36,7 +37,7 @@ static PyObject *norm(PyObject *self, PyObject *const *args, Py_ssize_t n) {
 static PyObject *extra(PyObject *self, PyObject *unused) { return PyLong_FromLong(-%(v)d); }
 static PyMethodDef methods[] = {
     {"value", value, METH_NOARGS, "value() -> the version"},
-    {"norm", (PyCFunction)(void (*)(void))norm, METH_FASTCALL, NULL},
+    {"norm", (PyCFunction)(void (*)(void))norm, METH_FASTCALL, "norm($module, x, y, /)\\n--\\n\\n"},
     %(extra)s
     {NULL}};
 static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "%(name)s", NULL, -1, methods};
@@ -137,6 +138,7 @@ def test_single_phase_from_sources(tmp_path: Path) -> None:
         reload_to(module, 2)
         assert (norm(3.0, 4.0), kept[0](), module.VERSION, module.value()) == (10.0, 2, 2, 2)
         assert norm is module.norm  # the same live function, pointed at the new code
+        assert str(inspect.signature(norm)) == "(x, y, /)"
         with pytest.raises(TypeError, match="norm"):
             norm(1.0)
         hotr.reloader_of(module).update()  # housekeeping retires version 1 for good

@@ -479,6 +479,29 @@ callable_reduce(LiveCallable *self, PyObject *unused)
     return name;
 }
 
+static PyObject *
+callable_signature(LiveCallable *self, void *closure)
+{
+    /* inspect.signature() of the callable it points at now (None if it has none): help()
+     * and editors show the live version's parameters. */
+    PyObject *inspect = PyImport_ImportModule("inspect");
+    if (inspect == NULL)
+        return NULL;
+    PyObject *signature = PyObject_CallMethod(inspect, "signature", "O", self->base.cfunc);
+    Py_DECREF(inspect);
+    if (signature == NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return signature;
+}
+
+static PyGetSetDef callable_getset[] = {
+    {"__signature__", (getter)callable_signature, NULL,
+     "The signature of the live version's function.", NULL},
+    {NULL}
+};
+
 static PyMethodDef callable_methods[] = {
     {"__reduce__", (PyCFunction)callable_reduce, METH_NOARGS, "Pickled by name."},
     {NULL}
@@ -500,6 +523,7 @@ static PyTypeObject LiveCallableType = {
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(LiveCallable, vectorcall),
     .tp_methods = callable_methods,
+    .tp_getset = callable_getset,
 };
 
 static PyObject *
