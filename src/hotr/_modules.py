@@ -9,6 +9,8 @@ The program holds one module object (also ``sys.modules[name]``).  On each reloa
 takes the new version's: classes, constants and other objects are the new version's own, and
 each function is a live function (LiveCallable, _shim.c) that calls the live version and counts
 its calls in flight, so a function taken earlier (``from fastmath import norm``) follows too.
+That function is a real builtin function, called as fast as the module's own: its C function
+(in _shim.c) is the counting call through its LiveCallable.
 
 A retired version is unmapped only when that is safe: a multi-phase module whose types are heap
 types, once the module and every type of it is gone (weak references tell) and no call runs in
@@ -19,6 +21,7 @@ function type), and r.history says so.
 
 from __future__ import annotations
 
+import copyreg
 import ctypes
 import functools
 import gc
@@ -36,7 +39,7 @@ from ._background import start
 from ._exceptions import HotReloadError, LoadError, SymbolNotFoundError
 from ._library import MODULE_KEY
 from ._reloader import HotReloader, core_of
-from ._shim import LiveCallable, retarget
+from ._shim import LiveCallable, live_builtin, retarget
 from ._versions import Hold, Version
 
 logger = logging.getLogger("hotr")
@@ -45,6 +48,7 @@ _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
 _TP_DEALLOC = 6 * ctypes.sizeof(ctypes.c_void_p)  # offsetof(PyTypeObject, tp_dealloc)
 # Function objects of the binding generators (builtin: C API and pybind11).
 _FUNCTION_TYPES = ("cython_function_or_method", "fused_cython_function", "nb_func")
+_ORIGIN = "hotr.origin"  # (module, name) of a live function, in its state's __dict__
 _IMPORT_LOCK = threading.Lock()  # one module init at a time touches sys.modules[name]
 
 
@@ -162,7 +166,8 @@ class ModuleBinding:
         self._label = label
         self._reloader = reloader
         self._wake = wake
-        self._functions: dict[str, LiveCallable] = {}
+        self._functions: dict[str, tuple[LiveCallable, Any]] = {}  # name: (state, function)
+        self._state_type: type[LiveCallable] | None = None
         self._live: types.ModuleType | None = None  # the live version's own module
         self._next: types.ModuleType | None = None  # initialised, not yet switched to
 
@@ -214,26 +219,49 @@ class ModuleBinding:
         namespace = dict(vars(module))
         for key, value in namespace.items():
             if _is_function(value) and key not in self._functions:
-                function = LiveCallable(value, self._reloader)
-                self._functions[key] = function
-        functions, targets, missing = [], [], []
-        for key, function in self._functions.items():
+                self._functions[key] = self._live_function(key, value)
+        states, targets, missing = [], [], []
+        for key, (state, function) in self._functions.items():
             value = namespace.get(key)
             present = _is_function(value)
-            functions.append(function)
+            states.append(state)
             targets.append(value if present else 0)
             missing.append(None if present else SymbolNotFoundError(self.name, key, version.number))
             if present:
-                for attr in ("__name__", "__qualname__", "__doc__", "__text_signature__"):
-                    vars(function)[attr] = getattr(value, attr, None)
-                vars(function)["__module__"] = self.name
                 namespace[key] = function
-        retarget(functions, targets, version.pin, missing)
+        retarget(states, targets, version.pin, missing)
         public = vars(self.module)
         for key in [k for k in public if k not in namespace and k != MODULE_KEY]:
             del public[key]
         public.update(namespace)
         self._live = module
+
+    def _live_function(self, key: str, value: Any) -> tuple[LiveCallable, Any]:
+        """A live function for `key` (first seen as `value`): a builtin function whose self is
+        the LiveCallable that retarget() points at each version's function."""
+        if self._state_type is None:
+            self._state_type = type(self.name.rpartition(".")[2], (LiveCallable,), {})
+            copyreg.pickle(self._state_type, _reduce_state)
+        state = self._state_type(value, self._reloader)
+        doc = value.__doc__ if isinstance(value.__doc__, str) else None
+        signature = getattr(value, "__text_signature__", None)
+        if signature:  # kept where CPython reads it from (inspect.signature, help)
+            doc = f"{key}{signature}\n--\n\n{doc or ''}"
+        function = live_builtin(state, key, doc, self.name)
+        vars(state).update({key: function, _ORIGIN: (self.name, key)})
+        return state, function
+
+
+def _reduce_state(
+    state: LiveCallable,
+) -> tuple[Callable[[str, str], LiveCallable], tuple[str, str]]:
+    """Pickle a live function's state by name (the function pickles as getattr(state, name))."""
+    return _live_state, vars(state)[_ORIGIN]
+
+
+def _live_state(module: str, key: str) -> LiveCallable:
+    state: LiveCallable = vars(sys.modules[module])[key].__self__
+    return state
 
 
 def _is_function(value: object) -> bool:

@@ -371,13 +371,17 @@ static PyTypeObject LiveFunctionType = {
     .tp_dictoffset = offsetof(LiveFunction, dict),
 };
 
-/* A LiveCallable is a LiveFunction around a Python callable (a function of a
- * hot-reloaded extension module) that takes vectorcalls: the arguments go on to
- * the callable as they came, so a call costs what a direct call of the builtin
- * costs plus the count (no argument tuple is built, as a tp_call would need). */
+/* A LiveCallable is a LiveFunction around a Python callable: a function of a
+ * hot-reloaded extension module.  The program never calls it directly: it
+ * holds the builtin function live_builtin() makes of it, a real
+ * builtin_function_or_method (METH_FASTCALL | METH_KEYWORDS) whose self is the
+ * LiveCallable, which the interpreter calls as fast as any builtin.  That
+ * builtin's C function counts the call on the pin and passes the arguments on
+ * as they came, to the callable the LiveCallable points at now. */
 typedef struct {
     LiveFunction base;
-    vectorcallfunc vectorcall;
+    PyMethodDef def;     /* the builtin's; it holds a reference to this object */
+    PyObject *strings;   /* the bytes the def's name and doc point into */
 } LiveCallable;
 
 /* Call `callable` with a vectorcall's arguments.  A builtin function of the
@@ -385,10 +389,9 @@ typedef struct {
  * function at once, as the interpreter's own specialised call of a builtin does;
  * anything else through PyObject_Vectorcall. */
 static inline PyObject *
-forward(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+forward(PyObject *callable, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     if (PyCFunction_CheckExact(callable) && kwnames == NULL) {
-        Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
         PyCFunction meth = PyCFunction_GET_FUNCTION(callable);
         PyObject *self = PyCFunction_GET_SELF(callable);
         switch (PyCFunction_GET_FLAGS(callable) & ~(METH_CLASS | METH_STATIC | METH_COEXIST)) {
@@ -406,11 +409,12 @@ forward(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwna
             break;
         }
     }
-    return PyObject_Vectorcall(callable, args, nargsf, kwnames);
+    return PyObject_Vectorcall(callable, args, (size_t)nargs, kwnames);
 }
 
+/* The C function of the builtin live_builtin() makes: `op` is the LiveCallable. */
 static PyObject *
-callable_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+callable_call(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     LiveFunction *self = (LiveFunction *)op;
     Pin *pin = self->pin;
@@ -425,7 +429,7 @@ callable_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
     Py_INCREF(pin);
     Py_INCREF(callable);
     pin->inflight++;
-    PyObject *result = forward(callable, args, nargsf, kwnames);
+    PyObject *result = forward(callable, args, nargs, kwnames);
     if (--pin->inflight == 0 && pin->on_idle != NULL)
         notify_idle(pin);
     Py_DECREF(callable);
@@ -449,81 +453,30 @@ callable_init(LiveCallable *self, PyObject *args, PyObject *kwds)
     Py_INCREF(owner);
     Py_XSETREF(self->base.owner, owner);
     self->base.slot = NULL;  /* retarget() replaces the callable */
-    self->vectorcall = callable_vectorcall;
     return 0;
 }
 
-static PyObject *
-callable_repr(LiveCallable *self)
+static void
+callable_dealloc(LiveCallable *self)
 {
-    PyObject *name = NULL;
-    if (self->base.dict != NULL)
-        name = PyDict_GetItemString(self->base.dict, "__qualname__");
-    if (name == NULL)
-        return PyUnicode_FromString("<hotr live function>");
-    return PyUnicode_FromFormat("<hotr live function %S>", name);
+    PyObject_GC_UnTrack(self);
+    live_clear(&self->base);
+    Py_CLEAR(self->strings);  /* only now: the builtin using `def` has let go of self */
+    Py_TYPE(self)->tp_free((PyObject *)self);
 }
-
-static PyObject *
-callable_reduce(LiveCallable *self, PyObject *unused)
-{
-    /* Pickled by name, as functions are: pickle finds it as module.qualname. */
-    PyObject *name = NULL;
-    if (self->base.dict != NULL)
-        name = PyDict_GetItemString(self->base.dict, "__qualname__");
-    if (name == NULL) {
-        PyErr_SetString(PyExc_TypeError, "cannot pickle a live function without __qualname__");
-        return NULL;
-    }
-    Py_INCREF(name);
-    return name;
-}
-
-static PyObject *
-callable_signature(LiveCallable *self, void *closure)
-{
-    /* inspect.signature() of the callable it points at now (None if it has none): help()
-     * and editors show the live version's parameters. */
-    PyObject *inspect = PyImport_ImportModule("inspect");
-    if (inspect == NULL)
-        return NULL;
-    PyObject *signature = PyObject_CallMethod(inspect, "signature", "O", self->base.cfunc);
-    Py_DECREF(inspect);
-    if (signature == NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
-        PyErr_Clear();
-        Py_RETURN_NONE;
-    }
-    return signature;
-}
-
-static PyGetSetDef callable_getset[] = {
-    {"__signature__", (getter)callable_signature, NULL,
-     "The signature of the live version's function.", NULL},
-    {NULL}
-};
-
-static PyMethodDef callable_methods[] = {
-    {"__reduce__", (PyCFunction)callable_reduce, METH_NOARGS, "Pickled by name."},
-    {NULL}
-};
 
 static PyTypeObject LiveCallableType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "hotr._shim.LiveCallable",
-    .tp_doc = "A live function of an extension module: follows reloads, counts calls in flight.",
+    .tp_doc = "What a live function of an extension module calls: follows reloads, counts calls.",
     .tp_basicsize = sizeof(LiveCallable),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
     .tp_base = &LiveFunctionType,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)callable_init,
-    .tp_dealloc = (destructor)live_dealloc,
+    .tp_dealloc = (destructor)callable_dealloc,
     .tp_traverse = (traverseproc)live_traverse,
     .tp_clear = (inquiry)live_clear,
-    .tp_repr = (reprfunc)callable_repr,
-    .tp_call = PyVectorcall_Call,
-    .tp_vectorcall_offset = offsetof(LiveCallable, vectorcall),
-    .tp_methods = callable_methods,
-    .tp_getset = callable_getset,
 };
 
 static PyObject *
@@ -618,6 +571,41 @@ retarget(PyObject *module, PyObject *args)
 }
 
 static PyObject *
+live_builtin(PyObject *module, PyObject *args)
+{
+    /* live_builtin(live, name, doc, module_name): a builtin function (a real
+     * builtin_function_or_method, which the interpreter calls as fast as any)
+     * whose C function calls through `live`. */
+    PyObject *live, *name, *doc, *module_name;
+    if (!PyArg_ParseTuple(args, "OUOU", &live, &name, &doc, &module_name))
+        return NULL;
+    if (!PyObject_TypeCheck(live, &LiveCallableType)) {
+        PyErr_SetString(PyExc_TypeError, "live_builtin: not a LiveCallable");
+        return NULL;
+    }
+    LiveCallable *self = (LiveCallable *)live;
+    if (self->strings != NULL) {
+        PyErr_SetString(PyExc_ValueError, "live_builtin: this live function has its builtin");
+        return NULL;
+    }
+    if (doc != Py_None && !PyUnicode_Check(doc)) {
+        PyErr_SetString(PyExc_TypeError, "live_builtin: doc must be a str or None");
+        return NULL;
+    }
+    PyObject *strings = Py_BuildValue("(NN)", PyUnicode_AsUTF8String(name),
+                                      doc == Py_None ? Py_NewRef(Py_None)
+                                                     : PyUnicode_AsUTF8String(doc));
+    if (strings == NULL)
+        return NULL;
+    self->strings = strings;
+    self->def.ml_name = PyBytes_AS_STRING(PyTuple_GET_ITEM(strings, 0));
+    self->def.ml_meth = (PyCFunction)(void (*)(void))callable_call;
+    self->def.ml_flags = METH_FASTCALL | METH_KEYWORDS;
+    self->def.ml_doc = doc == Py_None ? NULL : PyBytes_AS_STRING(PyTuple_GET_ITEM(strings, 1));
+    return PyCFunction_NewEx(&self->def, live, module_name);
+}
+
+static PyObject *
 same_bytes(PyObject *module, PyObject *args)
 {
     /* same_bytes(a, b): True if the two buffers hold the same bytes (memcmp, no copies: the
@@ -650,6 +638,8 @@ static PyMethodDef shim_methods[] = {
     {"retarget", retarget, METH_VARARGS,
      "retarget(functions, addresses, pin, missing, live=None): switch functions to a new "
      "version in one step."},
+    {"live_builtin", live_builtin, METH_VARARGS,
+     "live_builtin(live, name, doc, module_name): a builtin function that calls through live."},
     {"same_bytes", same_bytes, METH_VARARGS,
      "same_bytes(a, b): True if the two buffers hold the same bytes."},
     {"check_elf", hotr_check_elf, METH_VARARGS,

@@ -28,10 +28,11 @@ TRAMPOLINE: int  # what a guarded function's ctypes/cffi object points at (0: un
 def install_guard() -> None: ...
 
 class LiveCallable(LiveFunction):
-    """A live function of an extension module: follows reloads, counts calls in flight."""
+    """What a live function of an extension module calls: follows reloads, counts calls."""
 
     def __init__(self, function: Any, owner: object = None) -> None: ...
 
+def live_builtin(live: LiveCallable, name: str, doc: str | None, module_name: str) -> Any: ...
 def check_elf(
     data: bytes | Any, host_class: int, host_data: int, host_machine: int
 ) -> tuple[
