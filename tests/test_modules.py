@@ -52,6 +52,7 @@ PyMODINIT_FUNC PyInit_%(name)s(void) {
 # A multi-phase module with a heap type Box and a __hotr_reload__ that carries `count` over.
 MULTI = """
 #include <Python.h>
+#include <unistd.h>
 typedef struct { PyObject_HEAD long n; } Box;
 static PyObject *box_get(PyObject *self, PyObject *unused) {
     return PyLong_FromLong(((Box *)self)->n + %(v)d * 1000);
@@ -76,7 +77,15 @@ static PyObject *hook(PyObject *self, PyObject *old) {
     Py_DECREF(more);
     Py_RETURN_NONE;
 }
+static PyObject *block(PyObject *self, PyObject *seconds) {
+    double s = PyFloat_AsDouble(seconds);
+    Py_BEGIN_ALLOW_THREADS
+    usleep((useconds_t)(s * 1e6));
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(%(v)d);
+}
 static PyMethodDef methods[] = {{"value", value, METH_NOARGS, NULL},
+                                {"block", block, METH_O, NULL},
                                 {"__hotr_reload__", hook, METH_O, NULL}, {NULL}};
 static int exec(PyObject *m) {
     if (%(fail)d) { PyErr_SetString(PyExc_ValueError, "version %(v)d refuses"); return -1; }
@@ -241,6 +250,40 @@ def test_classes_state_hook_and_unloading(tmp_path: Path) -> None:
             time.sleep(0.01)
         assert r.history[0].status == "unloaded", r.history
         assert boxes.value() == 2 and boxes.Box(1).get() == 2001
+        """
+    )
+
+
+def test_no_version_is_unloaded_under_a_running_call(tmp_path: Path) -> None:
+    name = "blocking"
+    src = tmp_path / f"{name}.c"
+    src.write_text(c_source(MULTI, name, 1))
+    run_python(
+        f"""
+        import gc, sys, threading, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import hotr
+        from test_modules import MULTI, c_source, reload_to
+        blocking = hotr.load_module({str(src)!r}, manual=True)
+        from blocking import block
+        result = []
+        thread = threading.Thread(target=lambda: result.append(block(1.5)))
+        thread.start()
+        time.sleep(0.2)  # the call runs version 1's code, without the GIL
+        open({str(src)!r}, "w").write(c_source(MULTI, "blocking", 2))
+        reload_to(blocking, 2)
+        r = hotr.reloader_of(blocking)
+        gc.collect()
+        r.poll()
+        assert thread.is_alive() and r.history[0].status == "retired", r.history
+        thread.join()
+        assert result == [1] and block(0.0) == 2
+        gc.collect()
+        deadline = time.monotonic() + 30
+        while r.history[0].status != "unloaded":
+            assert time.monotonic() < deadline, r.history
+            r.poll()
+            time.sleep(0.01)
         """
     )
 
