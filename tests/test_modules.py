@@ -448,3 +448,70 @@ def test_pybind11(tmp_path: Path) -> None:
     finally:
         hotr.reloader_of(module).close()
         sys.modules.pop(name, None)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("Cython") is None, reason="Cython not installed")
+def test_cython_rebuilds_when_a_pxd_it_cimports_changes(tmp_path: Path) -> None:
+    """The .pxd and .pxi files Cython reads are watched; the generated C is not a source."""
+    name = new_name()
+    (tmp_path / "helper.pxd").write_text("cdef inline int factor():\n    return 1\n")
+    (tmp_path / "offset.pxi").write_text("OFFSET = 10\n")
+    src = tmp_path / f"{name}.pyx"
+    src.write_text('from helper cimport factor\ninclude "offset.pxi"\ndef value():\n')
+    src.write_text(src.read_text() + "    return factor() + OFFSET\n")
+    module = hotr.load_module(src, manual=True)
+    try:
+        r = hotr.reloader_of(module)
+        assert module.value() == 11
+        (tmp_path / "helper.pxd").write_text("cdef inline int factor():\n    return 2\n")
+        reload_to(module, 2)
+        assert module.value() == 12
+        (tmp_path / "offset.pxi").write_text("OFFSET = 20\n")
+        reload_to(module, 3)
+        assert module.value() == 22
+        assert r.history[-1].changed == (str(tmp_path / "offset.pxi"),)
+    finally:
+        hotr.reloader_of(module).close()
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pybind11") is None, reason="pybind11 not installed")
+def test_pybind11_module_of_two_sources_shares_one_registry(tmp_path: Path) -> None:
+    """A class bound in one source and returned by a function of the other: both objects have
+    to be built with the same registry in every build, the unchanged one too."""
+    name = new_name()
+    (tmp_path / "vec.hpp").write_text(
+        "#include <pybind11/pybind11.h>\n"
+        "struct Vec { double x; double norm() const; };\n"
+        "void bind_vec(pybind11::module_ &m);\n"
+    )
+    (tmp_path / "vec.cpp").write_text(
+        '#include "vec.hpp"\n'
+        "double Vec::norm() const { return x; }\n"
+        "void bind_vec(pybind11::module_ &m) {\n"
+        '    pybind11::class_<Vec>(m, "Vec").def(pybind11::init<double>())'
+        '.def("norm", &Vec::norm);\n'
+        "}\n"
+    )
+    main = tmp_path / f"{name}.cpp"
+    code = textwrap.dedent(
+        """
+        #include "vec.hpp"
+        PYBIND11_MODULE(%(name)s, m) {
+            bind_vec(m);
+            m.def("make", []() { return Vec{%(v)d.0}; });
+        }
+        """
+    )
+    main.write_text(code % {"name": name, "v": 1})
+    sources = [tmp_path / "vec.cpp", main]  # linked first: its copy of pybind11's inline code
+    module = hotr.load_module(sources, name=name, manual=True, build_timeout=300)
+    try:
+        assert module.make().norm() == 1.0
+        main.write_text(code % {"name": name, "v": 2})
+        reload_to(module, 2, timeout=300)
+        made = module.make()  # a Vec the new registry knows, from the source that changed
+        assert (type(made) is module.Vec, made.norm()) == (True, 2.0)
+    finally:
+        hotr.reloader_of(module).close()
+        sys.modules.pop(name, None)
