@@ -515,3 +515,14 @@ def test_pybind11_module_of_two_sources_shares_one_registry(tmp_path: Path) -> N
     finally:
         hotr.reloader_of(module).close()
         sys.modules.pop(name, None)
+
+
+def test_pyx_without_cython_is_a_build_error_that_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "Cython", None)  # what an import of it does then: fail
+    src = tmp_path / f"{new_name()}.pyx"
+    src.write_text("def f():\n    return 1\n")
+    with pytest.raises(hotr.BuildError, match=r"needs Cython \(pip install cython\)") as caught:
+        hotr.load_module(src)
+    assert f"{src}: Cython is not installed" in caught.value.diagnostics

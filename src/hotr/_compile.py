@@ -388,6 +388,7 @@ class NativeBuild:
                 first.returncode,
                 "\n".join(exc.diagnostics.rstrip("\n") for _, exc in failures) + "\n",
                 timeout=first.timeout,
+                reason=first.reason if len(failures) == 1 else None,
             )
 
     def _compile_parallel(
