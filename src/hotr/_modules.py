@@ -142,7 +142,12 @@ def load_module(
         name = os.path.basename(first).split(".", 1)[0]
     if not name.isidentifier():
         raise ValueError(f"name: {name!r} is not a module name; pass name= (PyInit_<name>)")
-    reloader = _ModuleReloader(target, **options)
+    if options.get("guard"):
+        raise ValueError(
+            "guard: calls into an extension module are not guarded (a crash in one ends the "
+            "process); load_module takes guard=False only"
+        )
+    reloader = _ModuleReloader(target, **{**options, "guard": False})  # not $HOTR_GUARD either
     core = core_of(reloader)
     binding = ModuleBinding(name, core.label, reloader, core.tracker.poke)
     core.loader.extension = binding
