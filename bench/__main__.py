@@ -141,23 +141,29 @@ medians measured in the same run. Times are wall-clock; "p90" is the 90th percen
 ![reload latency distributions](bench/reload-latency.png)
 
 What the rows measure:
-- **reload**: a new `.so` lands (renamed into place, or written by the linker; timed from the
-  rename, or from the linker's exit) until a function obtained before the change returns the new
-  value. The floor is a bare script doing only inotify wait + copy + dlopen + dlsym + call.
-  `watchfiles.watch()` runs with its defaults (50 ms step). The restarts kill and respawn a
-  minimal `host.py` that loads the library with ctypes, either at once on the inotify event
-  (the lower bound of any restart) or through `watchfiles 'python host.py'`.
-- **calls**: per-call time of a live function and of a plain ctypes function of the same library.
+- **reload**: a new `.so` lands (renamed into place, or written by the linker) until a function
+  obtained before the change returns the new value, timed from the moment the rename or the
+  linker returned. The floor is a bare loop doing only inotify wait + `copy_file_range` + dlopen
+  + dlsym + call; it and hotr take turns, trial by trial, who goes first rotating. Sizes 16 KiB to
+  50 MiB, and a library with a million relocations. `hotr.load`'s thread is compared with the
+  floor in a thread of its own (both often finish while the rename call is still returning).
+  Back to back: 1,000 reloads in a row, housekeeping included, per reload. `watchfiles.watch()`
+  runs with its defaults (50 ms step); the restarts kill and respawn a minimal `host.py`.
+- **memory**: RSS growth of a child process over 20 reloads of a 50 MiB library.
+- **start**: a child interpreter with and without `import hotr`; the first `hotr.load()` call
+  against `ctypes.CDLL`; the exit with `hotr.load`'s thread watching against one with hotr
+  imported and the library loaded by ctypes.
+- **calls**: per-call time of live, guarded and typed functions against plain ctypes calls of
+  the same library; a caught crash against a bare fault and handler return in C.
 - **idle**: CPU per 10 s of a process watching unchanging libraries with `hotr.load`, against
   watchfiles' polling watcher.
 - **scale**: one library of 1 or 100 watched changes: reloaders of their own behind one selector,
   and one `hotr.Watcher` (timed until its thread has reloaded, so it includes a thread hand-off).
 - **endurance**: resources after 10 reloads and after many more in one process.
-- **modules**: a function of an extension module loaded with `hotr.load_module` against the
-  same builtin function of the same module imported without hotr; and saving a module's source
-  until its new code answers, against the compiler run alone.
-- **edit**: the compiler run alone against saving the source until the new code answers
-  (hotr runs the same compiler command; the difference is hotr's overhead).
+- **edit** / **cell** / **modules** / **incremental**: the compiler run alone (the command hotr
+  runs, started as hotr starts it), or one file compiled and linked by hand, against saving the
+  source (or re-running an edited `%%hotr` cell) until the new code answers; module calls against
+  the same builtin function called directly.
 """
 
 
