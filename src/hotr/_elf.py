@@ -123,6 +123,8 @@ def read_globals(data: Buffer, relro: tuple[int, int] | None) -> Globals:
     read-only) are skipped: writing there faults.  `data` must have passed
     check_shared_object().
     """
+    if data[7] != ELFOSABI_GNU:
+        return []  # the linker marks a file with such symbols as GNU's: no scan for the rest
     endian = "<" if data[5] == 1 else ">"
     wide = data[4] == 2
     if wide:
@@ -209,6 +211,7 @@ def read_globals(data: Buffer, relro: tuple[int, int] | None) -> Globals:
 
 
 STB_GNU_UNIQUE = 10
+ELFOSABI_GNU = 3  # e_ident[EI_OSABI] of a file that uses GNU extensions (unique symbols)
 
 
 def unique_symbols(data: Buffer) -> list[str]:
@@ -217,6 +220,8 @@ def unique_symbols(data: Buffer) -> list[str]:
     one, and binds every later library's same-named symbol to the first definition, so a new
     version would share the old one's variable.  `data` must have passed check_shared_object().
     """
+    if data[7] != ELFOSABI_GNU:
+        return []  # the linker marks a file with such symbols as GNU's: no scan for the rest
     endian = "<" if data[5] == 1 else ">"
     wide = data[4] == 2
     if wide:
