@@ -3,6 +3,7 @@ with the real compiler, reloaded in a running interpreter."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import itertools
@@ -206,6 +207,18 @@ def test_init_raising_is_a_load_error_and_the_version_stays(tmp_path: Path) -> N
                 assert "version 2 refuses" in str(exc.__cause__)
         assert (value(), r.version, module.Box(1).get()) == (1, 1, 1001)
         assert sys.modules[name] is module
+        # The fixed save loads: a version whose init failed stays mapped, and the next one
+        # must come from a path of its own, not be handed the failed one again.
+        module.mine = "kept"  # set by the program: no version defines it
+        src.write_text(c_source(MULTI, name, 3))
+        deadline = time.monotonic() + 120
+        while r.version < 2:
+            assert time.monotonic() < deadline, errors
+            r.watch_for_changes(0.5)
+            with contextlib.suppress(hotr.LoadError):
+                r.update()
+        assert (value(), module.Box(1).get()) == (3, 3001)
+        assert module.mine == "kept"
     finally:
         hotr.reloader_of(module).close()
         sys.modules.pop(name, None)

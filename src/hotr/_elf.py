@@ -123,8 +123,6 @@ def read_globals(data: Buffer, relro: tuple[int, int] | None) -> Globals:
     read-only) are skipped: writing there faults.  `data` must have passed
     check_shared_object().
     """
-    if data[7] != ELFOSABI_GNU:
-        return []  # the linker marks a file with such symbols as GNU's: no scan for the rest
     endian = "<" if data[5] == 1 else ">"
     wide = data[4] == 2
     if wide:

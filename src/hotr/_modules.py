@@ -172,6 +172,7 @@ class ModuleBinding:
         self._reloader = reloader
         self._wake = wake
         self._functions: dict[str, tuple[LiveCallable, Any]] = {}  # name: (state, function)
+        self._defined: set[str] = set()  # the names the live version put in the module
         self._state_type: type[LiveCallable] | None = None
         self._live: types.ModuleType | None = None  # the live version's own module
         self._next: types.ModuleType | None = None  # initialised, not yet switched to
@@ -236,9 +237,10 @@ class ModuleBinding:
                 namespace[key] = function
         retarget(states, targets, version.pin, missing)
         public = vars(self.module)
-        for key in [k for k in public if k not in namespace and k != MODULE_KEY]:
-            del public[key]
+        for key in self._defined - namespace.keys():  # what the last version had, this lacks
+            public.pop(key, None)
         public.update(namespace)
+        self._defined = set(namespace) - {MODULE_KEY}  # attributes the program set stay
         self._live = module
 
     def _live_function(self, key: str, value: Any) -> tuple[LiveCallable, Any]:

@@ -98,6 +98,9 @@ class Loader:
         self.keep_globals = keep_globals
         self.probe = probe
         self._unique: list[str] = []  # the STB_GNU_UNIQUE symbols last warned of
+        # Copies of versions refused after dlopen: the loader may keep one mapped (a module's
+        # failed init), and a dlopen of the same path would return it, not the new file.
+        self._refused: set[str] = set()
         self._to_scan: list[tuple[str, bytes | None, int]] = []  # for housekeep()
         self._state = ctypes.c_void_p()  # the library's own slot, kept across versions (hotr.h)
         self.extension: Extension | None = None
@@ -220,7 +223,11 @@ class Loader:
 
     def _create(self) -> tuple[str, int]:
         """A new private file for the next version's copy, and a descriptor to write it."""
-        name = f"v{self._versions.loads + 1}-{os.path.basename(self._path)}"
+        number, base = self._versions.loads + 1, os.path.basename(self._path)
+        name, tries = f"v{number}-{base}", 1
+        while os.path.join(self._directory, name) in self._refused:
+            tries += 1
+            name = f"v{number}.{tries}-{base}"  # never the path of a version still mapped
         try:
             return self._store.create(self._directory, name)
         except OSError as exc:
@@ -283,6 +290,7 @@ class Loader:
             if handed >= 1 and old is not None:
                 self._call_hook(old, "hotr_load", reloading=1)
             self._versions.discard(version)
+            self._refused.add(copy)
             raise
         load_ms = (time.perf_counter() - started) * 1000
         self._history.record(
