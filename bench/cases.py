@@ -529,6 +529,22 @@ def endurance(work: Path, reloads: int) -> list[Row]:
 # -- 6. edit to answer ---------------------------------------------------------------------------
 
 
+def _save_until_answered(
+    r: hotr.HotReloader, src: Path, text: str, call: Callable[[], object], expected: int
+) -> float:
+    """Save `text` over `src` as editors do (a temporary file renamed over it); the seconds from
+    the rename until the new code is loaded and `call()` answers `expected`."""
+    tmp = src.with_name(src.name + ".swp")
+    tmp.write_text(text)
+    started = time.perf_counter()
+    os.rename(tmp, src)
+    while r.watch_for_changes() != 1:
+        pass
+    r.update()
+    assert call() == expected
+    return time.perf_counter() - started
+
+
 def edit_to_answer(work: Path, trials: int, cc: str) -> list[Row]:
     """Save of a C source -> new code answering, against the compiler run alone."""
     src = work / f"edit-{os.path.basename(cc)}.c"
@@ -555,15 +571,7 @@ def edit_to_answer(work: Path, trials: int, cc: str) -> list[Row]:
             proc.communicate()
             assert proc.returncode == 0
             compile_alone.append(time.perf_counter() - started)
-            tmp = src.with_name(src.name + ".swp")
-            tmp.write_text(LIB_SOURCE.format(n=n))
-            started = time.perf_counter()
-            os.rename(tmp, src)
-            while r.watch_for_changes() != 1:
-                pass
-            r.update()
-            assert value() == n
-            answer.append(time.perf_counter() - started)
+            answer.append(_save_until_answered(r, src, LIB_SOURCE.format(n=n), value, n))
             r.poll()
     name = os.path.basename(cc)
     return [
@@ -694,15 +702,8 @@ def cell_round_trip(work: Path, trials: int) -> list[Row]:
                 assert fn(probe, 1) == n
                 samples.append(time.perf_counter() - started)
 
-            tmp = src.with_name(src.name + ".swp")
-            tmp.write_text(CELL_SOURCE.format(n=n))
-            started = time.perf_counter()
-            os.rename(tmp, src)
-            while r.watch_for_changes() != 1:
-                pass
-            r.update()
-            assert scale(probe, 1) == n
-            untyped.append(time.perf_counter() - started)
+            text = CELL_SOURCE.format(n=n)
+            untyped.append(_save_until_answered(r, src, text, lambda: scale(probe, 1), n))
             r.poll()
     shell.run_line_magic("unload_ext", "hotr")
     alone_name = "gcc: compile alone"

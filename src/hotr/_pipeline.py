@@ -190,36 +190,30 @@ class Loader:
         """Copy `source` (a file, or bytes) into a new private file; return its path, and its
         bytes when it is small (a large one is copied by the kernel and mapped to be checked)."""
         if isinstance(source, bytes):
-            copy, out = self._create()
-            try:
-                _write_all(out, source)
-            except BaseException:
-                os.close(out)
-                self._store.remove(copy)
-                raise
-            os.close(out)
-            return copy, source
+            return self._filled(lambda out: _write_all(out, source)), source
         fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise OSError(errno.EINVAL, "not a regular file")
-            copy, out = self._create()
-            content = None
-            try:
-                if info.st_size < _MAP_ABOVE:
-                    content = _read_all(fd, info.st_size)
-                    _write_all(out, content)
-                else:
-                    _kernel_copy(fd, out)
-            except BaseException:
-                os.close(out)
-                self._store.remove(copy)
-                raise
-            os.close(out)
-            return copy, content
+            if info.st_size >= _MAP_ABOVE:
+                return self._filled(lambda out: _kernel_copy(fd, out)), None
+            content = _read_all(fd, info.st_size)
+            return self._filled(lambda out: _write_all(out, content)), content
         finally:
             os.close(fd)
+
+    def _filled(self, write: Callable[[int], None]) -> str:
+        """A new private file written by `write(descriptor)`; removed again if that fails."""
+        copy, out = self._create()
+        try:
+            write(out)
+        except BaseException:
+            self._store.remove(copy)
+            raise
+        finally:
+            os.close(out)
+        return copy
 
     def _create(self) -> tuple[str, int]:
         """A new private file for the next version's copy, and a descriptor to write it."""
