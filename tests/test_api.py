@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
 import types
+from pathlib import Path
+
+from conftest import run_python
 
 import hotr
 
@@ -71,3 +75,47 @@ def test_every_error_pickles_as_it_was() -> None:
         again = pickle.loads(pickle.dumps(error))
         assert type(again) is type(error) and str(again) == str(error)
         assert vars(again) == vars(error)
+
+
+def test_import_leaves_the_heavy_modules_out(tmp_path: Path) -> None:
+    """`import hotr` and a first load pull in none of typing, logging, re, enum, asyncio or
+    subprocess (together about 15 ms of start-up): each comes only when something needs it."""
+    lib = tmp_path / "libone.so"
+    src = tmp_path / "one.c"
+    src.write_text("int one(void) { return 1; }\n")
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    out = run_python(
+        """
+        import sys
+        import hotr
+        assert hotr.load(sys.argv[1]).one() == 1
+        heavy = {"typing", "logging", "re", "enum", "asyncio", "subprocess", "signal"}
+        print(sorted(heavy & set(sys.modules)))
+        """,
+        argv=[str(lib)],
+    )
+    assert out.stdout.split() == ["[]"]
+
+
+def test_a_warning_reaches_stderr_in_a_program_that_never_imported_logging(
+    tmp_path: Path,
+) -> None:
+    """hotr imports logging only for a record worth showing; a warning is then shown as
+    logging shows any warning nobody configured a handler for."""
+    lib = tmp_path / "libunload.so"
+    src = tmp_path / "unload.c"
+    src.write_text(
+        "int one(void) { return 1; }\n"
+        "int hotr_unload(void **state, int version, int reloading) { return 7; }\n"
+    )
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    out = run_python(
+        """
+        import sys
+        import hotr
+        with hotr.HotReloader(sys.argv[1]) as r:
+            assert r.update().one() == 1
+        """,
+        argv=[str(lib)],
+    )
+    assert "hotr_unload of version 1 returned 7" in out.stderr

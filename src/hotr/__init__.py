@@ -8,7 +8,7 @@ Edit and rebuild a C library while the program runs; the next call runs the new 
     lib.hello_world_func()
 """
 
-from typing import Any as _Any
+from __future__ import annotations
 
 from ._background import aload, load
 from ._exceptions import BuildError, CrashError, HotReloadError, LoadError, SymbolNotFoundError
@@ -18,6 +18,10 @@ from ._modules import load_module
 from ._reloader import HotReloader
 from ._seed import hot_reload_cleanup, hot_reload_init, hot_reload_update, watch_for_changes
 from ._watcher import Watcher
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 __version__ = "0.1.0"  # pyproject.toml reads it from here (importlib.metadata costs ~20 ms)
 
@@ -44,7 +48,7 @@ __all__ = [
 ]
 
 
-def load_ipython_extension(shell: _Any) -> None:
+def load_ipython_extension(shell: InteractiveShell) -> None:
     """``%load_ext hotr``: the ``%%hotr`` cell magic and ``%hotr`` (docs/notebooks.md).
 
     IPython is imported here, only when the extension is loaded.
@@ -54,7 +58,7 @@ def load_ipython_extension(shell: _Any) -> None:
     _notebook.load_ipython_extension(shell)
 
 
-def unload_ipython_extension(shell: _Any) -> None:
+def unload_ipython_extension(shell: InteractiveShell) -> None:
     """``%unload_ext hotr``: close the libraries the extension loaded."""
     from . import _notebook
 
@@ -66,4 +70,4 @@ for _name in __all__:
     _exported = globals()[_name]
     if hasattr(_exported, "__module__") and _name != "__version__":
         _exported.__module__ = "hotr"
-del _name, _exported
+del _name, _exported, annotations, TYPE_CHECKING  # not hotr's names

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
 
 from ._drivers import BackgroundDriver, Cursor, follow
 from ._exceptions import HotReloadError
 from ._library import Library
 from ._reloader import HotReloader, core_of
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
+    from typing import Any
 Target = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 

@@ -14,17 +14,15 @@ Cython on ``.pyx`` sources first, and gives C++ sources pybind11's headers when 
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from ._exceptions import BuildError
+from ._log import logger
 
-logger = logging.getLogger("hotr")
-
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._catalog import PrototypeCatalog, Reading
     from ._compile import Commands, NativeBuild

@@ -24,20 +24,22 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import logging
 import os
 import secrets
 import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from . import _env
 from ._exceptions import HotReloadError
+from ._log import logger
 from ._store import ensure_private_directory
 
-logger = logging.getLogger("hotr")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 _ENTRIES = 16  # header sets remembered per unit key (a header edited back and forth)
 _STALE_TMP = 3600.0  # seconds: a temporary file this old was left by a process that died

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
 import re
 import signal
@@ -20,25 +19,24 @@ import subprocess
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import NamedTuple
 
+from ._log import logger
 from ._prototypes import parse
+from ._record import Record
 from ._typed import Signature, signature
-
-logger = logging.getLogger("hotr")
 
 _KEEP = 16  # builds remembered: more than rollback can go back (8)
 _TIMEOUT = 30.0
 
 
-class Built(NamedTuple):
+class Built(Record):
     """What one build's sources declare."""
 
     typed: dict[str, Signature]  # the functions with a ctypes signature
     defined: tuple[str, ...]  # every function the sources define (not static), in order
 
 
-class Reading(NamedTuple):
+class Reading(Record):
     """Prototypes being read for one build: the preprocessor started beside the compile, or the
     earlier build's prototypes when the sources' outlines and headers are as they were (`key`)."""
 

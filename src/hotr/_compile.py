@@ -22,7 +22,6 @@ from the cache.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import queue
 import selectors
@@ -41,8 +40,6 @@ from ._cache import ObjectCache, digest, file_digest
 from ._exceptions import BuildError
 from ._signals import deferred
 from ._source import absolute
-
-logger = logging.getLogger("hotr")
 
 # hotr.h lives here; the default command puts it on the include path (`hotr --include` prints it).
 INCLUDE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")

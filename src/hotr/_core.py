@@ -10,31 +10,32 @@ run outside it.
 
 from __future__ import annotations
 
-import logging
+import _signal
 import os
-import signal
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
 
 from . import _process, _signals, _store
 from ._drivers import ProgramView
 from ._exceptions import BuildError, CrashError, HotReloadError
 from ._history import History, VersionInfo
 from ._library import Function, FunctionTable
+from ._log import logger
 from ._pipeline import Loader
 from ._source import ChangeSource
 from ._tracker import ChangeTracker
 from ._versions import VersionSet
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._build import BuildRunner
     from ._catalog import PrototypeCatalog
 
-logger = logging.getLogger("hotr")
 
 ReloadCallback = Callable[[int, int], object]
-_ACCESS_SIGNALS = (signal.SIGSEGV, signal.SIGBUS)  # where si_addr is the address accessed
+_ACCESS_SIGNALS = (_signal.SIGSEGV, _signal.SIGBUS)  # where si_addr is the address accessed
 ErrorCallback = Callable[[HotReloadError], object]
 
 

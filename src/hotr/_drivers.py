@@ -10,25 +10,27 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import itertools
-import logging
 import math
 import os
 import select
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Protocol
 
 from ._exceptions import HotReloadError
 from ._history import VersionInfo
+from ._log import logger
 from ._signals import deferred
 from ._source import ChangeSource
 from ._tracker import ChangeTracker, Snapshot
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio  # imported by the async functions themselves: it costs ~20 ms at import
+    from typing import Protocol
+else:
+    Protocol = object  # the protocols are for the type checker (typing costs 3 ms)
 
-logger = logging.getLogger("hotr")
 
 CHANGED, TIMED_OUT, FAILED = 1, 0, -1  # what watch_for_changes returns (the seed's contract)
 

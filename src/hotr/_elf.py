@@ -7,11 +7,10 @@ from __future__ import annotations
 import functools
 import mmap
 import os
-import re
 import struct
 import sys
-from typing import NamedTuple
 
+from ._record import Record
 from ._shim import check_elf
 
 Buffer = bytes | mmap.mmap  # what the checks read: the file's bytes or a mapping of them
@@ -31,7 +30,7 @@ def host_header() -> tuple[int, int, int]:
     return head[4], head[5], machine
 
 
-class ElfInfo(NamedTuple):
+class ElfInfo(Record):
     """What the loader needs to know of a checked shared object (addresses relative to its
     load base)."""
 
@@ -76,16 +75,25 @@ STT_FILE = 4
 STT_TLS = 6
 STB_LOCAL = 0
 RESET_SECTION = "hotr_reset"  # where hotr.h's HOTR_RESET puts a global
-# gcc names a function-local static `count` as `count.0`, `count.1`... in order of appearance,
-# so the numbers can move when a function is added (clang writes `function.count`, stable).
-_NUMBERED = re.compile(r"^(.+)\.(\d+)$")
+
+
+def _numbered(name: str) -> bool:
+    """Whether `name` is gcc's name of a function-local static: `count.0`.
+
+    gcc names a function-local static `count` as `count.0`, `count.1`... in order of
+    appearance, so the numbers can move when a function is added (clang writes
+    `function.count`, stable).
+    """
+    base, _, number = name.rpartition(".")
+    return bool(base) and number.isascii() and number.isdigit()
+
 
 # How a variable is matched from one version to the next: (source file, name, kind), with the
 # file empty for a global and the base name (`count` of `count.0`) for a numbered static.
 Key = tuple[str, str, str]
 
 
-class Variable(NamedTuple):
+class Variable(Record):
     """One variable keep_globals may carry.
 
     Attributes:
@@ -99,7 +107,7 @@ class Variable(NamedTuple):
     size: int
 
 
-class Globals(NamedTuple):
+class Globals(Record):
     """The writable variables of a shared object, keyed to match across versions.
 
     Attributes:
@@ -180,8 +188,8 @@ def read_globals(data: Buffer, relro: tuple[int, int] | None) -> Globals:
                 continue
             if st_info >> 4 != STB_LOCAL:
                 key: Key = ("", name, "global")
-            elif numbered := _NUMBERED.match(name):
-                key = (source, numbered.group(1), "numbered")
+            elif _numbered(name):
+                key = (source, name.rpartition(".")[0], "numbered")
             else:
                 key = (source, name, "static")
             found.setdefault(key, []).append(Variable(name, st_value, st_size))

@@ -11,7 +11,7 @@ Messages are full sentences that name the file or symbol and the likely cause.
 
 from __future__ import annotations
 
-import signal as _signal
+import _signal  # the constants, without the signal module's enums (imported at a crash)
 
 
 class HotReloadError(Exception):
@@ -125,8 +125,10 @@ class CrashError(HotReloadError):
         self.path = path  # args has every argument: the error pickles, to a process pool's caller
         self.function = function
         self.version = version
+        import signal as signals
+
         try:
-            self.signal: _signal.Signals | int = _signal.Signals(signal)
+            self.signal: signals.Signals | int = signals.Signals(signal)
         except ValueError:
             self.signal = signal
         self.address = address

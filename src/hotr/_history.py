@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import NamedTuple
 
+from ._record import Record
 from ._store import PrivateStore
-from ._versions import Stage, Version
+from ._versions import Version
 
 HISTORY_LENGTH = 100  # versions r.history remembers
 ROLLBACK_DEPTH = 9  # contents kept for rollback(): the live one and 8 earlier
 
 
-class VersionInfo(NamedTuple):
+class VersionInfo(Record):
     """A loaded version, as r.history reports it (a named tuple).
 
     Attributes:
@@ -63,9 +63,9 @@ class History:
 
 
 def _status(version: Version) -> str:
-    if version.stage is Stage.LIVE:
+    if version.stage == "live":
         return "live"
-    if version.stage is not Stage.ENDED:
+    if version.stage != "ended":
         return "retired"
     return f"kept mapped: {version.kept}" if version.kept else "unloaded"
 

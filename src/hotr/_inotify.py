@@ -12,16 +12,14 @@ one of those entries resolves the path again.
 A change counts once its writer is done: IN_CLOSE_WRITE for a write in place or a new file,
 IN_MOVED_TO for a rename, a new resolution for a symlink or a directory moved into place (they
 have no writer).  An overflowed event queue (IN_Q_OVERFLOW) resolves every path again and tells
-every watcher to look (Event.RESCAN), so a dropped event loses nothing.
+every watcher to look ("rescan"), so a dropped event loses nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import errno
 import fcntl
-import logging
 import os
 import stat
 import struct
@@ -30,10 +28,22 @@ import threading
 from collections.abc import Callable
 
 from . import _libc
+from ._log import logger
 from ._signals import deferred
-from ._source import Event, Sink
 
-logger = logging.getLogger("hotr")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
+
+    from ._source import Sink
+
+    # What a watched directory entry is to the path being watched: the file itself (it may not
+    # exist yet), a symlink on the way to it, or a directory on the way that does not exist.
+    Role = Literal["file", "link", "missing"]
+    Point = tuple[str, str, Role]  # (real directory, entry name, role)
+    # "present": the path names an existing file; "absent": its directory exists, the file
+    # does not; "unreachable": a directory on the way does not exist.
+    _State = Literal["present", "absent", "unreachable"]
 
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_FROM = 0x00000040
@@ -73,17 +83,6 @@ _SETTLE = 8  # resolutions in a row before a path that keeps changing is left as
 _QUIET_AFTER_CREATE = 0.5
 
 
-class Role(enum.Enum):
-    """What a watched directory entry is to the path being watched."""
-
-    FILE = "file"  # the file itself (it may not exist yet)
-    LINK = "link"  # a symlink on the way to it
-    MISSING = "missing"  # a directory on the way that does not exist
-
-
-Point = tuple[str, str, Role]  # (real directory, entry name, role)
-
-
 def resolve(path: str) -> tuple[tuple[Point, ...], str | None]:
     """The entries that decide what the absolute `path` names, and the real path of the file it
     names now (None when some component does not exist)."""
@@ -103,10 +102,10 @@ def resolve(path: str) -> tuple[tuple[Point, ...], str | None]:
         try:
             info = os.lstat(entry)
         except OSError:
-            points.append((directory, name, Role.FILE if last else Role.MISSING))
+            points.append((directory, name, "file" if last else "missing"))
             return tuple(points), None
         if stat.S_ISLNK(info.st_mode):
-            points.append((directory, name, Role.LINK))
+            points.append((directory, name, "link"))
             links += 1
             try:
                 target = os.readlink(entry)
@@ -119,19 +118,13 @@ def resolve(path: str) -> tuple[tuple[Point, ...], str | None]:
             pending.extend(part for part in reversed(target.split("/")) if part)
             continue
         if last:
-            points.append((directory, name, Role.FILE))
+            points.append((directory, name, "file"))
             return tuple(points), entry
         if not stat.S_ISDIR(info.st_mode):
-            points.append((directory, name, Role.MISSING))
+            points.append((directory, name, "missing"))
             return tuple(points), None
         directory = entry
     return tuple(points), None
-
-
-class _State(enum.Enum):
-    PRESENT = "present"  # the path names an existing file
-    ABSENT = "absent"  # its directory exists, the file does not
-    UNREACHABLE = "unreachable"  # a directory on the way does not exist
 
 
 class InotifyWatch:
@@ -144,7 +137,7 @@ class InotifyWatch:
         self.attached: set[Point] = set()
         self.points: tuple[Point, ...] = ()
         self.final: str | None = None
-        self.state = _State.UNREACHABLE
+        self.state = "unreachable"
         self.created: tuple[int, ...] | None = None  # created, its close event not seen yet
 
     def close(self) -> None:
@@ -255,7 +248,7 @@ class InotifyWatches:
             logger.info("the inotify event queue overflowed; looking at every watched file again")
             for watch in list(self._watches):
                 self._refresh(watch)
-                watch.sink(Event.RESCAN)
+                watch.sink("rescan")
             return
         directory = self._by_wd.get(wd)
         if directory is None:
@@ -270,7 +263,7 @@ class InotifyWatches:
             last = watch.points[-1] if watch.points else None
             if (
                 last is not None
-                and last[2] is Role.FILE
+                and last[2] == "file"
                 and any(last[:2] == (path, name) for path in directory.paths)
                 and self._file_event(watch, os.path.join(last[0], name), mask)
             ):
@@ -298,12 +291,12 @@ class InotifyWatches:
                 return False
         before = watch.state
         watch.final = entry if mode is not None else None
-        watch.state = _State.PRESENT if mode is not None else _State.ABSENT
+        watch.state = "present" if mode is not None else "absent"
         watch.created = None
         if mode is not None and (mask & (IN_CLOSE_WRITE | IN_MOVED_TO) or linked):
-            watch.sink(Event.WRITTEN)  # a writer is done, or a whole file was put in place
-        elif mode is None and before is _State.PRESENT:
-            watch.sink(Event.GONE)
+            watch.sink("written")  # a writer is done, or a whole file was put in place
+        elif mode is None and before == "present":
+            watch.sink("gone")
         elif mode is not None and mask & IN_CREATE:
             # Created and being written (its IN_CLOSE_WRITE will follow), or a hard link whose
             # other name went before hotr looked (no event will follow): see _quiet().
@@ -325,7 +318,7 @@ class InotifyWatches:
                 self._call_later(_QUIET_AFTER_CREATE, lambda: self._quiet(watch, entry))
             else:
                 watch.created = None
-                watch.sink(Event.WRITTEN)
+                watch.sink("written")
 
     def _refresh(self, watch: InotifyWatch, created: bool = False) -> None:
         """Resolve `watch` again after a change on its way (a directory or symlink, or a
@@ -340,14 +333,14 @@ class InotifyWatches:
             self._on_unwatchable(watch, exc)
             return
         watch.state = state = _state_of(watch)
-        if state is _State.PRESENT:
-            if created or before is not _State.PRESENT or watch.final != named_before:
-                watch.sink(Event.WRITTEN)
-        elif state is _State.ABSENT:
-            if before is _State.PRESENT:
-                watch.sink(Event.GONE)
-        elif before is not _State.UNREACHABLE:
-            watch.sink(Event.LOST)
+        if state == "present":
+            if created or before != "present" or watch.final != named_before:
+                watch.sink("written")
+        elif state == "absent":
+            if before == "present":
+                watch.sink("gone")
+        elif before != "unreachable":
+            watch.sink("lost")
 
     # -- the watch table ---------------------------------------------------------------------
 
@@ -421,10 +414,10 @@ class InotifyWatches:
 
 def _state_of(watch: InotifyWatch) -> _State:
     if watch.final is not None:
-        return _State.PRESENT
-    if watch.points and watch.points[-1][2] is Role.FILE:
-        return _State.ABSENT
-    return _State.UNREACHABLE
+        return "present"
+    if watch.points and watch.points[-1][2] == "file":
+        return "absent"
+    return "unreachable"
 
 
 def _identity(path: str) -> tuple[int, ...] | None:

@@ -4,24 +4,25 @@ every function of a reloader to a new version in one step."""
 from __future__ import annotations
 
 import ctypes
-import logging
 import types
 from _ctypes import FUNCFLAG_CDECL, CFuncPtr
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
 
 from . import _dl
 from ._exceptions import HotReloadError, SymbolNotFoundError
+from ._log import logger
 from ._shim import TRAMPOLINE, LiveFunction, Pin, install_guard, retarget
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._catalog import PrototypeCatalog
     from ._reloader import HotReloader
     from ._typed import Signature
     from ._versions import Version
 
-logger = logging.getLogger("hotr")
 
 GUARD_SUPPORTED = TRAMPOLINE != 0  # guarded calls: Linux on x86-64 (see _guard.c)
 _ON_CRASH = "hotr.on_crash"  # where a guarded Function keeps its reloader's crash handler
@@ -285,7 +286,8 @@ def reloader_of(library: Library | types.ModuleType) -> HotReloader:
     """Return the HotReloader behind `library` (made by hotr.load) or behind a module (made by
     hotr.load_module), to close it or drive it."""
     if isinstance(library, types.ModuleType) and MODULE_KEY in vars(library):
-        return cast("HotReloader", vars(library)[MODULE_KEY])
+        found: HotReloader = vars(library)[MODULE_KEY]
+        return found
     if not isinstance(library, Library):
         raise TypeError(
             "reloader_of() takes a hotr.Library or a module from hotr.load_module, not "
@@ -295,4 +297,5 @@ def reloader_of(library: Library | types.ModuleType) -> HotReloader:
                 else type(library).__name__
             )
         )
-    return cast("HotReloader", vars(library)[_PARTS][0])
+    reloader: HotReloader = vars(library)[_PARTS][0]
+    return reloader

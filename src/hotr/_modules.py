@@ -25,24 +25,24 @@ import copyreg
 import ctypes
 import functools
 import gc
-import logging
 import os
-import re
 import sys
 import threading
 import types
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from ._background import start
 from ._exceptions import HotReloadError, LoadError, SymbolNotFoundError
 from ._library import MODULE_KEY
+from ._log import logger
 from ._reloader import HotReloader, core_of
 from ._shim import LiveCallable, live_builtin, retarget
 from ._versions import Hold, Version
 
-logger = logging.getLogger("hotr")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
 _TP_DEALLOC = 6 * ctypes.sizeof(ctypes.c_void_p)  # offsetof(PyTypeObject, tp_dealloc)
@@ -358,6 +358,8 @@ def _forget_pybind11_module(name: str) -> None:
 
 def _no_init(version: Version, short: str) -> str:
     """Why a version is no module `short`, naming the init functions it has."""
+    import re  # here: an error's path, and re costs 3 ms of `import hotr`
+
     try:
         with open(version.path, "rb") as f:
             found = sorted({m.decode() for m in re.findall(rb"PyInit_(\w+)", f.read())})

@@ -14,13 +14,11 @@ shared with anything else in the process that loaded the same file.
 from __future__ import annotations
 
 import contextlib
-import logging
 import mmap
 import os
 
 from ._elf import ElfError, ElfInfo, check_shared_object
-
-logger = logging.getLogger("hotr")
+from ._log import logger
 
 _MARKERS = ("$ORIGIN", "${ORIGIN}")
 _MAX_DEPENDENCIES = 64

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import logging
 import mmap
 import os
 import stat
@@ -28,19 +27,23 @@ import struct
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
 
 from . import _origin, _signals
 from ._elf import ElfError, ElfInfo, Key, Variable, check_shared_object, unique_symbols
 from ._exceptions import LoadError
 from ._history import Content, Contents, History, VersionInfo
 from ._library import FunctionTable
+from ._log import logger
 from ._shim import same_bytes
 from ._store import PrivateStore
 from ._tracker import ChangeTracker, Pending
 from ._versions import Version, VersionSet
 
-logger = logging.getLogger("hotr")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    Protocol = object  # the protocols are for the type checker (typing costs 3 ms)
 
 # int hotr_load(void **state, int version, int reloading), and hotr_unload alike (hotr.h).
 _HOOK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int)
@@ -53,6 +56,7 @@ _PROBE = (
     "except OSError as exc:\n"
     "    sys.exit(str(exc))\n"
 )
+
 _PROBE_TIMEOUT = 10
 _MAP_ABOVE = 1 << 16  # files this large are mapped, not read, to be checked and compared
 

@@ -13,7 +13,10 @@ import os
 import threading
 
 from ._signals import deferred
-from ._source import Event, Sink
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._source import Event, Sink
 
 _Signature = tuple[int, int, int, int, int]
 
@@ -118,9 +121,9 @@ def _look(watch: PollWatch) -> Event | None:
     watch.stable = sig
     if sig is None:
         watch.digest = None
-        return Event.GONE if os.path.isdir(os.path.dirname(watch.path)) else Event.LOST
+        return "gone" if os.path.isdir(os.path.dirname(watch.path)) else "lost"
     digest = _digest(watch.path)
     if digest == watch.digest:
         return None
     watch.digest = digest
-    return Event.WRITTEN
+    return "written"

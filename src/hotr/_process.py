@@ -9,14 +9,17 @@ its hands off what the parent owns: no reloads, no hooks, no files removed.
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import weakref
-from typing import Protocol
 
 from . import _store
+from ._log import logger
 
-logger = logging.getLogger("hotr")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    Protocol = object  # the protocols are for the type checker (typing costs 3 ms)
 
 
 class Closable(Protocol):

@@ -10,11 +10,10 @@ types.  Anything the parser does not know makes that one declaration unknown, ne
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 
-logger = logging.getLogger("hotr")
+from ._log import logger
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ import contextlib
 import errno
 import heapq
 import itertools
-import logging
 import os
 import select
 import threading
@@ -27,11 +26,13 @@ from collections.abc import Callable
 
 from . import _env, _libc
 from ._inotify import InotifyWatch, InotifyWatches
+from ._log import logger
 from ._polling import PollWatch, PollWatches
 from ._signals import deferred
-from ._source import Sink
 
-logger = logging.getLogger("hotr")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._source import Sink
 
 # statfs(2) f_type of file systems whose changes may come from elsewhere, unseen by inotify.
 _REMOTE_FILE_SYSTEMS = {
@@ -279,11 +280,9 @@ class Reactor:
 
     def _warn_fallback(self, path: str, exc: OSError, interval: float) -> None:
         reason = exc.strerror or str(exc)
-        level = logging.DEBUG if reason in self._warned else logging.WARNING
+        log = logger.debug if reason in self._warned else logger.warning
         self._warned.add(reason)
-        logger.log(
-            level, "inotify cannot watch %s (%s): polling it every %g s", path, reason, interval
-        )
+        log("inotify cannot watch %s (%s): polling it every %g s", path, reason, interval)
 
     def _start(self) -> None:
         """Start the thread (lock held)."""

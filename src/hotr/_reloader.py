@@ -7,7 +7,6 @@ import math
 import os
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _drivers, _env
 from ._build import is_source
@@ -18,7 +17,10 @@ from ._library import GUARD_SUPPORTED, Library
 from ._reactor import reactor
 from ._source import ChangeSource, absolute
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
     from .testing import ScriptedBackend
 
 PathArg = str | os.PathLike[str]

@@ -5,14 +5,12 @@ For code ported from C; new code should use HotReloader, whose errors are except
 
 from __future__ import annotations
 
-import logging
 import os
 
 from ._exceptions import HotReloadError
 from ._library import Library
+from ._log import logger
 from ._reloader import HotReloader
-
-logger = logging.getLogger("hotr")
 
 
 def hot_reload_init(lib_path: str | os.PathLike[str]) -> HotReloader | None:

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import _signal  # the signal module's wrappers convert to enums: 4 us a call instead of 0.3
 import os
-import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 # Ctrl-C, and what `kill` and service managers send.
-_HELD: tuple[int, ...] = (signal.SIGINT.value, signal.SIGTERM.value)
+_HELD: tuple[int, ...] = (_signal.SIGINT, _signal.SIGTERM)
 _main = threading.main_thread().ident  # signal handlers run there only
 
 

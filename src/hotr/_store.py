@@ -16,15 +16,13 @@ import contextlib
 import errno
 import fcntl
 import itertools
-import logging
 import os
 import stat
 import threading
 
 from . import _env
 from ._exceptions import HotReloadError
-
-logger = logging.getLogger("hotr")
+from ._log import logger
 
 
 def ensure_private_directory(path: str, what: str, variable: str) -> None:

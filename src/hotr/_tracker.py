@@ -16,20 +16,21 @@ threads and tasks may wait on one reloader and each of them sees each change.
 from __future__ import annotations
 
 import functools
-import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
 
+from ._log import logger
 from ._polling import signature
-from ._source import ChangeSource, Event, Sink, Timer, Watch
+from ._record import Record
 
-logger = logging.getLogger("hotr")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._source import ChangeSource, Event, Sink, Timer, Watch
 
 Listener = Callable[[], None]
 
 
-class Snapshot(NamedTuple):  # a NamedTuple: made on every wait and every look, cheaply
+class Snapshot(Record):  # a NamedTuple: made on every wait and every look, cheaply
     """The tracker's counters at one moment; compare two to learn what happened between."""
 
     library: int  # published changes of the library file, and finished builds
@@ -39,7 +40,7 @@ class Snapshot(NamedTuple):  # a NamedTuple: made on every wait and every look, 
     ended: bool  # stopped or closed: no more changes will come
 
 
-class Pending(NamedTuple):
+class Pending(Record):
     """What a load about to start takes in: the library generation and why it changed."""
 
     library: int
@@ -168,20 +169,20 @@ class ChangeTracker:
         return functools.partial(self._event, path)
 
     def _event(self, path: str, event: Event) -> None:
-        if event is Event.GONE:  # nothing to do until it is back (a linker's every build)
+        if event == "gone":  # nothing to do until it is back (a linker's every build)
             self._signatures[path] = None
             return
         rescanned = None
-        if event is Event.RESCAN:  # events were dropped: did this file change meanwhile?
+        if event == "rescan":  # events were dropped: did this file change meanwhile?
             rescanned = signature(path)
             if rescanned is not None and rescanned == self._signatures.get(path):
                 return
-            event = Event.WRITTEN if rescanned is not None else Event.GONE
+            event = "written" if rescanned is not None else "gone"
         listeners: list[Listener] = []
         with self.lock:
             if self._ended:
                 return
-            if event is Event.WRITTEN:
+            if event == "written":
                 # What a rescan compares with: the file as taken in (take) or found now.
                 self._signatures[path] = rescanned
                 if path in self._lost:
@@ -200,7 +201,7 @@ class ChangeTracker:
                     self._dirty_inputs, self._raw_inputs = True, now
                 self._raw.add(path)
                 listeners = self._schedule()
-            elif event is Event.LOST:
+            elif event == "lost":
                 self._signatures[path] = None
                 if path not in self._lost:
                     self._lost.add(path)

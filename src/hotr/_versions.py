@@ -17,33 +17,27 @@ be unloaded safely (single-phase modules, static types) ends kept mapped.
 from __future__ import annotations
 
 import ctypes
-import enum
-import logging
 import mmap
 import os
 from collections.abc import Callable
 
 from . import _dl, _signals
 from ._elf import ElfInfo, Globals, read_globals
+from ._log import logger
 from ._shim import Pin
 from ._store import PrivateStore
-
-logger = logging.getLogger("hotr")
 
 _VOID_FN = ctypes.CFUNCTYPE(None)
 # Why a version must stay mapped: (for good, reason), or None when it may be unmapped now.
 Hold = tuple[bool, str] | None
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
 
-class Stage(enum.Enum):
-    """Where a version is in its life (see the module docstring)."""
-
-    LOADING = "loading"
-    MAPPED = "mapped"
-    LIVE = "live"
-    RETIRED = "retired"
-    ENDING = "ending"  # its cleanup() hook was called; dlclose and the copy are next
-    ENDED = "ended"
+    # Where a version is in its life (see the module docstring); "ending": its cleanup() hook
+    # was called, dlclose and the copy are next.
+    Stage = Literal["loading", "mapped", "live", "retired", "ending", "ended"]
 
 
 class Version:
@@ -67,7 +61,7 @@ class Version:
         self.handle: int | None = None
         self.base = 0
         self.pin = Pin(number)
-        self.stage = Stage.LOADING
+        self.stage = "loading"
         self._remove = remove  # the copy, or the directory holding it and its $ORIGIN links
         self._store = store
         self._symbols: dict[str, int | None] = {}
@@ -87,7 +81,7 @@ class Version:
     def map(self) -> None:
         """dlopen the copy (runs its constructors).  Raises OSError with the loader's reason."""
         self.handle = _dl.dlopen(self.path)
-        self.stage = Stage.MAPPED
+        self.stage = "mapped"
         self.base = _dl.base_address(self.handle)
         self.pin.set_code([(self.base + low, self.base + high) for low, high in self.info.code])
 
@@ -154,15 +148,15 @@ class Version:
         Signals are held back meanwhile, so a Ctrl-C cannot leave it half-ended.  Never raises
         for a failure to unmap or delete (logged; the copy is retried later).
         """
-        if self.stage is Stage.ENDED:
+        if self.stage == "ended":
             return
         with _signals.deferred():
             hold = self.hold() if self.hold is not None and self.handle is not None else None
             if hold is not None:
                 self.kept, self.handle = hold[1], None  # never dlclosed: its code stays
             if self.handle is not None:
-                if self.stage is not Stage.ENDING:
-                    self.stage = Stage.ENDING
+                if self.stage != "ending":
+                    self.stage = "ending"
                     cleanup = self.hook("cleanup")
                     if cleanup and self.is_code(cleanup):
                         _VOID_FN(cleanup)()
@@ -179,7 +173,7 @@ class Version:
                 self._store.remove_directory(self._remove)
             else:
                 self._store.remove(self._remove)
-            self.stage = Stage.ENDED
+            self.stage = "ended"
         if self.kept:
             logger.debug("version %d stays mapped: %s", self.number, self.kept)
         else:
@@ -212,10 +206,10 @@ class VersionSet:
         """`version` is live (its functions are switched); the previous one retires."""
         self._loading.remove(version)
         old, self.current = self.current, version
-        version.stage = Stage.LIVE
+        version.stage = "live"
         self.loads += 1
         if old is not None:
-            old.stage = Stage.RETIRED
+            old.stage = "retired"
             old.pin.on_idle = self._wake
             self._retired.append(old)
 

@@ -6,13 +6,16 @@ import os
 import threading
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
 
 from . import _env
 from ._drivers import BackgroundDriver
 from ._exceptions import HotReloadError
 from ._library import Library, reloader_of
 from ._reloader import HotReloader, core_of
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Watcher:

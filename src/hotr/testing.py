@@ -29,7 +29,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._source import Event, Sink, absolute
+from ._source import absolute
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._source import Event, Sink
 
 __all__ = ["ScriptedBackend"]
 
@@ -115,22 +119,22 @@ class ScriptedBackend:
 
     def written(self, path: str | os.PathLike[str]) -> None:
         """Announce that `path` has complete new content (as IN_CLOSE_WRITE or a rename)."""
-        self._tell(path, Event.WRITTEN)
+        self._tell(path, "written")
 
     def removed(self, path: str | os.PathLike[str]) -> None:
         """Announce that `path` was deleted."""
-        self._tell(path, Event.GONE)
+        self._tell(path, "gone")
 
     def lost(self, path: str | os.PathLike[str]) -> None:
         """Announce that the directory holding `path` went away."""
-        self._tell(path, Event.LOST)
+        self._tell(path, "lost")
 
     def overflow(self) -> None:
         """Announce that events were dropped: every watcher looks at its files again."""
         with self._lock:
             watches = [w for ws in self._watches.values() for w in ws]
         for watch in watches:
-            watch.sink(Event.RESCAN)
+            watch.sink("rescan")
 
     def advance(self, seconds: float) -> None:
         """Move the clock on by `seconds`, running the timers that come due, in order."""
