@@ -383,6 +383,11 @@ def cold_start(work: Path, trials: int) -> list[Row]:
     interpreter start with and without `import hotr`; the first hotr.load answering against
     ctypes.CDLL; the exit with hotr.load's thread watching against one with hotr imported and
     the library loaded by ctypes (the exit of the modules themselves is the import's share)."""
+    import compileall
+
+    # As pip install leaves it: byte-compiled (PYTHONDONTWRITEBYTECODE would otherwise make
+    # every child compile hotr's sources again, which no installed copy does).
+    compileall.compile_dir(os.path.dirname(hotr.__file__), quiet=1)
     lib = work / "cold" / "libhot.so"
     lib.parent.mkdir()
     lib.write_bytes(build(work, 1, SIZES["16 KiB"]).read_bytes())
