@@ -3,7 +3,7 @@
 Every hotr row has a baseline measured in the same run, trial by trial in turn with it: the
 floor, a bare loop doing only what any reloader must (inotify wait, kernel copy into a private
 file, dlopen, dlsym, call).  Clocks start when the change is complete: when rename(2) or the
-linker has returned.
+linker has returned, in the process that made the change (Writer).
 """
 
 from __future__ import annotations
@@ -62,11 +62,53 @@ def rename_into(lib: Path, data: bytes) -> float:
     return time.perf_counter()
 
 
-def link_into(lib: Path, source: Path) -> float:
-    """The linker writes the library (GNU ld unlinks and re-creates); the clock starts when it
-    has exited."""
-    subprocess.run([CC, "-shared", "-fPIC", str(source), "-o", str(lib)], check=True)
-    return time.perf_counter()
+# The writer: a process of its own, as an editor, install(1) or a linker is.  It puts the file
+# in place and says when it was done (CLOCK_MONOTONIC, the same clock in every process).  Timed
+# here, in the benchmark's process, the start would come late whenever a reloading thread held
+# the GIL while the rename or the linker returned.
+_WRITER = """
+import os, subprocess, sys, time
+for line in sys.stdin:
+    way, source, lib = line.rstrip("\\n").split("\\0")
+    if way == "rename":
+        with open(source, "rb") as f:
+            data = f.read()
+        with open(lib + ".tmp", "wb") as f:
+            f.write(data)
+        os.rename(lib + ".tmp", lib)
+    else:
+        subprocess.run([way, "-shared", "-fPIC", source, "-o", lib], check=True)
+    print(time.monotonic(), flush=True)
+"""
+
+
+class Writer:
+    """The process that makes each change (see _WRITER)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def start(self, way: str, source: Path, lib: Path) -> None:
+        """Ask for `lib` to be made from `source`: renamed into place (`way` "rename") or
+        linked by the compiler `way`."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{way}\0{source}\0{lib}\n")
+        self.proc.stdin.flush()
+
+    def done_at(self) -> float:
+        """When the change asked for last was complete (time.monotonic)."""
+        assert self.proc.stdout is not None
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 class Floor:
@@ -209,18 +251,19 @@ def _turns(
     what the writer puts in place in trial n."""
     samples: list[list[float]] = [[] for _ in contenders]
     k = len(contenders)
-    data = [s.read_bytes() for s in sources]
-    for n in range(1, trials + 1):
-        for i in [(n + j) % k for j in range(k)]:
-            c = contenders[i]
-            lib = _lib_of(c)
-            started = (
-                rename_into(lib, data[n % 2]) if way == "rename" else link_into(lib, sources[n % 2])
-            )
-            got = c.reload()
-            samples[i].append(time.perf_counter() - started)
-            assert got == n % 2 + 1, (type(c).__name__, got, n)
-            c.housekeep()
+    writer = Writer()
+    try:
+        for n in range(1, trials + 1):
+            for i in [(n + j) % k for j in range(k)]:
+                c = contenders[i]
+                writer.start("rename" if way == "rename" else CC, sources[n % 2], _lib_of(c))
+                got = c.reload()
+                answered = time.monotonic()
+                samples[i].append(answered - writer.done_at())
+                assert got == n % 2 + 1, (type(c).__name__, got, n)
+                c.housekeep()
+    finally:
+        writer.close()
     return samples
 
 
