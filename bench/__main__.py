@@ -145,12 +145,12 @@ What the rows measure:
   obtained before the change returns the new value, timed from the moment the rename or the
   linker returned in the process that made the change (a writer process of its own, as an
   editor or a linker is: timed in the benchmark's process, a reloading thread holding the GIL
-  would delay the start). The floor is a bare loop doing only inotify wait + `copy_file_range` + dlopen
-  + dlsym + call; it and hotr take turns, trial by trial, who goes first rotating. Sizes 16 KiB to
-  50 MiB, and a library with a million relocations. `hotr.load`'s thread is compared with the
-  floor in a thread of its own.
-  Back to back: 1,000 reloads in a row, housekeeping included, per reload. `watchfiles.watch()`
-  runs with its defaults (50 ms step); the restarts kill and respawn a minimal `host.py`.
+  would delay the start). The floor is a bare loop doing only inotify wait + `copy_file_range` +
+  dlopen + dlsym + call; it and hotr take turns, trial by trial, who goes first rotating. Sizes
+  16 KiB to 50 MiB, and a library with a million relocations. `hotr.load`'s thread is compared
+  with the floor in a thread of its own. Back to back: 1,000 reloads in a row, housekeeping
+  included, per reload. `watchfiles.watch()` runs with its defaults (50 ms step); the restarts
+  kill and respawn a minimal `host.py`.
 - **memory**: RSS growth of a child process over 20 reloads of a 50 MiB library.
 - **start**: a child interpreter with and without `import hotr`; the first `hotr.load()` call
   against `ctypes.CDLL`; the exit with `hotr.load`'s thread watching against one with hotr
