@@ -8,6 +8,7 @@ linker has returned, in the process that made the change (Writer).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import subprocess
@@ -65,7 +66,10 @@ def rename_into(lib: Path, data: bytes) -> float:
 # The writer: a process of its own, as an editor, install(1) or a linker is.  It puts the file
 # in place and says when it was done (CLOCK_MONOTONIC, the same clock in every process).  Timed
 # here, in the benchmark's process, the start would come late whenever a reloading thread held
-# the GIL while the rename or the linker returned.
+# the GIL while the rename or the linker returned.  The writer has a CPU of its own: on the
+# reader's, the reader woken inside rename(2) would run before the writer could read the clock.
+# (On ext4 a rename over a file returns some 50 us after its event: the old inode is freed on
+# the way out.  Both contenders may start in that time; the clock starts at the return.)
 _WRITER = """
 import os, subprocess, sys, time
 for line in sys.stdin:
@@ -86,12 +90,19 @@ class Writer:
     """The process that makes each change (see _WRITER)."""
 
     def __init__(self) -> None:
+        cpus = sorted(os.sched_getaffinity(0))
+        mine, others = set(cpus[:1]), set(cpus[1:]) or set(cpus)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _WRITER],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            preexec_fn=lambda: os.sched_setaffinity(0, mine),
         )
+        for tid in _threads_of_this_process():  # threads started from now on inherit it
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, others)
+        self.cpus = set(cpus)
 
     def start(self, way: str, source: Path, lib: Path) -> None:
         """Ask for `lib` to be made from `source`: renamed into place (`way` "rename") or
@@ -109,6 +120,13 @@ class Writer:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         self.proc.wait()
+        for tid in _threads_of_this_process():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, self.cpus)
+
+
+def _threads_of_this_process() -> list[int]:
+    return [int(tid) for tid in os.listdir("/proc/self/task")]
 
 
 class Floor:
