@@ -182,6 +182,111 @@ def test_functions_that_come_and_go(tmp_path: Path) -> None:
         sys.modules.pop(name, None)
 
 
+# Each version gives f() another calling convention (version 5 has none).
+CONVENTIONS = {
+    1: ("METH_O", "static PyObject *f(PyObject *s, PyObject *x) { return Py_NewRef(x); }"),
+    2: (
+        "METH_VARARGS | METH_KEYWORDS",
+        """static PyObject *f(PyObject *s, PyObject *args, PyObject *kw) {
+            static char *names[] = {"a", "b", "key", NULL};
+            long a, b, key = 100;
+            if (!PyArg_ParseTupleAndKeywords(args, kw, "ll|l", names, &a, &b, &key)) return NULL;
+            return PyLong_FromLong(a + b + key);
+        }""",
+    ),
+    3: (
+        "METH_NOARGS",
+        "static PyObject *f(PyObject *s, PyObject *u) { return PyLong_FromLong(3); }",
+    ),
+    4: (
+        "METH_FASTCALL",
+        "static PyObject *f(PyObject *s, PyObject *const *a, Py_ssize_t n) "
+        "{ return PyLong_FromSsize_t(n); }",
+    ),
+    6: (
+        "METH_FASTCALL | METH_KEYWORDS",
+        "static PyObject *f(PyObject *s, PyObject *const *a, Py_ssize_t n, PyObject *kw) "
+        "{ return PyLong_FromSsize_t(n * 10 + (kw ? PyTuple_GET_SIZE(kw) : 0)); }",
+    ),
+    7: ("METH_O", "static PyObject *f(PyObject *s, PyObject *x) { return PyNumber_Add(x, x); }"),
+}
+
+
+def convention_source(name: str, v: int) -> str:
+    flags, code = CONVENTIONS.get(v, ("", ""))
+    entry = f'{{"f", (PyCFunction)(void (*)(void))f, {flags}, NULL}},' if flags else ""
+    return f"""
+#include <Python.h>
+{code}
+static PyObject *g(PyObject *s, PyObject *u) {{ return PyLong_FromLong({v}); }}
+static PyMethodDef methods[] = {{{entry} {{"g", g, METH_NOARGS, NULL}}, {{NULL}}}};
+static struct PyModuleDef def = {{PyModuleDef_HEAD_INIT, "{name}", NULL, -1, methods}};
+PyMODINIT_FUNC PyInit_{name}(void) {{ return PyModule_Create(&def); }}
+"""
+
+
+def test_a_function_that_changes_its_calling_convention(tmp_path: Path) -> None:
+    """A reference taken earlier, and call sites the interpreter has specialised for the
+    old convention, take the new version's arguments (and its errors)."""
+    src = tmp_path / "conv.c"
+    src.write_text(convention_source("conv", 1))
+    run_python(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import hotr
+        from test_modules import convention_source, reload_to
+        conv = hotr.load_module({str(src)!r}, manual=True)
+        from conv import f
+
+        def none(): return f()
+        def one(x): return f(x)
+        def two(a, b): return f(a, b)
+        def keyed(a, b): return f(a, b, key=1)
+
+        def raises(error, call, *args, match=""):
+            try:
+                call(*args)
+            except error as exc:
+                assert match in str(exc), (match, exc)
+            else:
+                raise AssertionError(f"{{call.__name__}}{{args}} returned")
+
+        def to(n):
+            open({str(src)!r}, "w").write(convention_source("conv", n))
+            reload_to(conv, n)
+            assert conv.g() == n
+
+        for _ in range(300):  # specialised for a METH_O builtin now (3.11+)
+            assert one(7) == 7
+        raises(TypeError, none, match="takes exactly one argument (0 given)")
+        raises(TypeError, keyed, 1, 2, match="keyword")
+        to(2)
+        raises(TypeError, one, 1, match="(pos 2)")
+        assert two(1, 2) == 103 and keyed(1, 2) == 4 and f(a=1, b=2) == 103
+        for _ in range(300):
+            assert two(1, 2) == 103
+        to(3)
+        assert none() == 3
+        raises(TypeError, one, 1, match="takes no arguments (1 given)")
+        raises(TypeError, keyed, 1, 2, match="keyword")
+        to(4)
+        assert (none(), one(1), two(1, 2)) == (0, 1, 2)
+        raises(TypeError, keyed, 1, 2, match="keyword")
+        to(5)
+        for call, args in ((none, ()), (one, (1,)), (two, (1, 2)), (keyed, (1, 2))):
+            raises(hotr.SymbolNotFoundError, call, *args, match="'f'")
+        to(6)
+        assert (none(), one(1), two(1, 2), keyed(1, 2), f(x=1, y=2)) == (0, 10, 20, 21, 2)
+        to(7)
+        for _ in range(300):
+            assert one(4) == 8
+        assert f(2.5) == 5.0 and f is conv.f
+        print("ok")
+        """
+    )
+
+
 def test_init_raising_is_a_load_error_and_the_version_stays(tmp_path: Path) -> None:
     name = new_name()
     src = tmp_path / f"{name}.c"

@@ -276,6 +276,25 @@ raise_crash(LiveFunction *self, Pin *pin, hotr_guard_record *record)
     return NULL;
 }
 
+/* Push a record for the trampoline and the signal handler (_guard.c): a guarded call of
+ * `target` in the version of `pin` begins.  0, or -1 with an exception set (no record). */
+static inline int
+guard_push(hotr_guard_record *record, void *target, Pin *pin)
+{
+    record->crashed = 0;
+    if (!hotr_guard_thread_ready && hotr_guard_prepare_thread() < 0)
+        return -1;
+    record->target = target;
+    record->state = HOTR_GUARD_PENDING;
+    record->ranges = pin->code;
+    record->nranges = pin->ncode;
+    record->tstate = PyThreadState_Get();
+    record->frame = hotr_guard_frame(record->tstate);
+    record->prev = hotr_guard_top;
+    hotr_guard_top = record;
+    return 0;
+}
+
 /* live_call for a guarded function: the same, with a record pushed for the trampoline and
  * the signal handler (_guard.c).  After a caught fault the call's result, or the exception
  * an errcheck raised about it, is dropped and CrashError raised instead. */
@@ -285,16 +304,7 @@ guarded_call(LiveFunction *self, Pin *pin, PyObject *callable, ternaryfunc call,
 {
     PyObject *result = NULL;
     hotr_guard_record record;
-    record.crashed = 0;
-    if (hotr_guard_thread_ready || hotr_guard_prepare_thread() == 0) {
-        record.target = self->address;
-        record.state = HOTR_GUARD_PENDING;
-        record.ranges = pin->code;
-        record.nranges = pin->ncode;
-        record.tstate = PyThreadState_Get();
-        record.frame = hotr_guard_frame(record.tstate);
-        record.prev = hotr_guard_top;
-        hotr_guard_top = &record;
+    if (guard_push(&record, self->address, pin) == 0) {
         result = call != NULL ? call(callable, args, kwds) : PyObject_Call(callable, args, kwds);
         hotr_guard_top = record.prev;
         if (record.crashed) {
@@ -311,18 +321,24 @@ guarded_call(LiveFunction *self, Pin *pin, PyObject *callable, ternaryfunc call,
     return result;
 }
 
+/* A call of a function whose pin is NULL: its `missing` exception (or a RuntimeError). */
+static __attribute__((noinline, cold)) PyObject *
+no_target(LiveFunction *self)
+{
+    if (self->missing != NULL)
+        PyErr_SetObject((PyObject *)Py_TYPE(self->missing), self->missing);
+    else
+        PyErr_SetString(PyExc_RuntimeError, "live function has no target");
+    return NULL;
+}
+
 static PyObject *
 live_call(LiveFunction *self, PyObject *args, PyObject *kwds)
 {
     Pin *pin = self->pin;
     PyObject *result;
-    if (pin == NULL) {
-        if (self->missing != NULL)
-            PyErr_SetObject((PyObject *)Py_TYPE(self->missing), self->missing);
-        else
-            PyErr_SetString(PyExc_RuntimeError, "live function has no target");
-        return NULL;
-    }
+    if (pin == NULL)
+        return no_target(self);
     /* Own references to the pin and the callable: a reload (or the program
      * dropping everything) may release the function's own while this call
      * runs, and the count must still be there to decrement. */
@@ -374,62 +390,88 @@ static PyTypeObject LiveFunctionType = {
 /* A LiveCallable is a LiveFunction around a Python callable: a function of a
  * hot-reloaded extension module.  The program never calls it directly: it
  * holds the builtin function live_builtin() makes of it, a real
- * builtin_function_or_method (METH_FASTCALL | METH_KEYWORDS) whose self is the
- * LiveCallable, which the interpreter calls as fast as any builtin.  That
- * builtin's C function counts the call on the pin and passes the arguments on
- * as they came, to the callable the LiveCallable points at now. */
+ * builtin_function_or_method whose self is the LiveCallable, which the
+ * interpreter calls as fast as any builtin.  That builtin's C function counts
+ * the call on the pin and passes the arguments on as they came, to the callable
+ * the LiveCallable points at now.
+ *
+ * The builtin's kind follows its target's calling convention: a METH_O,
+ * METH_NOARGS or METH_FASTCALL target makes it METH_FASTCALL with a C function
+ * of that kind, which calls the target's C function with the arguments as they
+ * came (the wrong number of them: the target's own call, and so its own error);
+ * anything else makes it METH_FASTCALL | METH_KEYWORDS.  The interpreter's
+ * specialised call of a METH_FASTCALL builtin (CALL_BUILTIN_FAST, 3.11+) costs
+ * no more than CALL_BUILTIN_O's (on 3.11 less: it has no recursion check, as
+ * CPython checks none for METH_FASTCALL functions), and METH_NOARGS builtins have
+ * no specialised call at all.  When a reload changes the kind,
+ * retarget() rewrites the PyMethodDef it owns (ml_flags, ml_meth) and the
+ * builtin's vectorcall in the same step, so references taken earlier accept the
+ * new version's arguments.  Nothing in CPython 3.10 to 3.13 keeps a builtin's
+ * flags or C function beyond one call: the specialised instructions check the
+ * flags at every call, and the generic call goes through the object's
+ * vectorcall.  Each C function still checks that the target is of its kind (a
+ * load and a compare) and otherwise calls it the generic way, so no call can
+ * pass a target arguments of another convention. */
+enum { KIND_ANY, KIND_O, KIND_NOARGS, KIND_FAST, KIND_GUARDED, NKINDS };
+
 typedef struct {
     LiveFunction base;
     PyMethodDef def;     /* the builtin's; it holds a reference to this object */
     PyObject *strings;   /* the bytes the def's name and doc point into */
+    PyObject *builtin;   /* that builtin (a cycle through its self, which the GC breaks) */
+    int kind;            /* KIND_*: the convention of the target, and so of the builtin */
+    PyCFunction meth;    /* the target's C function and self (KIND_O, _NOARGS, _FAST) */
+    PyObject *meth_self;
 } LiveCallable;
 
 /* Call `callable` with a vectorcall's arguments.  A builtin function of the
- * common kinds (METH_O, METH_NOARGS, METH_FASTCALL) is called through its C
- * function at once, as the interpreter's own specialised call of a builtin does;
- * anything else through PyObject_Vectorcall. */
+ * common kinds (METH_O, METH_NOARGS, METH_FASTCALL with or without keywords) is
+ * called through its C function at once, as the interpreter's own specialised
+ * call of a builtin does; anything else through PyObject_Vectorcall. */
 static inline PyObject *
 forward(PyObject *callable, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (PyCFunction_CheckExact(callable) && kwnames == NULL) {
+    if (PyCFunction_CheckExact(callable)) {
         PyCFunction meth = PyCFunction_GET_FUNCTION(callable);
         PyObject *self = PyCFunction_GET_SELF(callable);
-        switch (PyCFunction_GET_FLAGS(callable) & ~(METH_CLASS | METH_STATIC | METH_COEXIST)) {
-        case METH_O:
-            if (nargs == 1)
-                return meth(self, args[0]);
-            break;
-        case METH_NOARGS:
-            if (nargs == 0)
-                return meth(self, NULL);
-            break;
-        case METH_FASTCALL:
-            return ((_PyCFunctionFast)(void (*)(void))meth)(self, args, nargs);
-        default:
-            break;
+        int flags = PyCFunction_GET_FLAGS(callable) & ~(METH_CLASS | METH_STATIC | METH_COEXIST);
+        if (flags == (METH_FASTCALL | METH_KEYWORDS))
+            return ((_PyCFunctionFastWithKeywords)(void (*)(void))meth)(self, args, nargs,
+                                                                        kwnames);
+        if (kwnames == NULL) {
+            switch (flags) {
+            case METH_O:
+                if (nargs == 1)
+                    return meth(self, args[0]);
+                break;
+            case METH_NOARGS:
+                if (nargs == 0)
+                    return meth(self, NULL);
+                break;
+            case METH_FASTCALL:
+                return ((_PyCFunctionFast)(void (*)(void))meth)(self, args, nargs);
+            default:
+                break;
+            }
         }
     }
     return PyObject_Vectorcall(callable, args, (size_t)nargs, kwnames);
 }
 
-/* The C function of the builtin live_builtin() makes: `op` is the LiveCallable. */
-static PyObject *
-callable_call(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* The count of a call around it: what every builtin's C function does first and last.  The
+ * call holds its own references to the pin and the callable, as in live_call. */
+#define CALL_BEGIN(self, pin, callable)        \
+    Pin *pin = (self)->pin;                    \
+    if (pin == NULL)                           \
+        return no_target(self);                \
+    PyObject *callable = (self)->cfunc;        \
+    Py_INCREF(pin);                            \
+    Py_INCREF(callable);                       \
+    pin->inflight++
+
+static inline PyObject *
+call_end(Pin *pin, PyObject *callable, PyObject *result)
 {
-    LiveFunction *self = (LiveFunction *)op;
-    Pin *pin = self->pin;
-    if (pin == NULL) {
-        if (self->missing != NULL)
-            PyErr_SetObject((PyObject *)Py_TYPE(self->missing), self->missing);
-        else
-            PyErr_SetString(PyExc_RuntimeError, "live function has no target");
-        return NULL;
-    }
-    PyObject *callable = self->cfunc;  /* own references, as in live_call */
-    Py_INCREF(pin);
-    Py_INCREF(callable);
-    pin->inflight++;
-    PyObject *result = forward(callable, args, nargs, kwnames);
     if (--pin->inflight == 0 && pin->on_idle != NULL)
         notify_idle(pin);
     Py_DECREF(callable);
@@ -437,30 +479,239 @@ callable_call(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     return result;
 }
 
+/* The C functions of the builtin live_builtin() makes, one per kind: `op` is the
+ * LiveCallable. */
+static PyObject *
+callable_any(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    CALL_BEGIN((LiveFunction *)op, pin, callable);
+    return call_end(pin, callable, forward(callable, args, nargs, kwnames));
+}
+
+static PyObject *
+callable_o(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    LiveCallable *self = (LiveCallable *)op;
+    CALL_BEGIN(&self->base, pin, callable);
+    /* Not one argument: the target says what is wrong. */
+    PyObject *result = self->kind == KIND_O && nargs == 1
+                           ? self->meth(self->meth_self, args[0])
+                           : PyObject_Vectorcall(callable, args, (size_t)nargs, NULL);
+    return call_end(pin, callable, result);
+}
+
+static PyObject *
+callable_noargs(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    LiveCallable *self = (LiveCallable *)op;
+    CALL_BEGIN(&self->base, pin, callable);
+    /* Arguments to a METH_NOARGS target: the target says what is wrong. */
+    PyObject *result = self->kind == KIND_NOARGS && nargs == 0
+                           ? self->meth(self->meth_self, NULL)
+                           : PyObject_Vectorcall(callable, args, (size_t)nargs, NULL);
+    return call_end(pin, callable, result);
+}
+
+static PyObject *
+callable_fast(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    LiveCallable *self = (LiveCallable *)op;
+    CALL_BEGIN(&self->base, pin, callable);
+    PyObject *result =
+        self->kind == KIND_FAST
+            ? ((_PyCFunctionFast)(void (*)(void))self->meth)(self->meth_self, args, nargs)
+            : PyObject_Vectorcall(callable, args, (size_t)nargs, NULL);
+    return call_end(pin, callable, result);
+}
+
+/* What a guarded call's trampoline calls (it needs an address): forward(). */
+static __attribute__((noinline)) PyObject *
+forward_call(PyObject *callable, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return forward(callable, args, nargs, kwnames);
+}
+
+/* The interpreter's recursion counters of a thread.  A caught fault abandons the C frames
+ * between the guarded call and the fault, the interpreter's among them when the module's code
+ * was called through it (a vectorcall, a slot): what they entered, they never leave. */
+typedef struct {
+    int py, c;
+} depth;
+
+static inline depth
+depth_of(PyThreadState *tstate)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return (depth){tstate->py_recursion_remaining, tstate->c_recursion_remaining};
+#elif PY_VERSION_HEX >= 0x030B0000
+    return (depth){tstate->recursion_remaining, 0};
+#else
+    return (depth){tstate->recursion_depth, 0};
+#endif
+}
+
+static inline void
+set_depth(PyThreadState *tstate, depth d)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    tstate->py_recursion_remaining = d.py;
+    tstate->c_recursion_remaining = d.c;
+#elif PY_VERSION_HEX >= 0x030B0000
+    tstate->recursion_remaining = d.py;
+#else
+    tstate->recursion_depth = d.py;
+#endif
+}
+
+static inline PyThreadState *
+attached_thread_state(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyThreadState_GetUnchecked();
+#else
+    return _PyThreadState_UncheckedGet();
+#endif
+}
+
+/* The C function of a guarded live builtin: the call goes through the trampoline
+ * (_guard.c), as a guarded library call does.  After a caught fault: the GIL is taken back
+ * if the module's code had released it (Py_BEGIN_ALLOW_THREADS), the recursion counters are
+ * those of the call's start, any exception the code set is dropped, and CrashError raised. */
+static PyObject *
+callable_guarded(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    LiveFunction *self = (LiveFunction *)op;
+    CALL_BEGIN(self, pin, callable);
+    PyObject *result = NULL;
+    hotr_guard_record record;
+    if (guard_push(&record, (void *)forward_call, pin) == 0) {
+        depth before = depth_of(record.tstate);
+        vectorcallfunc trampoline = (vectorcallfunc)hotr_guard_trampoline_address();
+        result = trampoline(callable, args, (size_t)nargs, kwnames);
+        hotr_guard_top = record.prev;
+        if (record.crashed) {
+            if (attached_thread_state() != record.tstate)
+                PyEval_RestoreThread(record.tstate);
+            set_depth(record.tstate, before);
+            result = NULL;
+            PyErr_Clear();
+        }
+    }
+    if (--pin->inflight == 0 && pin->on_idle != NULL)
+        notify_idle(pin);
+    if (record.crashed)
+        result = raise_crash(self, pin, &record);
+    Py_DECREF(callable);
+    Py_DECREF(pin);
+    return result;
+}
+
+/* Each kind's flags and C function, and the vectorcall CPython gives a builtin of those
+ * flags (read off a builtin made at import: CPython's own are not exported). */
+static struct {
+    int flags;
+    PyCFunction meth;
+    vectorcallfunc vectorcall;
+} kinds[NKINDS] = {
+    [KIND_ANY] = {METH_FASTCALL | METH_KEYWORDS, (PyCFunction)(void (*)(void))callable_any},
+    [KIND_O] = {METH_FASTCALL, (PyCFunction)(void (*)(void))callable_o},
+    [KIND_NOARGS] = {METH_FASTCALL, (PyCFunction)(void (*)(void))callable_noargs},
+    [KIND_FAST] = {METH_FASTCALL, (PyCFunction)(void (*)(void))callable_fast},
+    [KIND_GUARDED] = {METH_FASTCALL | METH_KEYWORDS,
+                      (PyCFunction)(void (*)(void))callable_guarded},
+};
+
+static int
+init_kinds(void)
+{
+    for (int i = 0; i < NKINDS; i++) {
+        static PyMethodDef sample[NKINDS];
+        sample[i] = (PyMethodDef){"sample", kinds[i].meth, kinds[i].flags, NULL};
+        PyObject *builtin = PyCFunction_New(&sample[i], NULL);
+        if (builtin == NULL)
+            return -1;
+        kinds[i].vectorcall = ((PyCFunctionObject *)builtin)->vectorcall;
+        Py_DECREF(builtin);
+    }
+    return 0;
+}
+
+/* Give the live builtin the kind of the LiveCallable's target now (KIND_ANY while the
+ * function is missing: every call then reaches callable_any, which raises). */
+static void
+set_kind(LiveCallable *self)
+{
+    PyObject *target = self->base.cfunc;
+    int kind = KIND_ANY;
+    if (self->base.guard)
+        kind = KIND_GUARDED;
+    else if (self->base.pin != NULL && target != NULL && PyCFunction_CheckExact(target)) {
+        switch (PyCFunction_GET_FLAGS(target) & ~(METH_CLASS | METH_STATIC | METH_COEXIST)) {
+        case METH_O:
+            kind = KIND_O;
+            break;
+        case METH_NOARGS:
+            kind = KIND_NOARGS;
+            break;
+        case METH_FASTCALL:
+            kind = KIND_FAST;
+            break;
+        default:
+            break;
+        }
+    }
+    self->kind = kind;
+    self->meth = kind == KIND_ANY || kind == KIND_GUARDED ? NULL : PyCFunction_GET_FUNCTION(target);
+    self->meth_self = self->meth != NULL ? PyCFunction_GET_SELF(target) : NULL;
+    self->def.ml_flags = kinds[kind].flags;
+    self->def.ml_meth = kinds[kind].meth;
+    if (self->builtin != NULL)
+        ((PyCFunctionObject *)self->builtin)->vectorcall = kinds[kind].vectorcall;
+}
+
 static int
 callable_init(LiveCallable *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"function", "owner", NULL};
+    static char *kwlist[] = {"function", "owner", "guard", NULL};
     PyObject *function, *owner = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O", kwlist, &function, &owner))
+    int guard = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|Op", kwlist, &function, &owner, &guard))
         return -1;
     if (!PyCallable_Check(function)) {
         PyErr_SetString(PyExc_TypeError, "LiveCallable needs a callable");
         return -1;
     }
+    if (guard && hotr_guard_install() < 0)
+        return -1;
+    self->base.guard = guard;
     Py_INCREF(function);
     Py_XSETREF(self->base.cfunc, function);
     Py_INCREF(owner);
     Py_XSETREF(self->base.owner, owner);
     self->base.slot = NULL;  /* retarget() replaces the callable */
+    set_kind(self);
     return 0;
+}
+
+static int
+callable_traverse(LiveCallable *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->builtin);
+    return live_traverse(&self->base, visit, arg);
+}
+
+static int
+callable_clear(LiveCallable *self)
+{
+    Py_CLEAR(self->builtin);
+    return live_clear(&self->base);
 }
 
 static void
 callable_dealloc(LiveCallable *self)
 {
     PyObject_GC_UnTrack(self);
-    live_clear(&self->base);
+    callable_clear(self);
     Py_CLEAR(self->strings);  /* only now: the builtin using `def` has let go of self */
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -475,9 +726,17 @@ static PyTypeObject LiveCallableType = {
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)callable_init,
     .tp_dealloc = (destructor)callable_dealloc,
-    .tp_traverse = (traverseproc)live_traverse,
-    .tp_clear = (inquiry)live_clear,
+    .tp_traverse = (traverseproc)callable_traverse,
+    .tp_clear = (inquiry)callable_clear,
 };
+
+/* A function retarget() points at a callable (cffi's cdata, a module's function), not at an
+ * address. */
+static inline int
+takes_callable(LiveFunction *f)
+{
+    return PyObject_TypeCheck(f, &LiveCallableType) || (f->slot == NULL && !f->guard);
+}
 
 static PyObject *
 retarget(PyObject *module, PyObject *args)
@@ -508,8 +767,9 @@ retarget(PyObject *module, PyObject *args)
         return NULL;
     }
     /* Validate everything first: the swap below must not stop half-way.  A
-     * function with a slot (ctypes) takes an address; one without (cffi)
-     * takes the new callable, or 0 when missing. */
+     * function with a slot (ctypes) takes an address; one without (cffi), and a
+     * LiveCallable, takes the new callable, or 0 when missing; a guarded cffi
+     * function takes an address. */
     void **values = PyMem_Malloc(sizeof(void *) * (n ? n : 1));
     if (values == NULL)
         return PyErr_NoMemory();
@@ -521,8 +781,7 @@ retarget(PyObject *module, PyObject *args)
             PyErr_SetString(PyExc_TypeError, "retarget: not a LiveFunction");
             return NULL;
         }
-        if (((LiveFunction *)f)->slot == NULL && !((LiveFunction *)f)->guard &&
-            !PyLong_Check(target))
+        if (takes_callable((LiveFunction *)f) && !PyLong_Check(target))
             values[i] = target;
         else
             values[i] = PyLong_AsVoidPtr(target);
@@ -545,20 +804,22 @@ retarget(PyObject *module, PyObject *args)
             Py_XSETREF(f->missing, err);
         }
         else {
-            if (f->guard) {
-                f->address = values[i];
-            }
-            else if (f->slot != NULL) {
-                *f->slot = values[i];
-            }
-            else {
+            if (takes_callable(f)) {
                 Py_INCREF((PyObject *)values[i]);
                 Py_XSETREF(f->cfunc, (PyObject *)values[i]);
+            }
+            else if (f->guard) {
+                f->address = values[i];
+            }
+            else {
+                *f->slot = values[i];
             }
             Py_INCREF(pin);
             Py_XSETREF(f->pin, (Pin *)pin);
             Py_CLEAR(f->missing);
         }
+        if (PyObject_TypeCheck(f, &LiveCallableType))
+            set_kind((LiveCallable *)f);  /* in the same step: see LiveCallable */
     }
     PyMem_Free(values);
     if (live != Py_None) {
@@ -599,10 +860,14 @@ live_builtin(PyObject *module, PyObject *args)
         return NULL;
     self->strings = strings;
     self->def.ml_name = PyBytes_AS_STRING(PyTuple_GET_ITEM(strings, 0));
-    self->def.ml_meth = (PyCFunction)(void (*)(void))callable_call;
-    self->def.ml_flags = METH_FASTCALL | METH_KEYWORDS;
     self->def.ml_doc = doc == Py_None ? NULL : PyBytes_AS_STRING(PyTuple_GET_ITEM(strings, 1));
-    return PyCFunction_NewEx(&self->def, live, module_name);
+    set_kind(self);
+    PyObject *builtin = PyCFunction_NewEx(&self->def, live, module_name);
+    if (builtin == NULL)
+        return NULL;
+    self->builtin = Py_NewRef(builtin);
+    set_kind(self);  /* its vectorcall */
+    return builtin;
 }
 
 static PyObject *
@@ -660,7 +925,7 @@ PyMODINIT_FUNC
 PyInit__shim(void)
 {
     if (PyType_Ready(&PinType) < 0 || PyType_Ready(&LiveFunctionType) < 0 ||
-        PyType_Ready(&LiveCallableType) < 0)
+        PyType_Ready(&LiveCallableType) < 0 || init_kinds() < 0)
         return NULL;
     PyObject *m = PyModule_Create(&shim_module);
     if (m == NULL)
