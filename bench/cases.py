@@ -783,11 +783,11 @@ def _module_command(src: Path, out: Path, cc: str) -> list[str]:
 
 
 def module_calls(work: Path, repeat: int) -> list[Row]:
-    """A module's function through hotr.load_module against the same builtin called directly
-    (the module imported by importlib, no hotr), same run, interleaved."""
+    """A module's function through hotr.load_module, unguarded and guarded, against the same
+    builtin called directly (the module imported by importlib, no hotr), same run, interleaved."""
     rows = []
     built = {}
-    for name in ("bench_direct", "bench_hot"):
+    for name in ("bench_direct", "bench_hot", "bench_guarded"):
         src, out = work / f"{name}.c", work / f"{name}.so"
         src.write_text(MODULE_SOURCE.format(n=1, name=name))
         subprocess.run(_module_command(src, out, CC), check=True)
@@ -796,7 +796,8 @@ def module_calls(work: Path, repeat: int) -> list[Row]:
     assert spec is not None and spec.loader is not None
     direct = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(direct)
-    hot = hotr.load_module(built["bench_hot"])
+    hot = hotr.load_module(built["bench_hot"], guard=False)
+    guarded = hotr.load_module(built["bench_guarded"], guard=True)
     try:
         for label, call, plain_fn, live_fn in (
             ("f() METH_NOARGS", "f()", direct.value, hot.value),
@@ -806,17 +807,29 @@ def module_calls(work: Path, repeat: int) -> list[Row]:
             number = 100000
             base: list[float] = []
             mine: list[float] = []
-            for _ in range(repeat):  # interleaved, so drift hits both alike
-                for fn, samples in ((plain_fn, base), (live_fn, mine)):
+            safe: list[float] = []
+            safe_fn = getattr(guarded, live_fn.__name__)
+            for _ in range(repeat):  # interleaved, so drift hits all alike
+                for fn, samples in ((plain_fn, base), (live_fn, mine), (safe_fn, safe)):
                     best = min(timeit.repeat(call, globals={"f": fn}, number=number, repeat=3))
                     samples.append(best / number)
             rows.append(Row("modules", f"builtin {label}", base, unit="ns"))
             rows.append(
                 Row("modules", f"hotr module {label}", mine, baseline=f"builtin {label}", unit="ns")
             )
+            rows.append(
+                Row(
+                    "modules",
+                    f"hotr guarded module {label}",
+                    safe,
+                    baseline=f"builtin {label}",
+                    unit="ns",
+                )
+            )
     finally:
-        hotr.reloader_of(hot).close()
-        sys.modules.pop("bench_hot", None)
+        for module in (hot, guarded):
+            hotr.reloader_of(module).close()
+            sys.modules.pop(module.__name__, None)
     return rows
 
 

@@ -524,23 +524,6 @@ def test_not_a_module_name() -> None:
         hotr.reloader_of(sys)
 
 
-def test_guard_is_refused_and_hotr_guard_does_not_apply(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with pytest.raises(ValueError, match="guard: calls into an extension module are not guarded"):
-        hotr.load_module("x.c", guard=True)
-    monkeypatch.setenv("HOTR_GUARD", "1")
-    name = new_name()
-    src = tmp_path / f"{name}.c"
-    src.write_text(c_source(SINGLE, name, 1))
-    module = hotr.load_module(src, manual=True)
-    try:
-        assert module.value() == 1
-    finally:
-        hotr.reloader_of(module).close()
-        sys.modules.pop(name, None)
-
-
 @pytest.mark.skipif(importlib.util.find_spec("Cython") is None, reason="Cython not installed")
 def test_cython(tmp_path: Path) -> None:
     name = new_name()

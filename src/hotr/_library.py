@@ -102,6 +102,11 @@ class FunctionTable:
         self._catalog = catalog
 
     @property
+    def on_crash(self) -> CrashHandler | None:
+        """Where a guarded call's crash goes (the reloader's handler); None: not guarded."""
+        return self._on_crash
+
+    @property
     def names(self) -> list[str]:
         """The names of the functions made so far."""
         return list(self._functions)

@@ -44,11 +44,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from ._library import CrashHandler
+
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
 _TP_DEALLOC = 6 * ctypes.sizeof(ctypes.c_void_p)  # offsetof(PyTypeObject, tp_dealloc)
 # Function objects of the binding generators (builtin: C API and pybind11).
 _FUNCTION_TYPES = ("cython_function_or_method", "fused_cython_function", "nb_func")
 _ORIGIN = "hotr.origin"  # (module, name) of a live function, in its state's __dict__
+_ON_CRASH = "hotr.on_crash"  # a guarded live function's crash handler, in its state's __dict__
 _IMPORT_LOCK = threading.Lock()  # one module init at a time touches sys.modules[name]
 
 
@@ -142,14 +145,9 @@ def load_module(
         name = os.path.basename(first).split(".", 1)[0]
     if not name.isidentifier():
         raise ValueError(f"name: {name!r} is not a module name; pass name= (PyInit_<name>)")
-    if options.get("guard"):
-        raise ValueError(
-            "guard: calls into an extension module are not guarded (a crash in one ends the "
-            "process); load_module takes guard=False only"
-        )
-    reloader = _ModuleReloader(target, **{**options, "guard": False})  # not $HOTR_GUARD either
+    reloader = _ModuleReloader(target, **options)
     core = core_of(reloader)
-    binding = ModuleBinding(name, core.label, reloader, core.tracker.poke)
+    binding = ModuleBinding(name, core.label, reloader, core.tracker.poke, core.functions.on_crash)
     core.loader.extension = binding
     start(reloader, on_reload, on_error, manual)
     previous = sys.modules.get(name)
@@ -163,9 +161,15 @@ class ModuleBinding:
     """The module object the program holds, and each version's module init and switch."""
 
     def __init__(
-        self, name: str, label: str, reloader: HotReloader, wake: Callable[[], None]
+        self,
+        name: str,
+        label: str,
+        reloader: HotReloader,
+        wake: Callable[[], None],
+        on_crash: CrashHandler | None,
     ) -> None:
         self.name = name
+        self._on_crash = on_crash  # None: calls are not guarded
         self.module = types.ModuleType(name)
         vars(self.module)[MODULE_KEY] = reloader
         self._label = label
@@ -173,7 +177,7 @@ class ModuleBinding:
         self._wake = wake
         self._functions: dict[str, tuple[LiveCallable, Any]] = {}  # name: (state, function)
         self._defined: set[str] = set()  # the names the live version put in the module
-        self._state_type: type[LiveCallable] | None = None
+        self._state_type: type[_State] | None = None
         self._live: types.ModuleType | None = None  # the live version's own module
         self._next: types.ModuleType | None = None  # initialised, not yet switched to
 
@@ -247,27 +251,41 @@ class ModuleBinding:
         """A live function for `key` (first seen as `value`): a builtin function whose self is
         the LiveCallable that retarget() points at each version's function."""
         if self._state_type is None:
-            self._state_type = type(self.name.rpartition(".")[2], (LiveCallable,), {})
+            self._state_type = type(self.name.rpartition(".")[2], (_State,), {})
             copyreg.pickle(self._state_type, _reduce_state)
-        state = self._state_type(value, self._reloader)
+        state = self._state_type(value, self._reloader, self._on_crash is not None)
         doc = value.__doc__ if isinstance(value.__doc__, str) else None
         signature = getattr(value, "__text_signature__", None)
         if signature:  # kept where CPython reads it from (inspect.signature, help)
             doc = f"{key}{signature}\n--\n\n{doc or ''}"
         function = live_builtin(state, key, doc, self.name)
         vars(state).update({key: function, _ORIGIN: (self.name, key)})
+        if self._on_crash is not None:
+            vars(state)[_ON_CRASH] = self._on_crash
         return state, function
 
 
-def _reduce_state(
-    state: LiveCallable,
-) -> tuple[Callable[[str, str], LiveCallable], tuple[str, str]]:
+class _State(LiveCallable):
+    """What a module's live function calls through (see _shim.c); each module has a subclass
+    named after it, which the builtin's repr shows (``<built-in method norm of fastmath
+    object>``)."""
+
+    def _crashed(
+        self, signal: int, version: int, pc: int, accessed: int, where: str
+    ) -> BaseException:
+        """Called by the shim after a guarded call crashed: the CrashError to raise (the
+        reloader rolls back first)."""
+        on_crash: CrashHandler = vars(self)[_ON_CRASH]
+        return on_crash(vars(self)[_ORIGIN][1], signal, version, pc, accessed, where)
+
+
+def _reduce_state(state: _State) -> tuple[Callable[[str, str], _State], tuple[str, str]]:
     """Pickle a live function's state by name (the function pickles as getattr(state, name))."""
     return _live_state, vars(state)[_ORIGIN]
 
 
-def _live_state(module: str, key: str) -> LiveCallable:
-    state: LiveCallable = vars(sys.modules[module])[key].__self__
+def _live_state(module: str, key: str) -> _State:
+    state: _State = vars(sys.modules[module])[key].__self__
     return state
 
 
