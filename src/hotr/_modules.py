@@ -10,7 +10,9 @@ takes the new version's: classes, constants and other objects are the new versio
 each function is a live function (LiveCallable, _shim.c) that calls the live version and counts
 its calls in flight, so a function taken earlier (``from fastmath import norm``) follows too.
 That function is a real builtin function, called as fast as the module's own: its C function
-(in _shim.c) is the counting call through its LiveCallable.
+(in _shim.c) is the counting call through its LiveCallable, of the calling convention of the
+live version's function.  With guard=True that call goes through the guard's trampoline, and a
+crash in the module's code is the reloader's CrashError and rollback, as for a library.
 
 A retired version is unmapped only when that is safe: a multi-phase module whose types are heap
 types, once the module and every type of it is gone (weak references tell) and no call runs in
@@ -121,8 +123,9 @@ def load_module(
     reload, and its functions, wherever they were taken to (``from fastmath import norm``), call
     the live version.  Objects an old version made keep their old type and code.  A new version
     that defines ``__hotr_reload__`` has it called with the previous (real) module before it goes
-    live, to carry state over.  The other arguments are hotr.load's; ``hotr.reloader_of(module)``
-    is the reloader.
+    live, to carry state over.  The other arguments are hotr.load's (``guard=True``: a crash in
+    a module function's code is a CrashError and a rollback, docs/guard.md);
+    ``hotr.reloader_of(module)`` is the reloader.
 
     Args:
         name: the module's name, which its init function is named after (``PyInit_<name>``);
