@@ -4,6 +4,7 @@ with the real compiler, reloaded in a running interpreter."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
 import inspect
 import itertools
@@ -100,8 +101,33 @@ PyMODINIT_FUNC PyInit_%(name)s(void) { return PyModuleDef_Init(&def); }
 """
 
 
+# A multi-phase module with a static type Thing: its own tp_dealloc, or object's (inherited).
+STATIC = """
+#include <Python.h>
+static PyObject *thing_get(PyObject *self, PyObject *unused) { return PyLong_FromLong(%(v)d); }
+static void thing_dealloc(PyObject *self) { Py_TYPE(self)->tp_free(self); }
+static PyMethodDef thing_methods[] = {{"get", thing_get, METH_NOARGS, NULL}, {NULL}};
+static PyTypeObject Thing = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "%(name)s.Thing", .tp_basicsize = sizeof(PyObject), .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew, .tp_methods = thing_methods, %(extra)s
+};
+static int exec(PyObject *m) {
+    if (PyType_Ready(&Thing) < 0) return -1;
+    Py_INCREF(&Thing);
+    return PyModule_AddObject(m, "Thing", (PyObject *)&Thing);
+}
+static PyModuleDef_Slot slots[] = {{Py_mod_exec, exec}, {0, NULL}};
+static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "%(name)s", NULL, 0, NULL, slots};
+PyMODINIT_FUNC PyInit_%(name)s(void) { return PyModuleDef_Init(&def); }
+"""
+
+
 def c_source(template: str, name: str, v: int, *, fail: bool = False, extra: bool = True) -> str:
-    line = '{"extra", extra, METH_NOARGS, NULL},' if extra else ""
+    if template is STATIC:
+        line = ".tp_dealloc = thing_dealloc," if extra else ""
+    else:
+        line = '{"extra", extra, METH_NOARGS, NULL},' if extra else ""
     return template % {"name": name, "v": v, "fail": int(fail), "extra": line}
 
 
@@ -148,6 +174,8 @@ def test_single_phase_from_sources(tmp_path: Path) -> None:
         reload_to(module, 2)
         assert (norm(3.0, 4.0), kept[0](), module.VERSION, module.value()) == (10.0, 2, 2, 2)
         assert norm is module.norm  # the same live function, pointed at the new code
+        reason = "kept mapped: a single-phase module (CPython keeps its functions)"
+        assert hotr.reloader_of(module).history[0].status == reason  # at once, not "retired"
         assert str(inspect.signature(norm)) == "(x, y, /)"
         with pytest.raises(TypeError, match="norm"):
             norm(1.0)
@@ -386,6 +414,31 @@ def test_classes_state_and_hook(tmp_path: Path) -> None:
 )
 def test_an_old_version_is_unloaded_once_nothing_of_it_is_left(tmp_path: Path) -> None:
     _classes_state_hook(tmp_path, unloaded=True)
+
+
+@pytest.mark.parametrize("own_dealloc", [True, False], ids=["own-dealloc", "inherited-dealloc"])
+def test_a_static_type_keeps_its_version_mapped_and_history_says_so(
+    tmp_path: Path, own_dealloc: bool
+) -> None:
+    name = new_name()
+    src = tmp_path / f"{name}.c"
+    src.write_text(c_source(STATIC, name, 1, extra=own_dealloc))
+    module = hotr.load_module(src, manual=True)
+    try:
+        r = hotr.reloader_of(module)
+        old = module.Thing()
+        src.write_text(c_source(STATIC, name, 2, extra=own_dealloc))
+        reload_to(module, 2)
+        assert (old.get(), module.Thing().get()) == (1, 2)
+        kept = "kept mapped: Thing is a static type"
+        assert r.history[0].status == kept  # at once: no collection can make it go
+        del old
+        gc.collect()
+        r.update()
+        assert [v.status for v in r.history] == [kept, "live"]
+    finally:
+        hotr.reloader_of(module).close()
+        sys.modules.pop(name, None)
 
 
 def test_no_version_is_unloaded_under_a_running_call(tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ class VersionInfo(Record):
         not_carried: with keep_globals, (name, reason) of the globals that were not.
         status: where the version is now: ``"live"``, ``"retired"`` (mapped until its calls
             return, or, for an extension module, until no object of it is left), ``"unloaded"``,
-            or ``"kept mapped: <why>"`` (an extension module that cannot be unloaded safely).
+            or ``"kept mapped: <why>"`` (an extension module that can never be unloaded
+            safely, from the moment it is replaced).
     """
 
     number: int
@@ -65,9 +66,10 @@ class History:
 def _status(version: Version) -> str:
     if version.stage == "live":
         return "live"
-    if version.stage != "ended":
-        return "retired"
-    return f"kept mapped: {version.kept}" if version.kept else "unloaded"
+    staying = version.staying()
+    if staying:
+        return f"kept mapped: {staying}"
+    return "retired" if version.stage != "ended" else "unloaded"
 
 
 Content = bytes | str  # a version's bytes, or the path of a file holding them

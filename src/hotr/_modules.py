@@ -352,14 +352,24 @@ def _never_unloadable(module: types.ModuleType, version: Version) -> str | None:
     if not address or not _ModuleDef.from_address(address).m_slots:
         return "a single-phase module (CPython keeps its functions)"
     for key, value in vars(module).items():
-        if isinstance(value, type) and not value.__flags__ & _HEAPTYPE and _code_in(value, version):
+        if isinstance(value, type) and _static_in(value, version):
             return f"{key} is a static type"
+        if _static_in(type(value), version):
+            return f"the type {type(value).__qualname__} of {key} is a static type"
         if _is_function(value) and getattr(value, "__self__", None) is not module:
             return f"its function {key} holds no reference to the module"
         kind = type(value)
         if kind.__module__ != module.__name__ and _code_in(kind, version):
             return f"the type {kind.__qualname__} of {key} is shared beyond the module"
     return None
+
+
+def _static_in(kind: type, version: Version) -> bool:
+    """True if `kind` is a static type of `version`: its object lies in the version's data, or
+    its tp_dealloc in its code (a static type that inherits its dealloc has only the former)."""
+    if kind.__flags__ & _HEAPTYPE:
+        return False
+    return version.owns(id(kind)) or _code_in(kind, version)
 
 
 def _code_in(kind: type, version: Version) -> bool:

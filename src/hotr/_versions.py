@@ -71,6 +71,14 @@ class Version:
         self.extra_handles = 0  # dlopen references its own code took (CPython's import)
         self.kept = ""  # why it ended still mapped ("": it was unmapped)
 
+    def staying(self) -> str:
+        """Why this version stays mapped for good, whatever the program drops; "" if it may be
+        unmapped some day."""
+        if self.kept or self.hold is None or self.handle is None:
+            return self.kept
+        hold = self.hold()
+        return hold[1] if hold is not None and hold[0] else ""
+
     def waiting(self) -> bool:
         """True while objects of this version may still exist (it is not unmapped then)."""
         if self.hold is None:
@@ -96,6 +104,10 @@ class Version:
         """True if `address` lies in one of this version's executable segments."""
         offset = address - self.base
         return any(low <= offset < high for low, high in self.info.code)
+
+    def owns(self, address: int) -> bool:
+        """True if `address` lies in this version's mapping (code or data)."""
+        return _dl.owner(address) == self.path
 
     def callable(self, address: int) -> bool:
         """True if `address` is code: this version's, or a dependency's (dlsym finds the
