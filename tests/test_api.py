@@ -26,6 +26,7 @@ def test_public_names_are_exactly_these() -> None:
         "Watcher",
         "__version__",
         "aload",
+        "aload_module",
         "hot_reload_cleanup",
         "hot_reload_init",
         "hot_reload_update",

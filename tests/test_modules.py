@@ -390,11 +390,15 @@ def _classes_state_hook(tmp_path: Path, *, unloaded: bool) -> None:
         assert mapped(1) and r.history[0].status == "retired"
         if not {unloaded!r}:
             sys.exit(0)
+        import weakref
+        left = weakref.ref(OldBox)
         del old, OldBox
         gc.collect()
         deadline = time.monotonic() + 30
         while mapped(1):  # a type may take more than one collection to go (docs/modules.md)
-            assert time.monotonic() < deadline, r.history
+            if time.monotonic() > deadline:  # say what is left: hotr's view, and the type's
+                held = [repr(h)[:200] for h in gc.get_referrers(left())] if left() else []
+                raise AssertionError(f"{{r.history}}\\nBox alive: {{left()}}, held by {{held}}")
             r.poll()
             time.sleep(0.01)
             gc.collect()
@@ -514,6 +518,39 @@ def test_threads_call_while_reloads_land(tmp_path: Path) -> None:
     )
 
 
+def test_aload_module_reloads_in_a_task_on_the_loop(tmp_path: Path) -> None:
+    import asyncio
+
+    name = new_name()
+    src = tmp_path / f"{name}.c"
+    src.write_text(c_source(MULTI, name, 1, fail=True))
+
+    async def main() -> None:
+        with pytest.raises(hotr.LoadError, match="its module init raised ValueError"):
+            await hotr.aload_module(src)
+        assert name not in sys.modules
+        src.write_text(c_source(MULTI, name, 1))
+        reloads: list[tuple[int, int]] = []
+        module = await hotr.aload_module(src, on_reload=lambda old, new: reloads.append((old, new)))
+        assert sys.modules[name] is module and module.value() == 1
+        value = module.value
+        src.write_text(c_source(MULTI, name, 2))
+        deadline = time.monotonic() + 120
+        while value() != 2:  # the task loads it on this loop, between other tasks
+            assert time.monotonic() < deadline, hotr.reloader_of(module).history
+            await asyncio.sleep(0.01)
+        assert (module.Box(1).get(), module.count, reloads) == (2001, 1, [(1, 2)])
+        (task,) = [t for t in asyncio.all_tasks() if t.get_name().startswith("hotr:")]
+        hotr.reloader_of(module).close()
+        await asyncio.wait_for(task, 10)  # close() ends the task
+        assert value() == 2  # the live version stays
+
+    try:
+        asyncio.run(main())
+    finally:
+        sys.modules.pop(name, None)
+
+
 def test_rollback_runs_the_init_again(tmp_path: Path) -> None:
     name = new_name()
     src = tmp_path / f"{name}.c"
@@ -589,8 +626,12 @@ def test_cython(tmp_path: Path) -> None:
             def add(self, double x):
                 self.total += x * VERSION
                 return self.total
-        def scale(double x):
-            return x * VERSION
+        def scale(double x, y=1.0, *, z=None):
+            return x * VERSION * y
+        class Thing:
+            pass
+        def odd(k=Thing()):
+            return k
         """
     )
     src.write_text(code % 1)
@@ -599,6 +640,11 @@ def test_cython(tmp_path: Path) -> None:
         scale = module.scale
         old = module.Acc()
         assert (scale(2.0), old.add(1.0)) == (2.0, 1.0)
+        # Cython's functions have a real signature, which a live function keeps as its text
+        # signature; one with a default that no text signature can spell has none.
+        assert str(inspect.signature(scale)) == "(x, y=1.0, *, z=None)"
+        with pytest.raises(ValueError, match="no signature found"):
+            inspect.signature(module.odd)
         src.write_text(code % 2)
         reload_to(module, 2)
         assert (scale(2.0), module.Acc().add(1.0), old.add(1.0)) == (4.0, 2.0, 2.0)

@@ -14,7 +14,7 @@ from ._background import aload, load
 from ._exceptions import BuildError, CrashError, HotReloadError, LoadError, SymbolNotFoundError
 from ._history import VersionInfo
 from ._library import Function, Library, reloader_of
-from ._modules import load_module
+from ._modules import aload_module, load_module
 from ._reloader import HotReloader
 from ._seed import hot_reload_cleanup, hot_reload_init, hot_reload_update, watch_for_changes
 from ._watcher import Watcher
@@ -38,6 +38,7 @@ __all__ = [
     "Watcher",
     "__version__",
     "aload",
+    "aload_module",
     "hot_reload_cleanup",
     "hot_reload_init",
     "hot_reload_update",

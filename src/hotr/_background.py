@@ -96,10 +96,21 @@ async def aload(
 
         lib = await hotr.aload("./libhot.so")
     """
+    reloader = HotReloader(path, **options)
+    await astart(reloader, on_reload, on_error)
+    return reloader.library
+
+
+async def astart(
+    reloader: HotReloader,
+    on_reload: Callable[[int, int], object] | None,
+    on_error: Callable[[HotReloadError], object] | None,
+) -> None:
+    """Load the first version (closing `reloader` if that fails), then reload in a task on the
+    running loop: hotr.aload and hotr.aload_module."""
     import asyncio  # here, not at import time: it costs ~20 ms
 
     loop = asyncio.get_running_loop()
-    reloader = HotReloader(path, **options)
     _register(reloader, on_reload, on_error)
     try:
         if core_of(reloader).builds is None:
@@ -112,7 +123,6 @@ async def aload(
     core = core_of(reloader)
     cursor = Cursor(core.tracker)  # from now: a change before the task first runs counts
     _tasks.add(loop.create_task(_follow(reloader, cursor), name=f"hotr:{reloader.path}"))
-    return reloader.library
 
 
 _tasks: set[asyncio.Task[None]] = set()  # the running aload tasks (the loop keeps weak refs)

@@ -34,7 +34,7 @@ import types
 import weakref
 from collections.abc import Callable, Sequence
 
-from ._background import start
+from ._background import astart, start
 from ._exceptions import HotReloadError, LoadError, SymbolNotFoundError
 from ._library import MODULE_KEY
 from ._log import logger
@@ -142,6 +142,40 @@ def load_module(
         from fastmath import norm
         norm(3.0, 4.0)  # the newest build's norm
     """
+    binding = _binding(target, name, options)
+    start(binding.reloader, on_reload, on_error, manual)
+    return binding.register()
+
+
+async def aload_module(
+    target: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    name: str | None = None,
+    on_reload: Callable[[int, int], object] | None = None,
+    on_error: Callable[[HotReloadError], object] | None = None,
+    **options: Any,
+) -> types.ModuleType:
+    """hotr.load_module() for asyncio: reloads (and each version's module init) happen on the
+    running loop, in a task, as with hotr.aload.
+
+    The first build runs in the loop's default executor (and so does the first module init
+    then); the task ends when the reloader is stopped or closed.
+
+    Example::
+
+        fastmath = await hotr.aload_module("fastmath.c")
+    """
+    binding = _binding(target, name, options)
+    await astart(binding.reloader, on_reload, on_error)
+    return binding.register()
+
+
+def _binding(
+    target: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    name: str | None,
+    options: dict[str, Any],
+) -> ModuleBinding:
+    """The checked arguments' reloader, with the module binding it loads through."""
     paths = [target] if isinstance(target, (str, os.PathLike)) else list(target)
     first = os.fspath(paths[0]) if paths else ""
     if name is None:
@@ -152,12 +186,7 @@ def load_module(
     core = core_of(reloader)
     binding = ModuleBinding(name, core.label, reloader, core.tracker.poke, core.functions.on_crash)
     core.loader.extension = binding
-    start(reloader, on_reload, on_error, manual)
-    previous = sys.modules.get(name)
-    if previous is not None and previous is not binding.module:
-        logger.info("sys.modules[%r] was %r; it is now the hot-reloaded module", name, previous)
-    sys.modules[name] = binding.module
-    return binding.module
+    return binding
 
 
 class ModuleBinding:
@@ -176,13 +205,23 @@ class ModuleBinding:
         self.module = types.ModuleType(name)
         vars(self.module)[MODULE_KEY] = reloader
         self._label = label
-        self._reloader = reloader
+        self.reloader = reloader
         self._wake = wake
         self._functions: dict[str, tuple[LiveCallable, Any]] = {}  # name: (state, function)
         self._defined: set[str] = set()  # the names the live version put in the module
         self._state_type: type[_State] | None = None
         self._live: types.ModuleType | None = None  # the live version's own module
         self._next: types.ModuleType | None = None  # initialised, not yet switched to
+
+    def register(self) -> types.ModuleType:
+        """Put the module in sys.modules (after its first version loaded) and return it."""
+        previous = sys.modules.get(self.name)
+        if previous is not None and previous is not self.module:
+            logger.info(
+                "sys.modules[%r] was %r; it is now the hot-reloaded module", self.name, previous
+            )
+        sys.modules[self.name] = self.module
+        return self.module
 
     def init(self, version: Version) -> None:
         short = self.name.rpartition(".")[2]
@@ -256,9 +295,9 @@ class ModuleBinding:
         if self._state_type is None:
             self._state_type = type(self.name.rpartition(".")[2], (_State,), {})
             copyreg.pickle(self._state_type, _reduce_state)
-        state = self._state_type(value, self._reloader, self._on_crash is not None)
+        state = self._state_type(value, self.reloader, self._on_crash is not None)
         doc = value.__doc__ if isinstance(value.__doc__, str) else None
-        signature = getattr(value, "__text_signature__", None)
+        signature = _text_signature(value)
         if signature:  # kept where CPython reads it from (inspect.signature, help)
             doc = f"{key}{signature}\n--\n\n{doc or ''}"
         function = live_builtin(state, key, doc, self.name)
@@ -280,6 +319,44 @@ class _State(LiveCallable):
         reloader rolls back first)."""
         on_crash: CrashHandler = vars(self)[_ON_CRASH]
         return on_crash(vars(self)[_ORIGIN][1], signal, version, pc, accessed, where)
+
+
+def _text_signature(value: Any) -> str | None:
+    """The text signature for a live function of `value`: a builtin's own, or for Cython's (and
+    nanobind's) functions, which have a real signature instead, that signature's text without
+    annotations (a text signature has none)."""
+    signature = getattr(value, "__text_signature__", None)
+    if isinstance(signature, str) or isinstance(value, types.BuiltinFunctionType):
+        return signature or None  # a builtin without one: inspect finds none either
+    import inspect
+
+    try:
+        found = inspect.signature(value)
+    except (TypeError, ValueError):
+        return None
+    empty = inspect.Parameter.empty
+    parameters = [p.replace(annotation=empty) for p in found.parameters.values()]
+    text = str(found.replace(parameters=parameters, return_annotation=empty))
+    return text if _spellable(text) else None
+
+
+def _spellable(signature: str) -> bool:
+    """True if inspect can read `signature` as a text signature: Python syntax whose defaults
+    are literals (``k=Thing()`` is not)."""
+    import ast
+
+    try:
+        (definition,) = ast.parse(f"def f{signature}: pass").body
+    except SyntaxError:
+        return False
+    assert isinstance(definition, ast.FunctionDef)
+    arguments = definition.args
+    try:
+        for default in [*arguments.defaults, *filter(None, arguments.kw_defaults)]:
+            ast.literal_eval(default)
+    except ValueError:
+        return False
+    return True
 
 
 def _reduce_state(state: _State) -> tuple[Callable[[str, str], _State], tuple[str, str]]:
