@@ -412,10 +412,6 @@ def test_classes_state_and_hook(tmp_path: Path) -> None:
     _classes_state_hook(tmp_path, unloaded=False)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 15: now and then version 1 stays mapped after its module and types are gone",
-)
 def test_an_old_version_is_unloaded_once_nothing_of_it_is_left(tmp_path: Path) -> None:
     _classes_state_hook(tmp_path, unloaded=True)
 

@@ -161,7 +161,10 @@ class ReloadCore:
         return pin.number if pin is not None else 0
 
     def history(self) -> list[VersionInfo]:
-        return self._history.infos()
+        """The versions, read between loads and unloads: an old version another thread is
+        unloading (its mapping already gone) is not reported "retired" meanwhile."""
+        with self.lock:
+            return self._history.infos()
 
     def _check_not_closed(self) -> None:
         """A forked child still calls the version it has; a closed reloader has none."""
