@@ -8,6 +8,7 @@ import gc
 import importlib.util
 import inspect
 import itertools
+import os
 import pickle
 import subprocess
 import sys
@@ -598,6 +599,28 @@ def test_built_module_bad_files_and_pickling(tmp_path: Path) -> None:
                 r.watch_for_changes(0.5)
                 r.update()
         assert value() == 1 and r.version == 1
+    finally:
+        hotr.reloader_of(module).close()
+        sys.modules.pop(name, None)
+
+
+def test_a_save_runs_the_compiler_only_once(tmp_path: Path) -> None:
+    """No prototypes are read for a module (its functions are typed by the module itself):
+    the compiler's preprocessor does not run beside each compile."""
+    log = tmp_path / "cc.log"
+    cc = tmp_path / "cc"
+    cc.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {CC} "$@"\n')
+    cc.chmod(0o755)
+    name = new_name()
+    src = tmp_path / f"{name}.c"
+    fresh = f"/* {os.urandom(8).hex()} */\n"  # no object of it is in the cache
+    src.write_text(fresh + c_source(SINGLE, name, 1))
+    module = hotr.load_module(src, manual=True, cc=str(cc))
+    try:
+        src.write_text(fresh + c_source(SINGLE, name, 2, extra=False))
+        reload_to(module, 2)
+        runs = log.read_text().splitlines()
+        assert len(runs) == 2 and not [r for r in runs if " -E " in f" {r} "], runs
     finally:
         hotr.reloader_of(module).close()
         sys.modules.pop(name, None)

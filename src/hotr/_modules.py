@@ -182,7 +182,9 @@ def _binding(
         name = os.path.basename(first).split(".", 1)[0]
     if not name.isidentifier():
         raise ValueError(f"name: {name!r} is not a module name; pass name= (PyInit_<name>)")
-    reloader = _ModuleReloader(target, **options)
+    # No prototypes: a module's functions are typed by the module itself, so reading them
+    # (cc -E beside each compile) would only slow every save.
+    reloader = _ModuleReloader(target, **{**options, "prototypes": False})
     core = core_of(reloader)
     binding = ModuleBinding(name, core.label, reloader, core.tracker.poke, core.functions.on_crash)
     core.loader.extension = binding
