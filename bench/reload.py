@@ -63,25 +63,38 @@ def rename_into(lib: Path, data: bytes) -> float:
     return time.perf_counter()
 
 
-# The writer: a process of its own, as an editor, install(1) or a linker is.  It puts the file
-# in place and says when it was done (CLOCK_MONOTONIC, the same clock in every process).  Timed
-# here, in the benchmark's process, the start would come late whenever a reloading thread held
-# the GIL while the rename or the linker returned.  The writer has a CPU of its own: on the
-# reader's, the reader woken inside rename(2) would run before the writer could read the clock.
-# (On ext4 a rename over a file returns some 50 us after its event: the old inode is freed on
-# the way out.  Both contenders may start in that time; the clock starts at the return.)
+def link_into(lib: Path, source: Path) -> float:
+    """The linker writes the library (GNU ld unlinks and re-creates); the clock starts when it
+    has exited (time.monotonic).  Only for contenders that start reading then, in this thread:
+    the linker's own exit comes about a millisecond after it closed the file."""
+    subprocess.run([CC, "-shared", "-fPIC", str(source), "-o", str(lib)], check=True)
+    return time.monotonic()
+
+
+# The writer: a process of its own, as an editor or install(1) is.  It renames the file into
+# place and says when rename(2) returned (CLOCK_MONOTONIC, the same clock in every process).
+# Timed here, in the benchmark's process, the start would come late whenever a reloading thread
+# held the GIL while the rename returned.  The writer has a CPU of its own: on the reader's,
+# the reader woken inside rename(2) would run before the writer could read the clock.  And it
+# holds the file being replaced open across the rename: on ext4 a rename over a file frees the
+# old file's blocks on its way out, after the event (50 us for 16 KiB, milliseconds for 10
+# MiB), which would make the rename "return" after the new code answered.
 _WRITER = """
-import os, subprocess, sys, time
+import os, sys, time
+old = None
 for line in sys.stdin:
-    way, source, lib = line.rstrip("\\n").split("\\0")
-    if way == "rename":
-        with open(source, "rb") as f:
-            data = f.read()
-        with open(lib + ".tmp", "wb") as f:
-            f.write(data)
-        os.rename(lib + ".tmp", lib)
-    else:
-        subprocess.run([way, "-shared", "-fPIC", source, "-o", lib], check=True)
+    if old is not None:
+        os.close(old)  # the file the last rename replaced goes now, while no reload is timed
+    source, lib = line.rstrip("\\n").split("\\0")
+    with open(source, "rb") as f:
+        data = f.read()
+    with open(lib + ".tmp", "wb") as f:
+        f.write(data)
+    try:
+        old = os.open(lib, os.O_RDONLY)
+    except FileNotFoundError:
+        old = None
+    os.rename(lib + ".tmp", lib)
     print(time.monotonic(), flush=True)
 """
 
@@ -104,11 +117,10 @@ class Writer:
                 os.sched_setaffinity(tid, others)
         self.cpus = set(cpus)
 
-    def start(self, way: str, source: Path, lib: Path) -> None:
-        """Ask for `lib` to be made from `source`: renamed into place (`way` "rename") or
-        linked by the compiler `way`."""
+    def start(self, source: Path, lib: Path) -> None:
+        """Ask for the bytes of `source` to be renamed into place as `lib`."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write(f"{way}\0{source}\0{lib}\n")
+        self.proc.stdin.write(f"{source}\0{lib}\n")
         self.proc.stdin.flush()
 
     def done_at(self) -> float:
@@ -274,10 +286,13 @@ def _turns(
         for n in range(1, trials + 1):
             for i in [(n + j) % k for j in range(k)]:
                 c = contenders[i]
-                writer.start("rename" if way == "rename" else CC, sources[n % 2], _lib_of(c))
+                if way == "rename":
+                    writer.start(sources[n % 2], _lib_of(c))
+                else:
+                    started = link_into(_lib_of(c), sources[n % 2])
                 got = c.reload()
                 answered = time.monotonic()
-                samples[i].append(answered - writer.done_at())
+                samples[i].append(answered - (writer.done_at() if way == "rename" else started))
                 assert got == n % 2 + 1, (type(c).__name__, got, n)
                 c.housekeep()
     finally:
