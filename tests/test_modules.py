@@ -442,6 +442,47 @@ def test_a_static_type_keeps_its_version_mapped_and_history_says_so(
         sys.modules.pop(name, None)
 
 
+def test_an_unload_put_off_by_a_load_in_another_thread_still_happens(tmp_path: Path) -> None:
+    """The last object of version 1 goes while another thread holds the reloader for a load:
+    the unload that wake-up asked for is put off, never lost, with nothing else happening."""
+    name = "putoff"
+    src = tmp_path / f"{name}.c"
+    src.write_text(c_source(MULTI, name, 1))
+    slow = c_source(MULTI, name, 3).replace(
+        "static int exec(PyObject *m) {",
+        "static int exec(PyObject *m) {\n"
+        "    Py_BEGIN_ALLOW_THREADS usleep(500000); Py_END_ALLOW_THREADS",
+    )
+    run_python(
+        f"""
+        import gc, sys, threading, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import hotr
+        from test_modules import MULTI, c_source, reload_to
+        m = hotr.load_module({str(src)!r}, manual=True)
+        r = hotr.reloader_of(m)
+        held = [m.Box(1)]
+        open({str(src)!r}, "w").write(c_source(MULTI, "putoff", 2))
+        reload_to(m, 2)
+        gc.collect()
+        assert r.history[0].status == "retired", r.history
+        def drop():
+            time.sleep(0.2)  # version 3's init is running in the main thread by now
+            held.clear()
+            gc.collect()
+        thread = threading.Thread(target=drop)
+        open({str(src)!r}, "w").write({slow!r})
+        thread.start()
+        reload_to(m, 3)
+        thread.join()
+        deadline = time.monotonic() + 10  # only history is read from now on
+        while r.history[0].status != "unloaded":
+            assert time.monotonic() < deadline, r.history
+            time.sleep(0.01)
+        """
+    )
+
+
 def test_no_version_is_unloaded_under_a_running_call(tmp_path: Path) -> None:
     name = "blocking"
     src = tmp_path / f"{name}.c"

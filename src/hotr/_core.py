@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 ReloadCallback = Callable[[int, int], object]
 _ACCESS_SIGNALS = (_signal.SIGSEGV, _signal.SIGBUS)  # where si_addr is the address accessed
 ErrorCallback = Callable[[HotReloadError], object]
+_HOUSEKEEP_RETRY = 0.01  # seconds until housekeeping put off by a busy reloader is tried again
 
 
 class ReloadCore:
@@ -161,10 +162,7 @@ class ReloadCore:
         return pin.number if pin is not None else 0
 
     def history(self) -> list[VersionInfo]:
-        """The versions, read between loads and unloads: an old version another thread is
-        unloading (its mapping already gone) is not reported "retired" meanwhile."""
-        with self.lock:
-            return self._history.infos()
+        return self._history.infos()
 
     def _check_not_closed(self) -> None:
         """A forked child still calls the version it has; a closed reloader has none."""
@@ -197,10 +195,16 @@ class ReloadCore:
         self.source.sync()
 
     def housekeep(self) -> None:
-        """Unload what drained; skipped (until the next call) while a load runs elsewhere."""
+        """Unload what drained; put off while a load runs elsewhere.
+
+        Put off, not dropped: the wake-up that led here (a version's last call returned, its
+        last object was collected) may be the only one, so the waiters are woken again shortly
+        to come back for it.
+        """
         if not (self.versions.busy or self.loader.pending or self._store.leftovers):
             return  # nothing to do: the common case, on every wait and update
         if not self.lock.acquire(blocking=False):
+            self.source.call_at(self.source.clock() + _HOUSEKEEP_RETRY, self.tracker.poke)
             return
         try:
             if not self._closed:

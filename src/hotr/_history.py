@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import os
 
+from . import _versions
 from ._record import Record
 from ._store import PrivateStore
 from ._versions import Version
@@ -60,7 +61,12 @@ class History:
 
     def infos(self) -> list[VersionInfo]:
         """The versions remembered, oldest first."""
-        return [info._replace(sha256=v.sha256(), status=_status(v)) for v, info in self._entries]
+        with _versions.UNMAPPING:  # no version half-unloaded meanwhile (see there)
+            statuses = [_status(v) for v, _ in self._entries]
+        return [
+            info._replace(sha256=v.sha256(), status=status)
+            for (v, info), status in zip(self._entries, statuses, strict=True)
+        ]
 
 
 def _status(version: Version) -> str:

@@ -219,8 +219,11 @@ class ModuleBinding:
         """Put the module in sys.modules (after its first version loaded) and return it."""
         previous = sys.modules.get(self.name)
         if previous is not None and previous is not self.module:
-            logger.info(
-                "sys.modules[%r] was %r; it is now the hot-reloaded module", self.name, previous
+            logger.warning(
+                "sys.modules[%r] was %r; it is now the hot-reloaded module (references to the "
+                "other one keep it)",
+                self.name,
+                previous,
             )
         sys.modules[self.name] = self.module
         return self.module

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import threading
 from collections.abc import Callable
 
 from . import _dl, _signals
@@ -30,6 +31,19 @@ from ._store import PrivateStore
 _VOID_FN = ctypes.CFUNCTYPE(None)
 # Why a version must stay mapped: (for good, reason), or None when it may be unmapped now.
 Hold = tuple[bool, str] | None
+# Held from a version's dlclose to its stage "ended": what reads the stages (r.history) never
+# finds a version unmapped but not yet ended.  Only that: a lock a reader could hold for long
+# would make housekeeping skip an unload (it gives way to a busy reloader and waits for the
+# next wake-up, which may never come).
+UNMAPPING = threading.RLock()
+
+
+def _after_fork_in_child() -> None:
+    global UNMAPPING
+    UNMAPPING = threading.RLock()  # another thread of the parent may have held it
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -166,18 +180,20 @@ class Version:
             hold = self.hold() if self.hold is not None and self.handle is not None else None
             if hold is not None:
                 self.kept, self.handle = hold[1], None  # never dlclosed: its code stays
-            if self.handle is not None:
-                if self.stage != "ending":
-                    self.stage = "ending"
-                    cleanup = self.hook("cleanup")
-                    if cleanup and self.is_code(cleanup):
-                        _VOID_FN(cleanup)()
-                handle, self.handle = self.handle, None
-                try:
-                    for _ in range(1 + self.extra_handles):
-                        _dl.dlclose(handle)
-                except OSError as exc:
-                    logger.warning("dlclose of version %d failed: %s", self.number, exc)
+            if self.handle is not None and self.stage != "ending":
+                self.stage = "ending"
+                cleanup = self.hook("cleanup")
+                if cleanup and self.is_code(cleanup):
+                    _VOID_FN(cleanup)()
+            with UNMAPPING:
+                if self.handle is not None:
+                    handle, self.handle = self.handle, None
+                    try:
+                        for _ in range(1 + self.extra_handles):
+                            _dl.dlclose(handle)
+                    except OSError as exc:
+                        logger.warning("dlclose of version %d failed: %s", self.number, exc)
+                self.stage = "ended"
             # r.history keeps the version: a small one's bytes stay for its hash (history is
             # short), nothing else does
             self._globals, self._symbols = None, {}
@@ -185,7 +201,6 @@ class Version:
                 self._store.remove_directory(self._remove)
             else:
                 self._store.remove(self._remove)
-            self.stage = "ended"
         if self.kept:
             logger.debug("version %d stays mapped: %s", self.number, self.kept)
         else:
