@@ -6,6 +6,7 @@ import subprocess
 import types
 from pathlib import Path
 
+import pytest
 from conftest import run_python
 
 import hotr
@@ -78,6 +79,7 @@ def test_every_error_pickles_as_it_was() -> None:
         assert vars(again) == vars(error)
 
 
+@pytest.mark.every_python  # what the standard library imports differs between versions
 def test_import_leaves_the_heavy_modules_out(tmp_path: Path) -> None:
     """`import hotr` and a first load pull in none of typing, logging, re, enum, asyncio or
     subprocess (together about 15 ms of start-up): each comes only when something needs it."""
