@@ -54,13 +54,13 @@ def build(work: Path, n: int, size: int, relocations: int = 0) -> Path:
     return out
 
 
-def rename_into(lib: Path, data: bytes) -> float:
-    """Put `data` in place the way install(1) and editors do; the clock starts on return."""
+def rename_into(lib: Path, data: bytes) -> None:
+    """Put `data` in place the way install(1) and editors do, from this process (the first
+    version, and the back-to-back loop, which times whole reloads: the Writer times the rest)."""
     tmp = lib.with_name(lib.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(data)
     os.rename(tmp, lib)
-    return time.perf_counter()
 
 
 def link_into(lib: Path, source: Path) -> float:
@@ -112,9 +112,7 @@ class Writer:
             text=True,
             preexec_fn=lambda: os.sched_setaffinity(0, mine),
         )
-        for tid in _threads_of_this_process():  # threads started from now on inherit it
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(tid, others)
+        _pin_this_process(others)  # threads started from now on inherit it
         self.cpus = set(cpus)
 
     def start(self, source: Path, lib: Path) -> None:
@@ -132,13 +130,14 @@ class Writer:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         self.proc.wait()
-        for tid in _threads_of_this_process():
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(tid, self.cpus)
+        _pin_this_process(self.cpus)
 
 
-def _threads_of_this_process() -> list[int]:
-    return [int(tid) for tid in os.listdir("/proc/self/task")]
+def _pin_this_process(cpus: set[int]) -> None:
+    """Run every thread of this process on `cpus` (a thread that just ended is skipped)."""
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(tid), cpus)
 
 
 class Floor:

@@ -99,6 +99,13 @@ def stopped_cleanly(proc: subprocess.Popen[str], lines: Lines, tmp_path: Path) -
     assert not private.exists() or list(private.iterdir()) == [], list(private.rglob("*"))
 
 
+def interrupted_cleanly(proc: subprocess.Popen[str], lines: Lines, tmp_path: Path) -> None:
+    """Ctrl-C: `hotr run` says it stopped, then stopped_cleanly()."""
+    proc.send_signal(signal.SIGINT)
+    lines.wait_for("stopped")
+    stopped_cleanly(proc, lines, tmp_path)
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_demo_reloads_on_save_and_stops_cleanly(tmp_path: Path, stop: signal.Signals) -> None:
     with start(tmp_path, "run") as proc:
@@ -207,9 +214,7 @@ def test_run_calls_named_functions_and_reports_a_missing_one_once(tmp_path: Path
             lines.wait_for("tick 2")
             save(src, '#include <stdio.h>\nvoid tick(void) { puts("tick 3"); }\n')
             lines.wait_for("tick 3")
-            proc.send_signal(signal.SIGINT)
-            lines.wait_for("stopped")
-            stopped_cleanly(proc, lines, tmp_path)
+            interrupted_cleanly(proc, lines, tmp_path)
         finally:
             proc.kill()
     assert sum("no function 'nope'" in line for line in lines.seen) == 1
@@ -225,9 +230,7 @@ def test_call_of_a_function_that_takes_arguments_is_an_error_not_a_crash(tmp_pat
             lines.wait_for("'count' in")  # a variable: "... is not a function ...: check --call"
             save(src, "int twice(int x) { return 3 * x; }\n")
             lines.wait_for("loaded version 2")
-            proc.send_signal(signal.SIGINT)
-            lines.wait_for("stopped")
-            stopped_cleanly(proc, lines, tmp_path)
+            interrupted_cleanly(proc, lines, tmp_path)
         finally:
             proc.kill()
     assert not any("Traceback" in line for line in lines.seen)
@@ -243,9 +246,7 @@ def test_no_default_function_hints_at_call_once(tmp_path: Path) -> None:
             assert "--call NAME" in lines.seen[-1]
             save(src, "int f(void) { return 2; }\n")
             lines.wait_for("loaded version 2")
-            proc.send_signal(signal.SIGINT)
-            lines.wait_for("stopped")
-            stopped_cleanly(proc, lines, tmp_path)
+            interrupted_cleanly(proc, lines, tmp_path)
         finally:
             proc.kill()
     assert sum("--call NAME" in line for line in lines.seen) == 1
@@ -281,9 +282,7 @@ def test_keep_globals_status_line_says_what_was_carried(tmp_path: Path) -> None:
             lines.wait_for("loaded version 2")
             assert lines.seen[-1].endswith("; carried: n; not carried: big (new in this version)")
             lines.wait_for("n=2")
-            proc.send_signal(signal.SIGINT)
-            lines.wait_for("stopped")
-            stopped_cleanly(proc, lines, tmp_path)
+            interrupted_cleanly(proc, lines, tmp_path)
         finally:
             proc.kill()
 

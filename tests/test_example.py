@@ -14,17 +14,27 @@ from conftest import CC, Lines
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def test_example_reloads_after_rebuild(tmp_path: Path) -> None:
-    for name in ("example.c", "main.py"):
+def run_example(tmp_path: Path, *files: str) -> subprocess.Popen[str]:
+    """Copy example `files` into `tmp_path` and start the last (a script), with hotr's private
+    files and cache there too; its output is read line by line."""
+    for name in files:
         shutil.copy(EXAMPLES / name, tmp_path / name)
-    env = {"HOTR_PRIVATE_DIR": str(tmp_path / "private"), "PATH": "/usr/bin:/bin"}
-    with subprocess.Popen(
-        [sys.executable, str(tmp_path / "main.py")],
+    env = {
+        "HOTR_PRIVATE_DIR": str(tmp_path / "private"),
+        "HOTR_CACHE_DIR": str(tmp_path / "cache"),
+        "PATH": "/usr/bin:/bin",
+    }
+    return subprocess.Popen(
+        [sys.executable, str(tmp_path / files[-1])],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
-    ) as proc:
+    )
+
+
+def test_example_reloads_after_rebuild(tmp_path: Path) -> None:
+    with run_example(tmp_path, "example.c", "main.py") as proc:
         try:
             lines = Lines(proc)
             lines.wait_for("hello world!")
@@ -48,20 +58,7 @@ def test_example_reloads_after_rebuild(tmp_path: Path) -> None:
 def test_cxx_example_keeps_its_tally_across_a_rebuild(tmp_path: Path) -> None:
     if shutil.which("c++") is None:
         pytest.skip("no C++ compiler")
-    for name in ("tally.cpp", "tally.py"):
-        shutil.copy(EXAMPLES / name, tmp_path / name)
-    env = {
-        "HOTR_PRIVATE_DIR": str(tmp_path / "private"),
-        "HOTR_CACHE_DIR": str(tmp_path / "cache"),
-        "PATH": "/usr/bin:/bin",
-    }
-    with subprocess.Popen(
-        [sys.executable, str(tmp_path / "tally.py")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    ) as proc:
+    with run_example(tmp_path, "tally.cpp", "tally.py") as proc:
         try:
             lines = Lines(proc)
             lines.wait_for("report 2: apple seen 1 pear seen 1")
@@ -79,20 +76,7 @@ def test_cxx_example_keeps_its_tally_across_a_rebuild(tmp_path: Path) -> None:
 
 
 def test_module_example_reloads_on_save(tmp_path: Path) -> None:
-    for name in ("fastmath.c", "modules.py"):
-        shutil.copy(EXAMPLES / name, tmp_path / name)
-    env = {
-        "HOTR_PRIVATE_DIR": str(tmp_path / "private"),
-        "HOTR_CACHE_DIR": str(tmp_path / "cache"),
-        "PATH": "/usr/bin:/bin",
-    }
-    with subprocess.Popen(
-        [sys.executable, str(tmp_path / "modules.py")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    ) as proc:
+    with run_example(tmp_path, "fastmath.c", "modules.py") as proc:
         try:
             lines = Lines(proc)
             lines.wait_for("norm 5.0  Point.norm 5.0  calls 1  version 1")

@@ -146,6 +146,19 @@ def reload_to(module: ModuleType, number: int, timeout: float = 120) -> None:
         r.update()
 
 
+def run_child(code: str) -> None:
+    """Run `code` in a child interpreter (it may crash) with gc, sys, threading, time, hotr
+    and this module's helpers imported."""
+    here = str(Path(__file__).parent)
+    run_python(
+        "import gc, sys, threading, time\n"
+        f"sys.path.insert(0, {here!r})\n"
+        "import hotr\n"
+        "from test_modules import MULTI, c_source, convention_source, reload_to\n"
+        + textwrap.dedent(code)
+    )
+
+
 def build_so(tmp_path: Path, code: str, filename: str) -> Path:
     src = tmp_path / "build" / (filename.split(".")[0] + ".c")
     src.parent.mkdir(exist_ok=True)
@@ -259,12 +272,8 @@ def test_a_function_that_changes_its_calling_convention(tmp_path: Path) -> None:
     old convention, take the new version's arguments (and its errors)."""
     src = tmp_path / "conv.c"
     src.write_text(convention_source("conv", 1))
-    run_python(
+    run_child(
         f"""
-        import sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        import hotr
-        from test_modules import convention_source, reload_to
         conv = hotr.load_module({str(src)!r}, manual=True)
         from conv import f
 
@@ -365,12 +374,8 @@ def _classes_state_hook(tmp_path: Path, *, unloaded: bool) -> None:
     name = "boxes"
     src = tmp_path / f"{name}.c"
     src.write_text(c_source(MULTI, name, 1))
-    run_python(
+    run_child(
         f"""
-        import gc, sys, time
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        import hotr
-        from test_modules import MULTI, c_source, reload_to
         src = {str(src)!r}
 
         def mapped(n):
@@ -453,12 +458,8 @@ def test_an_unload_put_off_by_a_load_in_another_thread_still_happens(tmp_path: P
         "static int exec(PyObject *m) {\n"
         "    Py_BEGIN_ALLOW_THREADS usleep(500000); Py_END_ALLOW_THREADS",
     )
-    run_python(
+    run_child(
         f"""
-        import gc, sys, threading, time
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        import hotr
-        from test_modules import MULTI, c_source, reload_to
         m = hotr.load_module({str(src)!r}, manual=True)
         r = hotr.reloader_of(m)
         held = [m.Box(1)]
@@ -487,12 +488,8 @@ def test_no_version_is_unloaded_under_a_running_call(tmp_path: Path) -> None:
     name = "blocking"
     src = tmp_path / f"{name}.c"
     src.write_text(c_source(MULTI, name, 1))
-    run_python(
+    run_child(
         f"""
-        import gc, sys, threading, time
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        import hotr
-        from test_modules import MULTI, c_source, reload_to
         blocking = hotr.load_module({str(src)!r}, manual=True)
         from blocking import block
         result = []
@@ -521,12 +518,8 @@ def test_threads_call_while_reloads_land(tmp_path: Path) -> None:
     name = "busy"
     src = tmp_path / f"{name}.c"
     src.write_text(c_source(MULTI, name, 1))
-    run_python(
+    run_child(
         f"""
-        import gc, sys, threading
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        import hotr
-        from test_modules import MULTI, c_source, reload_to
         busy = hotr.load_module({str(src)!r}, manual=True)
         from busy import value
         stop = threading.Event()

@@ -123,6 +123,7 @@ class ReloadCore:
         self._on_error: list[ErrorCallback] = []
         self._failure: HotReloadError | None = None  # the last load error, while none is live
         self._attempted = False  # update() was called: poll() and watches report from then on
+        self._retrying = False  # a housekeeping retry is scheduled (see housekeep)
         self._closed = self._stopped = self._forked = False
         self._eventfd = -1
         self._eventfd_lock = threading.Lock()  # the descriptor is written from other threads
@@ -204,7 +205,9 @@ class ReloadCore:
         if not (self.versions.busy or self.loader.pending or self._store.leftovers):
             return  # nothing to do: the common case, on every wait and update
         if not self.lock.acquire(blocking=False):
-            self.source.call_at(self.source.clock() + _HOUSEKEEP_RETRY, self.tracker.poke)
+            if not self._retrying:  # one retry at a time, however many waiters came by
+                self._retrying = True
+                self.source.call_at(self.source.clock() + _HOUSEKEEP_RETRY, self._retry)
             return
         try:
             if not self._closed:
@@ -212,6 +215,10 @@ class ReloadCore:
                 self.versions.housekeep()
         finally:
             self.lock.release()
+
+    def _retry(self) -> None:
+        self._retrying = False
+        self.tracker.poke()
 
     def update(self, view: ProgramView | None = None) -> None:
         """Build if the inputs changed, load if the library changed.  Raises HotReloadError.

@@ -137,7 +137,7 @@ class InotifyWatch:
         self.attached: set[Point] = set()
         self.points: tuple[Point, ...] = ()
         self.final: str | None = None
-        self.state = "unreachable"
+        self.state: _State = "unreachable"
         self.created: tuple[int, ...] | None = None  # created, its close event not seen yet
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ drop them. A warning or worse imports logging and goes through it, so it is show
 
 from __future__ import annotations
 
+import functools
 import sys
 
 TYPE_CHECKING = False
@@ -15,15 +16,11 @@ if TYPE_CHECKING:
     import logging
 
 
-_found: list[logging.Logger] = []
-
-
+@functools.cache
 def _logger() -> logging.Logger:
-    if not _found:
-        import logging
+    import logging
 
-        _found.append(logging.getLogger("hotr"))
-    return _found[0]
+    return logging.getLogger("hotr")
 
 
 class _Logger:

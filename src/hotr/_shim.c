@@ -295,6 +295,21 @@ guard_push(hotr_guard_record *record, void *target, Pin *pin)
     return 0;
 }
 
+/* The end of a guarded call, as call_end() for others: after a caught fault, CrashError
+ * (raised once the call no longer counts in flight). */
+static PyObject *
+guarded_end(LiveFunction *self, Pin *pin, PyObject *callable, PyObject *result,
+            hotr_guard_record *record)
+{
+    if (--pin->inflight == 0 && pin->on_idle != NULL)
+        notify_idle(pin);
+    if (record->crashed)
+        result = raise_crash(self, pin, record);
+    Py_DECREF(callable);
+    Py_DECREF(pin);
+    return result;
+}
+
 /* live_call for a guarded function: the same, with a record pushed for the trampoline and
  * the signal handler (_guard.c).  After a caught fault the call's result, or the exception
  * an errcheck raised about it, is dropped and CrashError raised instead. */
@@ -312,13 +327,7 @@ guarded_call(LiveFunction *self, Pin *pin, PyObject *callable, ternaryfunc call,
             PyErr_Clear();
         }
     }
-    if (--pin->inflight == 0 && pin->on_idle != NULL)
-        notify_idle(pin);
-    if (record.crashed)
-        result = raise_crash(self, pin, &record);
-    Py_DECREF(callable);
-    Py_DECREF(pin);
-    return result;
+    return guarded_end(self, pin, callable, result, &record);
 }
 
 /* A call of a function whose pin is NULL: its `missing` exception (or a RuntimeError). */
@@ -597,13 +606,7 @@ callable_guarded(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject
             PyErr_Clear();
         }
     }
-    if (--pin->inflight == 0 && pin->on_idle != NULL)
-        notify_idle(pin);
-    if (record.crashed)
-        result = raise_crash(self, pin, &record);
-    Py_DECREF(callable);
-    Py_DECREF(pin);
-    return result;
+    return guarded_end(self, pin, callable, result, &record);
 }
 
 /* Each kind's flags and C function, and the vectorcall CPython gives a builtin of those

@@ -75,7 +75,7 @@ class Version:
         self.handle: int | None = None
         self.base = 0
         self.pin = Pin(number)
-        self.stage = "loading"
+        self.stage: Stage = "loading"
         self._remove = remove  # the copy, or the directory holding it and its $ORIGIN links
         self._store = store
         self._symbols: dict[str, int | None] = {}
