@@ -8,6 +8,7 @@ import gc
 import importlib.util
 import inspect
 import itertools
+import logging
 import os
 import pickle
 import subprocess
@@ -169,6 +170,27 @@ def build_so(tmp_path: Path, code: str, filename: str) -> Path:
         [CC, "-shared", "-fPIC", "-isystem", include, str(src), "-o", str(out)], check=True
     )
     return out
+
+
+def test_a_module_already_in_sys_modules_is_replaced_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = new_name()
+    src = tmp_path / f"{name}.c"
+    src.write_text(c_source(MULTI, name, 1))
+    before = ModuleType(name)
+    sys.modules[name] = before
+    try:
+        with caplog.at_level(logging.WARNING, logger="hotr"):
+            module = hotr.load_module(src, manual=True)
+        assert sys.modules[name] is module and module is not before
+        assert any(
+            r.levelno == logging.WARNING and f"sys.modules[{name!r}] was" in r.getMessage()
+            for r in caplog.records
+        ), caplog.records
+        hotr.reloader_of(module).close()
+    finally:
+        sys.modules.pop(name, None)
 
 
 def test_single_phase_from_sources(tmp_path: Path) -> None:
