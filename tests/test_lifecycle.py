@@ -583,3 +583,53 @@ def test_a_closed_library_says_it_was_closed(builder: Builder) -> None:
         watcher.remove(other)
         with pytest.raises(hotr.HotReloadError, match="closed"):
             other.value()
+
+
+def test_ctrl_c_taken_by_another_thread_still_ends_a_wait_in_the_main_thread(
+    builder: Builder,
+) -> None:
+    """A signal whose C handler ran elsewhere (another thread took it, or it landed just before
+    poll() began) interrupts no system call of the main thread's; its wait still ends, with the
+    KeyboardInterrupt, soon after."""
+    lib = builder.compile_to_file(source(1))
+    run_python(
+        f"""
+        import signal, threading, time, hotr
+        r = hotr.HotReloader({lib!r})
+        r.update()
+        def interrupt():
+            time.sleep(0.3)  # the main thread is blocked in its wait by now
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # taken by this thread
+        threading.Thread(target=interrupt).start()
+        started = time.monotonic()
+        try:
+            r.watch_for_changes()
+        except KeyboardInterrupt:
+            pass
+        else:
+            raise AssertionError("the wait ended without the KeyboardInterrupt")
+        assert time.monotonic() - started < 5, time.monotonic() - started
+        r.close()
+        """,
+        timeout=30,
+    )
+
+
+def test_hotrs_own_thread_blocks_ctrl_c_and_sigterm(builder: Builder) -> None:
+    """The thread that reads events never takes SIGINT or SIGTERM sent to the process: the
+    kernel gives them to a thread that can act on them (the main thread, at once)."""
+    lib = builder.compile_to_file(source(1))
+    run_python(
+        f"""
+        import signal, threading, hotr
+        lib = hotr.load({lib!r})
+        assert lib.value() == 1
+        ours = [t for t in threading.enumerate() if t.name == "hotr"]
+        assert ours, [t.name for t in threading.enumerate()]
+        with open(f"/proc/self/task/{{ours[0].native_id}}/status") as f:
+            blocked = int(next(l for l in f if l.startswith("SigBlk:")).split()[1], 16)
+        held = {{signal.SIGINT, signal.SIGTERM}}
+        assert {{s for s in held if blocked >> (s - 1) & 1}} == held, hex(blocked)
+        hotr.reloader_of(lib).close()
+        """
+    )

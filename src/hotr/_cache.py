@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from . import _env
 from ._exceptions import HotReloadError
 from ._log import logger
+from ._signals import start_thread
 from ._store import ensure_private_directory
 
 TYPE_CHECKING = False
@@ -160,7 +161,7 @@ class ObjectCache:
             if self._storing:
                 return
             self._storing = True
-        threading.Thread(target=self._drain, name="hotr-cache", daemon=True).start()
+        start_thread(self._drain, "hotr-cache")
 
     def _drain(self) -> None:
         while True:

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from ._exceptions import HotReloadError
 from ._history import VersionInfo
 from ._log import logger
-from ._signals import deferred
+from ._signals import deferred, handles_signals
 from ._source import ChangeSource
 from ._tracker import ChangeTracker, Snapshot
 
@@ -33,6 +33,7 @@ else:
 
 
 CHANGED, TIMED_OUT, FAILED = 1, 0, -1  # what watch_for_changes returns (the seed's contract)
+_SIGNAL_LOOK = 0.25  # seconds the main thread blocks at most before looking for a signal again
 
 
 class Drivable(Protocol):
@@ -218,6 +219,10 @@ def wait(core: Drivable, timeout: float | None, view: View) -> int:
                     bell = Doorbell()
                     core.tracker.add_listener(bell.ring)
                 continue  # check again: nothing published from now on is missed
+            if handles_signals():
+                # A Ctrl-C landing after the interpreter last looked and before poll() began
+                # does not interrupt poll(): look again now and then.
+                remaining = _SIGNAL_LOOK if remaining is None else min(remaining, _SIGNAL_LOOK)
             bell.wait([core.source], remaining)
     finally:
         if bell is not None:

@@ -28,7 +28,7 @@ from . import _env, _libc
 from ._inotify import InotifyWatch, InotifyWatches
 from ._log import logger
 from ._polling import PollWatch, PollWatches
-from ._signals import deferred
+from ._signals import deferred, start_thread
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -287,8 +287,7 @@ class Reactor:
     def _start(self) -> None:
         """Start the thread (lock held)."""
         if self._thread is None and not self._abandoned:
-            self._thread = threading.Thread(target=self._run, name="hotr", daemon=True)
-            self._thread.start()
+            self._thread = start_thread(self._run, "hotr")
 
     def _next_wait(self) -> float | None:
         with self._lock:

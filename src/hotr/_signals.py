@@ -70,6 +70,29 @@ class deferred:  # lower case: it is used like a function, `with deferred():`
             _signal.signal(signum, handler)
 
 
+def handles_signals() -> bool:
+    """True in the thread where Python runs signal handlers (the main thread)."""
+    return threading.get_ident() == _main
+
+
+def start_thread(target: Callable[[], object], name: str) -> threading.Thread:
+    """Start a daemon thread of hotr's, which never takes SIGINT or SIGTERM (blocked from its
+    first instruction on).  The kernel gives a signal sent to the process to any thread that
+    does not block it: given to hotr's thread, it would leave the main thread asleep in a
+    poll() or read() that nothing interrupts, and the Ctrl-C unanswered.
+
+    Only for threads that start no processes: a process inherits the blocked signals of the
+    thread that started it, and a compiler must stay killable by them.
+    """
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    before = _signal.pthread_sigmask(_signal.SIG_BLOCK, _HELD)  # the new thread inherits it
+    try:
+        thread.start()
+    finally:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, before)
+    return thread
+
+
 def _after_fork_in_child() -> None:
     """The forking thread is the child's main thread, and a deferral the parent's main thread
     had open never closes here: put the real handlers back."""
