@@ -82,8 +82,9 @@ class ObjectCache:
         self._added = 0  # bytes stored by this process since its last eviction pass
         self._checked = False  # an eviction pass ran in this process
         self._pending: list[tuple[str, dict[str, str], str]] = []  # for store_later()
-        self._drained = threading.Condition(self._lock)
-        self._storing = False  # a thread is storing the pending objects
+        self._changed = threading.Condition(self._lock)  # pending work came, or was done
+        self._storing = False  # objects given to store_later() are not all stored yet
+        self._worker: threading.Thread | None = None  # stores them; started on first use
 
     def temp_path(self, suffix: str) -> str:
         """A new, unused path in the cache's tmp directory for a compiler to write to."""
@@ -155,21 +156,20 @@ class ObjectCache:
     def store_later(self, unit: str, headers: dict[str, str], produced: str) -> None:
         """store() in a thread of the cache's own, so that the build does not wait for the
         cache's renames and manifest (they cost milliseconds on a busy disk); then trim().
-        A process waits for them at exit (flush())."""
+        The thread lives on, waiting for the next object: starting one per save cost the
+        build a tenth of a millisecond.  A process waits for the stores at exit (flush())."""
         with self._lock:
             self._pending.append((unit, headers, produced))
-            if self._storing:
-                return
             self._storing = True
-        start_thread(self._drain, "hotr-cache")
+            if self._worker is None:
+                self._worker = start_thread(self._work, "hotr-cache")
+            else:
+                self._changed.notify_all()
 
-    def _drain(self) -> None:
+    def _work(self) -> None:
         while True:
             with self._lock:
-                if not self._pending:
-                    self._storing = False
-                    self._drained.notify_all()
-                    break
+                self._changed.wait_for(lambda: bool(self._pending))
                 unit, headers, produced = self._pending.pop(0)
             try:
                 self.store(unit, headers, produced)
@@ -177,19 +177,28 @@ class ObjectCache:
                 logger.debug("not caching %s: %s", produced, exc)
                 with contextlib.suppress(OSError):
                     os.unlink(produced)
-        self.trim()
+            with self._lock:
+                if self._pending:
+                    continue
+            self.trim()
+            with self._lock:
+                if not self._pending:
+                    self._storing = False
+                    self._changed.notify_all()
 
     def flush(self, timeout: float) -> None:
         """Wait (at most `timeout` seconds) for the objects given to store_later()."""
         with self._lock:
-            self._drained.wait_for(lambda: not self._storing, timeout)
+            self._changed.wait_for(lambda: not self._storing, timeout)
 
     def forget_pending(self) -> None:
-        """In a forked child: the parent stores what it has pending; this process does not."""
+        """In a forked child: the parent stores what it has pending; this process does not
+        (and its thread is the parent's: the next store_later() starts one here)."""
         self._lock = threading.Lock()
-        self._drained = threading.Condition(self._lock)
+        self._changed = threading.Condition(self._lock)
         self._pending = []
         self._storing = False
+        self._worker = None
 
     def trim(self) -> None:
         """Evict least recently used files until the cache is within its limit again.  Runs
