@@ -133,6 +133,34 @@ def test_an_unchanged_project_in_a_second_process_links_without_compiling(privat
     assert p.compiled() == ["link", "s0.c", "s1.c"]
 
 
+def test_a_process_forked_after_a_build_stores_its_own_builds_in_the_cache(private: Path) -> None:
+    p = Project(private, 2)
+    sources = [str(s) for s in p.sources]
+    code = f"""
+        import os, sys, hotr
+        with hotr.HotReloader({sources!r}, cc={str(p.cc)!r}) as r:
+            r.update()  # its object is stored by the cache's thread, in this process only
+        pid = os.fork()
+        if pid == 0:
+            tmp = {str(p.sources[1])!r} + ".swp"
+            with open(tmp, "w") as f:
+                f.write({p.text(1, 7)!r})
+            os.rename(tmp, {str(p.sources[1])!r})
+            with hotr.HotReloader({sources!r}, cc={str(p.cc)!r}) as r:
+                print(r.update().f1())
+            sys.exit(0)  # the cache's store is waited for at exit
+        assert os.waitpid(pid, 0)[1] == 0
+    """
+    assert run_python(code).stdout.split() == ["107"]
+    assert p.compiled() == ["link", "link", "s0.c", "s1.c", "s1.c"]
+    again = f"""
+        import hotr
+        print(hotr.load({sources!r}, cc={str(p.cc)!r}).f1())
+    """
+    assert run_python(again).stdout.split() == ["107"]
+    assert p.compiled() == ["link"]  # the child's s1.c came from the cache
+
+
 def test_a_header_that_shadows_another_is_not_mistaken_for_it_in_the_cache(private: Path) -> None:
     # s0.c includes "common.h" from inc/ (-Iinc); a common.h put beside s0.c comes first on
     # the search path: a later process must compile with it, not take the old object.
@@ -148,6 +176,26 @@ def test_a_header_that_shadows_another_is_not_mistaken_for_it_in_the_cache(priva
     assert run_python(code).stdout.split() == ["100"]
     (private / "common.h").write_text("#define BASE 900\n")
     assert run_python(code).stdout.split() == ["900"]
+
+
+def test_a_header_that_comes_to_shadow_another_while_running_is_not_mistaken_for_it(
+    private: Path,
+) -> None:
+    # As above, in one process, through two -I directories: hotr keeps each include
+    # directory's listing while the directory is unchanged, and must see a header added to it.
+    p = Project(private, 2)
+    (private / "inc").mkdir()
+    (private / "first").mkdir()
+    os.rename(private / "common.h", private / "inc" / "common.h")
+    time.sleep(0.05)  # the directories' times are past the clock's tick: listings are kept
+    flags = [f"-I{private / 'first'}", f"-I{private / 'inc'}"]
+    with hotr.HotReloader(p.sources, cc=str(p.cc), compile_flags=flags, debounce=0) as r:
+        lib = r.update()
+        save(p.sources[0], p.text(0, 1))
+        assert reload_next(r).f0() == 101
+        (private / "first" / "common.h").write_text("#define BASE 900\n")
+        save(p.sources[0], p.text(0, 0))  # the first build's source: its object is cached
+        assert reload_next(r).f0() == 900 and lib.f0() == 900
 
 
 def test_two_processes_building_the_same_project_at_once(private: Path) -> None:
