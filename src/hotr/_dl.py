@@ -1,6 +1,8 @@
-"""The dynamic loader: dlopen, dlsym, dlclose and dlinfo from libc, dlerror() turned into OSError.
+"""The dynamic loader: dlopen, dlsym, dlclose and dlinfo, errors as OSError with the loader's
+message.
 
-ctypes.CDLL never calls dlclose, and hotr must unmap old versions, so it calls the loader itself.
+ctypes.CDLL never calls dlclose, and hotr must unmap old versions, so it calls the loader itself
+(through _shim's C functions: on every reload, ctypes' own conversions cost more than the calls).
 
 Every call holds `LOCK`, which a fork waits for (os.register_at_fork): glibc's loader locks
 (``dl_load_write_lock`` among them) are not reset in a forked child, so a fork that lands while
@@ -14,39 +16,16 @@ import ctypes
 import os
 import threading
 
-# dlopen and friends live in libc since glibc 2.34 and in libdl before; the interpreter has
-# loaded whichever provides them, so the global scope (CDLL(None)) finds them either way.
-# dlopen and dlclose run the library's constructors and destructors, so they release the GIL;
-# dlsym, dlinfo and dlerror are quick lookups and keep it (PyDLL).
-_libc = ctypes.CDLL(None)
+from ._shim import dl_base, dl_close, dl_open, dl_sym
+
+# dladdr, rarely needed, through ctypes: the global scope (CDLL(None)) finds it in libc (glibc
+# 2.34 and later) or libdl, whichever the interpreter has loaded.
 _libc_with_gil = ctypes.PyDLL(None)
-_dlopen = _libc.dlopen
-_dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_dlopen.restype = ctypes.c_void_p
-_dlsym = _libc_with_gil.dlsym
-_dlsym.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-_dlsym.restype = ctypes.c_void_p
-_dlclose = _libc.dlclose
-_dlclose.argtypes = [ctypes.c_void_p]
-_dlclose.restype = ctypes.c_int
-_dlerror = _libc_with_gil.dlerror
-_dlerror.argtypes = []
-_dlerror.restype = ctypes.c_char_p
-_dlinfo = _libc_with_gil.dlinfo
-_dlinfo.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-_dlinfo.restype = ctypes.c_int
 
 RTLD_NOLOAD = 4  # <dlfcn.h>: only return a handle if the object is already loaded
-_RTLD_DI_LINKMAP = 2
 
 # Reentrant: a constructor run by dlopen may itself load a library through hotr.
 LOCK = threading.RLock()
-
-
-def _error(default: str) -> OSError:
-    """The loader's message for the call that just failed (dlerror is per thread)."""
-    message = _dlerror()
-    return OSError(message.decode(errors="replace") if message else default)
 
 
 def dlopen(path: str, *, noload: bool = False) -> int:
@@ -58,39 +37,25 @@ def dlopen(path: str, *, noload: bool = False) -> int:
     """
     flags = os.RTLD_NOW | os.RTLD_LOCAL | (RTLD_NOLOAD if noload else 0)
     with LOCK:
-        handle = _dlopen(os.fsencode(path), flags)
-        if not handle:
-            raise _error(f"dlopen({path!r}) failed")
-    return int(handle)
+        return dl_open(path, flags)
 
 
 def dlsym(handle: int, name: str) -> int | None:
     """Return the address of `name` in the library `handle`, or None when it has none."""
     with LOCK:
-        address = _dlsym(handle, name.encode())
-    return int(address) if address else None
+        return dl_sym(handle, name)
 
 
 def dlclose(handle: int) -> None:
     """Drop the reference `handle` holds; glibc unmaps the file when it was the last one."""
     with LOCK:
-        if _dlclose(handle) != 0:
-            raise _error("dlclose failed")
-
-
-class _LinkMap(ctypes.Structure):
-    """The public head of glibc's struct link_map (<link.h>)."""
-
-    _fields_ = [("l_addr", ctypes.c_size_t), ("l_name", ctypes.c_char_p)]
+        dl_close(handle)
 
 
 def base_address(handle: int) -> int:
     """The load base of library `handle`: add a symbol's ELF st_value to get its address."""
-    link_map = ctypes.POINTER(_LinkMap)()
     with LOCK:
-        if _dlinfo(handle, _RTLD_DI_LINKMAP, ctypes.byref(link_map)) != 0:
-            raise _error("dlinfo failed")
-    return int(link_map.contents.l_addr)
+        return dl_base(handle)
 
 
 class _DlInfo(ctypes.Structure):

@@ -39,21 +39,25 @@ class ElfInfo(Record):
     needed: tuple[str, ...]  # DT_NEEDED (read only when a search path uses $ORIGIN)
     rpath: tuple[str, ...]  # DT_RPATH entries
     runpath: tuple[str, ...]  # DT_RUNPATH entries
+    absent: tuple[str, ...]  # names asked about that it defines no symbol of (no dlsym needed)
 
 
-def check_shared_object(data: Buffer) -> ElfInfo:
+def check_shared_object(data: Buffer, names: tuple[str, ...] = ()) -> ElfInfo:
     """Raise ElfError unless `data` (bytes or a mapping of the file) is a whole ELF shared
-    object for this process; return what the loader needs to know of it.
+    object for this process; return what the loader needs to know of it, and which of `names`
+    it surely defines no symbol of (``absent``).
 
     The checks (every offset the headers give inside the file, everything glibc's loader
     trusts inside the image it maps) are in _elfcheck.c: they run on every reload, over every
     relocation.
     """
     try:
-        code, relro, needed, rpath, runpath = check_elf(data, *host_header())
+        asked = tuple(name.encode() for name in names)
+        code, relro, needed, rpath, runpath, defined = check_elf(data, *host_header(), asked)
     except ValueError as exc:
         raise ElfError(str(exc)) from None
-    return ElfInfo(code, relro, _names(needed), _names(rpath), _names(runpath))
+    absent = tuple(name for name, raw in zip(names, asked, strict=True) if raw not in defined)
+    return ElfInfo(code, relro, _names(needed), _names(rpath), _names(runpath), absent)
 
 
 def _names(raw: list[bytes]) -> tuple[str, ...]:

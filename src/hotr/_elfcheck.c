@@ -13,10 +13,11 @@
  * are 32 bits), so nothing overflows.  The file's class and byte order are the host's (that is
  * checked first), so fields are read natively.
  *
- * Returns (code ranges, relro range or None, needed, rpath, runpath): the executable segments
- * (a function outside them would fault), PT_GNU_RELRO (read-only once relocated), and the
+ * Returns (code ranges, relro range or None, needed, rpath, runpath, defined): the executable
+ * segments (a function outside them would fault), PT_GNU_RELRO (read-only once relocated), the
  * DT_RPATH / DT_RUNPATH entries with, only when $ORIGIN is used in them or in a name, the
- * DT_NEEDED names (bytes).  Raises ValueError with the reason.
+ * DT_NEEDED names (bytes), and those of the names asked about that the file may define (see
+ * maybe_defined).  Raises ValueError with the reason.
  */
 #define _GNU_SOURCE  /* memmem */
 #define PY_SSIZE_T_CLEAN
@@ -536,8 +537,37 @@ range_or_none(const Segment *s)
                          (unsigned long long)(s->vaddr + s->memsz));
 }
 
+/* Those of `names` (a tuple of bytes) that may be symbols the file defines: whose text, with
+ * its NUL, occurs in the dynamic string table.  A symbol's name is there, but the linker may
+ * store it as the tail of a longer one, so this says "may"; dlsym says which are.  It spares
+ * the reloader a dlsym for each hook a library does not define, the loader's costliest call
+ * (a failed lookup walks every dependency, then formats an error). */
 static PyObject *
-check(Elf *e, int host_class, int host_data, unsigned host_machine)
+maybe_defined(const Elf *e, PyObject *names)
+{
+    wide table = 0, strsz = e->present[T_STRSZ] ? e->value[T_STRSZ] : 0;
+    int known = strsz > 0 && file_offset(e, e->value[T_STRTAB], strsz, &table);
+    PyObject *found = PyList_New(0);
+    for (Py_ssize_t i = 0; found != NULL && i < PyTuple_GET_SIZE(names); i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        if (!PyBytes_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "check_elf: the names must be bytes");
+            Py_CLEAR(found);
+            break;
+        }
+        /* The NUL too: PyBytes keep one after their last byte. */
+        size_t length = (size_t)PyBytes_GET_SIZE(name) + 1;
+        if (known && !memmem(e->data + (size_t)table, (size_t)strsz, PyBytes_AS_STRING(name),
+                             length))
+            continue;
+        if (PyList_Append(found, name) < 0)
+            Py_CLEAR(found);
+    }
+    return found;
+}
+
+static PyObject *
+check(Elf *e, int host_class, int host_data, unsigned host_machine, PyObject *names)
 {
     const unsigned char *d = e->data;
     if (e->size == 0)
@@ -603,7 +633,7 @@ check(Elf *e, int host_class, int host_data, unsigned host_machine)
             s->align = rd32(e, p + 28);
         }
     }
-    PyObject *result = NULL, *code = NULL, *relro = NULL;
+    PyObject *result = NULL, *code = NULL, *relro = NULL, *defined = NULL;
     PyObject *needed = PyList_New(0), *rpath = PyList_New(0), *runpath = PyList_New(0);
     if (needed == NULL || rpath == NULL || runpath == NULL)
         goto done;
@@ -628,13 +658,15 @@ check(Elf *e, int host_class, int host_data, unsigned host_machine)
             relro_segment = s;
     }
     relro = range_or_none(relro_segment);
-    if (relro != NULL)
-        result = PyTuple_Pack(5, code, relro, needed, rpath, runpath);
+    defined = relro != NULL ? maybe_defined(e, names) : NULL;
+    if (defined != NULL)
+        result = PyTuple_Pack(6, code, relro, needed, rpath, runpath, defined);
 done:
     PyMem_Free(segments);
     e->segments = NULL;
     Py_XDECREF(code);
     Py_XDECREF(relro);
+    Py_XDECREF(defined);
     Py_XDECREF(needed);
     Py_XDECREF(rpath);
     Py_XDECREF(runpath);
@@ -647,13 +679,15 @@ hotr_check_elf(PyObject *module, PyObject *args)
     Py_buffer view;
     int host_class, host_data;
     unsigned int host_machine;
-    if (!PyArg_ParseTuple(args, "y*iiI", &view, &host_class, &host_data, &host_machine))
+    PyObject *names;
+    if (!PyArg_ParseTuple(args, "y*iiIO!", &view, &host_class, &host_data, &host_machine,
+                          &PyTuple_Type, &names))
         return NULL;
     Elf e;
     memset(&e, 0, sizeof e);
     e.data = view.buf;
     e.size = (wide)view.len;
-    PyObject *result = check(&e, host_class, host_data, host_machine);
+    PyObject *result = check(&e, host_class, host_data, host_machine, names);
     PyBuffer_Release(&view);
     return result;
 }

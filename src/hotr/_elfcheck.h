@@ -1,4 +1,4 @@
-/* check_elf(buffer, host_class, host_data, host_machine): see _elfcheck.c. */
+/* check_elf(buffer, host_class, host_data, host_machine, names): see _elfcheck.c. */
 #ifndef HOTR_ELFCHECK_H
 #define HOTR_ELFCHECK_H
 #include <Python.h>

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import stat
-import struct
-import termios
 import threading
 from collections.abc import Callable
 
 from . import _libc
 from ._log import logger
+from ._shim import inotify_queued, inotify_read
 from ._signals import deferred
 
 TYPE_CHECKING = False
@@ -72,10 +70,7 @@ _MASK = (
     | IN_EXCL_UNLINK
 )
 _SELF_GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT
-_EVENT = struct.Struct("iIII")  # struct inotify_event without its name: wd, mask, cookie, len
 _READ_SIZE = 64 * 1024  # many events a read; the kernel never splits one
-_QUEUED = struct.Struct("i")
-_NOTHING_QUEUED = _QUEUED.pack(0)
 _MAX_LINKS = 40  # as the kernel's ELOOP limit
 _SETTLE = 8  # resolutions in a row before a path that keeps changing is left as it is
 # A file created under the watched name with no close event after this long, unchanged and open
@@ -209,23 +204,16 @@ class InotifyWatches:
     def _read(self) -> None:
         while not self._closed:
             # FIONREAD: how much is queued, so an empty queue costs no exception (EAGAIN).
-            queued = _QUEUED.unpack(fcntl.ioctl(self.fd, termios.FIONREAD, _NOTHING_QUEUED))[0]
+            queued = inotify_queued(self.fd)
             if not queued:
                 return
             with deferred():  # events read are events delivered: a Ctrl-C waits for them
                 try:
-                    data = os.read(self.fd, max(queued, _READ_SIZE))
+                    events = inotify_read(self.fd, max(queued, _READ_SIZE))
                 except (BlockingIOError, InterruptedError):
                     return
-                offset = 0
-                while offset < len(data):
-                    wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
-                    offset += _EVENT.size
-                    name = os.fsdecode(data[offset : offset + length].rstrip(b"\0"))
-                    offset += length
+                for wd, mask, name in events:
                     self._dispatch(wd, mask, name)
-            if len(data) < _READ_SIZE:
-                return  # the queue was empty then: no second ioctl to find that out
 
     def close(self) -> None:
         """Close the instance (its watches go with it); safe to call twice."""

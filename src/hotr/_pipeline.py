@@ -499,11 +499,11 @@ def _inspect(copy: str, content: bytes | None, current: Version | None) -> ElfIn
             return None
         if not content:
             raise ElfError("the file is empty (a writer may still be creating it)")
-        return check_shared_object(content)
+        return check_shared_object(content, HOOKS)
     with open(copy, "rb", buffering=0) as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as image:
         if current is not None and current.content is None and _same_file(image, current.path):
             return None
-        return check_shared_object(image)
+        return check_shared_object(image, HOOKS)
 
 
 def _same_file(image: mmap.mmap, path: str) -> bool:

@@ -23,6 +23,7 @@
 
 #include "_elfcheck.h"
 #include "_guard.h"
+#include "_syscalls.h"
 
 #include <dlfcn.h>
 
@@ -911,8 +912,9 @@ static PyMethodDef shim_methods[] = {
     {"same_bytes", same_bytes, METH_VARARGS,
      "same_bytes(a, b): True if the two buffers hold the same bytes."},
     {"check_elf", hotr_check_elf, METH_VARARGS,
-     "check_elf(data, host_class, host_data, host_machine): (code, relro, needed, rpath, "
-     "runpath) of a loadable shared object, or ValueError saying why it is not one."},
+     "check_elf(data, host_class, host_data, host_machine, names): (code, relro, needed, "
+     "rpath, runpath, defined) of a loadable shared object, or ValueError saying why it is "
+     "not one."},
     {NULL}
 };
 
@@ -940,7 +942,8 @@ PyInit__shim(void)
                                 (long)(intptr_t)hotr_guard_trampoline_address()) < 0 ||
         PyModule_AddObject(m, "Pin", (PyObject *)&PinType) < 0 ||
         PyModule_AddObject(m, "LiveFunction", (PyObject *)&LiveFunctionType) < 0 ||
-        PyModule_AddObject(m, "LiveCallable", (PyObject *)&LiveCallableType) < 0) {
+        PyModule_AddObject(m, "LiveCallable", (PyObject *)&LiveCallableType) < 0 ||
+        PyModule_AddFunctions(m, hotr_syscall_methods) < 0) {
         Py_DECREF(m);
         return NULL;
     }

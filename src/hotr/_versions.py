@@ -133,6 +133,8 @@ class Version:
     def hook(self, name: str) -> int | None:
         """The address of hook `name` (hotr_load, cleanup...) if this version defines it; one
         a dependency defines is the dependency's, not this version's."""
+        if name in self.info.absent:
+            return None  # not in its string table: a dlsym would find a dependency's, or none
         address = self.symbol(name)
         if address is None or self.is_code(address) or _dl.owner(address) == self.path:
             return address
