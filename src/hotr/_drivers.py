@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from ._exceptions import HotReloadError
 from ._history import VersionInfo
 from ._log import logger
-from ._signals import deferred, handles_signals
+from ._signals import handles_signals
 from ._source import ChangeSource
 from ._tracker import ChangeTracker, Snapshot
 
@@ -80,11 +80,17 @@ class Drivable(Protocol):
 class Doorbell:
     """How a thread waits: on an eventfd that tracker listeners ring, and on the change source's
     own descriptor, whose events it then delivers itself (for every watcher) instead of waiting
-    for them to be handed over by hotr's thread."""
+    for them to be handed over by hotr's thread.  A thread keeps one for all its waits
+    (`thread_bell()`): making an eventfd and a poller for each wait, and registering and
+    closing them under deferred(), cost each reload's wait more than its read."""
 
     def __init__(self) -> None:
         self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._lock = threading.Lock()  # ring() may come from another thread after close()
+        self._poller = select.poll()
+        self._poller.register(self._fd, select.POLLIN)
+        self._polled: set[int] = set()  # the sources' descriptors registered with the poller
+        self.busy = False  # a wait of its thread uses it (see thread_bell)
 
     def ring(self) -> None:
         """Wake the waiting thread (a listener)."""
@@ -92,25 +98,57 @@ class Doorbell:
             if self._fd >= 0:
                 os.eventfd_write(self._fd, 1)
 
-    def wait(self, sources: list[ChangeSource], timeout: float | None) -> None:
-        """Return once rung, once a source had events (delivered now), or after `timeout`."""
-        poller = select.poll()
-        poller.register(self._fd, select.POLLIN)
+    def wait(self, sources: list[ChangeSource], timeout: float | None) -> bool:
+        """Return once rung, once a source had events (delivered now), or after `timeout`;
+        True if it delivered events of every source (no sync() is needed right after)."""
         by_fd = {fd: s for s in sources if (fd := s.fileno()) is not None}
-        for fd in by_fd:
-            poller.register(fd, select.POLLIN)
-        ready = poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000)))
+        if by_fd.keys() != self._polled:
+            for fd in self._polled - by_fd.keys():
+                self._poller.unregister(fd)
+            for fd in by_fd.keys() - self._polled:
+                self._poller.register(fd, select.POLLIN)
+            self._polled = set(by_fd)
+        ready = self._poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000)))
+        synced = 0
         for fd, _ in ready:
             if fd == self._fd:
                 with contextlib.suppress(BlockingIOError):
                     os.eventfd_read(self._fd)
             elif fd in by_fd:
                 by_fd[fd].sync()
+                synced += 1
+        return synced == len(sources)
 
     def close(self) -> None:
+        """Close the eventfd (safe to call twice)."""
         with self._lock:
-            os.close(self._fd)
-            self._fd = -1
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+
+_bells = threading.local()
+
+
+def thread_bell() -> Doorbell:
+    """The calling thread's doorbell, or a new one when a wait of the thread already uses it (a
+    signal handler that waits, inside a wait)."""
+    bell: Doorbell | None = getattr(_bells, "bell", None)
+    if bell is None:
+        bell = _bells.bell = Doorbell()
+    return Doorbell() if bell.busy else bell
+
+
+def _after_fork_in_child() -> None:
+    """The forking thread's doorbell is shared with the parent now: the child makes its own."""
+    global _bells
+    _bells = threading.local()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class View(Protocol):
@@ -201,9 +239,11 @@ def wait(core: Drivable, timeout: float | None, view: View) -> int:
     deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
     seen = view.seen()
     bell: Doorbell | None = None
+    synced = False  # the bell's wait has just delivered what happened
     try:
         while True:
-            core.sync()
+            if not synced:
+                core.sync()
             core.housekeep()
             with core.tracker.lock:
                 verdict, now = _verdict(core, seen)
@@ -215,20 +255,21 @@ def wait(core: Drivable, timeout: float | None, view: View) -> int:
                 view.look(at=now)
                 return TIMED_OUT
             if bell is None:  # only when it must block: a change already there needs none
-                with deferred():  # a Ctrl-C here leaks no descriptor and no listener
-                    bell = Doorbell()
-                    core.tracker.add_listener(bell.ring)
+                bell = thread_bell()
+                bell.busy = True
+                # No deferred() needed: the finally below removes it whenever it was added (and
+                # an equal listener added twice is there once).
+                core.tracker.add_listener(bell.ring)
                 continue  # check again: nothing published from now on is missed
             if handles_signals():
                 # A Ctrl-C landing after the interpreter last looked and before poll() began
                 # does not interrupt poll(): look again now and then.
                 remaining = _SIGNAL_LOOK if remaining is None else min(remaining, _SIGNAL_LOOK)
-            bell.wait([core.source], remaining)
+            synced = bell.wait([core.source], remaining)
     finally:
         if bell is not None:
-            with deferred():
-                core.tracker.remove_listener(bell.ring)
-                bell.close()
+            core.tracker.remove_listener(bell.ring)
+            bell.busy = False
 
 
 async def wait_async(core: Drivable, timeout: float | None, view: View) -> bool:

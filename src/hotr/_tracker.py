@@ -376,9 +376,11 @@ class ChangeTracker:
             return self._dirty_inputs
 
     def add_listener(self, listener: Listener) -> None:
-        """Call `listener()` after every publication (from whichever thread publishes)."""
+        """Call `listener()` after every publication (from whichever thread publishes); one
+        added again (an equal one) is called once."""
         with self.lock:
-            self._listeners.append(listener)
+            if listener not in self._listeners:
+                self._listeners.append(listener)
 
     def remove_listener(self, listener: Listener) -> None:
         """Stop calling `listener`."""
