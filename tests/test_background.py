@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import Builder, source
+from conftest import Builder, mapped, source
 
 import hotr
 
@@ -30,6 +30,18 @@ def test_load_callbacks(builder: Builder) -> None:
         builder.rename(source(2))
         wait_until(lambda: reloads, "on_reload was not called")
         assert reloads == [(1, 2)] and lib.value() == 2
+
+
+def test_the_thread_unloads_the_old_version_by_itself_after_a_reload(builder: Builder) -> None:
+    # It puts that off a moment (the program, just told, calls the new code first), but does
+    # it without the program calling the reloader or anything else happening.
+    private = builder.dir / "private"
+    reloaded = threading.Event()
+    with hotr.load(builder.lib, on_reload=lambda old, new: reloaded.set()) as lib:
+        builder.rename(source(2))
+        assert reloaded.wait(10) and lib.value() == 2
+        wait_until(lambda: len(mapped(private)) == 1, "the old version stayed mapped")
+        assert hotr.reloader_of(lib).history[0].status == "unloaded"
 
 
 def test_stop_keeps_the_version_and_ends_the_thread(builder: Builder) -> None:
