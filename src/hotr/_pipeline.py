@@ -59,6 +59,10 @@ _PROBE = (
 
 _PROBE_TIMEOUT = 10
 _MAP_ABOVE = 1 << 16  # files this large are mapped, not read, to be checked and compared
+# A large version's first bytes: two builds of a library differ there (the build ID is in the
+# first page), so a rewrite is told from a change without mapping the live copy.
+_START = 4096
+Start = tuple[int, bytes]  # a file's size and first _START bytes (b"" for a small file)
 
 
 class Extension(Protocol):
@@ -138,7 +142,7 @@ class Loader:
             self._tracker.consume(taken)
             raise
         try:
-            info = _inspect(copy, content, current)
+            inspected = _inspect(copy, content, current)
         except ElfError as exc:
             self._store.remove(copy)
             self._sync()
@@ -150,13 +154,13 @@ class Loader:
         except BaseException:
             self._store.remove(copy)
             raise
-        if info is None:
+        if inspected is None:
             self._store.remove(copy)
             self._tracker.consume(taken)
             logger.debug("%s was written with the same content; not reloading", self._path)
             return False
         try:
-            self._install(copy, content, info, started, taken)
+            self._install(copy, content, inspected, started, taken)
         except LoadError:
             self._tracker.consume(taken)
             raise
@@ -174,9 +178,9 @@ class Loader:
         previous, current = self.contents.take_previous()
         try:
             copy, content = self._copy(previous)
-            info = _inspect(copy, content, None)
-            assert info is not None
-            self._install(copy, content, info, time.perf_counter(), None)
+            inspected = _inspect(copy, content, None)
+            assert inspected is not None
+            self._install(copy, content, inspected, time.perf_counter(), None)
         except BaseException:
             self.contents.restore(previous, current)
             raise
@@ -237,11 +241,12 @@ class Loader:
         self,
         copy: str,
         content: bytes | None,
-        info: ElfInfo,
+        inspected: tuple[ElfInfo, Start],
         started: float,
         taken: Pending | None,
     ) -> None:
         """Map checked bytes as the next version, hand the state over, switch to it."""
+        info, start = inspected
         try:
             path, remove = _origin.place(copy, self._path, info)
         except OSError as exc:
@@ -254,6 +259,7 @@ class Loader:
                 self._remove(remove)
                 raise
         version = self._versions.begin(path, remove, info, content, time.time())
+        version.start = start
         old = self._versions.current
         handed = 0  # 1: the old version let go of the state; 2: the new one took it
         try:
@@ -490,20 +496,29 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _inspect(copy: str, content: bytes | None, current: Version | None) -> ElfInfo | None:
+def _inspect(
+    copy: str, content: bytes | None, current: Version | None
+) -> tuple[ElfInfo, Start] | None:
     """Check a private copy (its bytes when small, else a mapping); None if it holds exactly
-    the bytes of the `current` version (nothing to load).  ElfError says why it is refused."""
+    the bytes of the `current` version (nothing to load), else what the loader needs of it and
+    its start (see _START).  ElfError says why it is refused."""
     if content is not None:  # the usual case, on every reload: no mapping, no second read
         live = current.content if current is not None else None
         if live is not None and same_bytes(content, live):
             return None
         if not content:
             raise ElfError("the file is empty (a writer may still be creating it)")
-        return check_shared_object(content, HOOKS)
+        return check_shared_object(content, HOOKS), (len(content), b"")
     with open(copy, "rb", buffering=0) as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as image:
-        if current is not None and current.content is None and _same_file(image, current.path):
+        start = (len(image), image[:_START])
+        if (
+            current is not None
+            and current.content is None
+            and current.start == start  # else they differ: no need to map the live copy
+            and _same_file(image, current.path)
+        ):
             return None
-        return check_shared_object(image, HOOKS)
+        return check_shared_object(image, HOOKS), start
 
 
 def _same_file(image: mmap.mmap, path: str) -> bool:

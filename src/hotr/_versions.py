@@ -71,6 +71,7 @@ class Version:
         self.path = path  # the copy dlopen maps
         self.info = info
         self.content = content  # the bytes, when the file is small (to tell a rewrite)
+        self.start: tuple[int, bytes] = (0, b"")  # a large one's size and first bytes (loader)
         self.loaded_at = loaded_at
         self.handle: int | None = None
         self.base = 0
