@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from ._exceptions import HotReloadError
 from ._history import VersionInfo
 from ._log import logger
-from ._signals import handles_signals
+from ._signals import deferred, handles_signals
 from ._source import ChangeSource
 from ._tracker import ChangeTracker, Snapshot
 
@@ -85,8 +85,9 @@ class Doorbell:
     closing them under deferred(), cost each reload's wait more than its read."""
 
     def __init__(self) -> None:
-        self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._lock = threading.Lock()  # ring() may come from another thread after close()
+        self._fd = -1  # first: close() works on a bell whose eventfd could not be made
+        self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._poller = select.poll()
         self._poller.register(self._fd, select.POLLIN)
         self._polled: set[int] = set()  # the sources' descriptors registered with the poller
@@ -137,9 +138,13 @@ def thread_bell() -> Doorbell:
     """The calling thread's doorbell, or a new one when a wait of the thread already uses it (a
     signal handler that waits, inside a wait)."""
     bell: Doorbell | None = getattr(_bells, "bell", None)
-    if bell is None:
-        bell = _bells.bell = Doorbell()
-    return Doorbell() if bell.busy else bell
+    if bell is not None and not bell.busy:
+        return bell
+    with deferred():  # a Ctrl-C here leaves no descriptor behind
+        fresh = Doorbell()
+        if bell is None:
+            _bells.bell = fresh
+        return fresh
 
 
 def _after_fork_in_child() -> None:
