@@ -51,8 +51,10 @@ def check_shared_object(data: Buffer, names: tuple[str, ...] = ()) -> ElfInfo:
     trusts inside the image it maps) are in _elfcheck.c: they run on every reload, over every
     relocation.
     """
+    asked = _encoded.get(names)
+    if asked is None:
+        asked = _encoded[names] = tuple(name.encode() for name in names)
     try:
-        asked = tuple(name.encode() for name in names)
         code, relro, needed, rpath, runpath, defined = check_elf(data, *host_header(), asked)
     except ValueError as exc:
         raise ElfError(str(exc)) from None
@@ -60,8 +62,13 @@ def check_shared_object(data: Buffer, names: tuple[str, ...] = ()) -> ElfInfo:
     return ElfInfo(code, relro, _names(needed), _names(rpath), _names(runpath), absent)
 
 
+_encoded: dict[tuple[str, ...], tuple[bytes, ...]] = {}  # check_shared_object's names, as bytes
+
+
 def _names(raw: list[bytes]) -> tuple[str, ...]:
     """File names and search paths from the dynamic string table (a colon-separated list)."""
+    if not raw:
+        return ()  # most libraries: no $ORIGIN anywhere, so none are read (see check_elf)
     return tuple(p for text in raw for p in os.fsdecode(text).split(":") if p)
 
 

@@ -247,7 +247,10 @@ class InotifyWatches:
                 watch.attached = {p for p in watch.attached if p[0] not in directory.paths}
                 self._refresh(watch)
             return
-        for watch in list(directory.names.get(name, ())):
+        watches = directory.names.get(name)
+        if not watches:
+            return  # the usual case: another file of the directory (a temporary, an object)
+        for watch in list(watches):
             last = watch.points[-1] if watch.points else None
             if (
                 last is not None

@@ -29,15 +29,14 @@ _main = threading.main_thread().ident  # signal handlers run there only
 
 class deferred:  # lower case: it is used like a function, `with deferred():`
     """Run the body with the handlers of SIGINT and SIGTERM held back (see the module
-    docstring).  A class, not a generator: it runs on every reload.  Only the main thread
-    swaps handlers, and only its outermost deferred() does."""
+    docstring).  A class, not a generator: it runs several times a reload.  Only the main
+    thread swaps handlers, and only its outermost deferred() does."""
 
+    __slots__ = ("_caught", "_main", "_saved")
     _depth = 0  # nesting in the main thread
     _outer: deferred | None = None  # the one that swapped the handlers
 
     def __enter__(self) -> None:
-        self._saved: dict[int, Callable[[int, FrameType | None], Any]] = {}
-        self._caught: list[tuple[int, FrameType | None]] = []
         self._main = threading.get_ident() == _main
         if not self._main:
             return
@@ -45,14 +44,13 @@ class deferred:  # lower case: it is used like a function, `with deferred():`
         if deferred._depth > 1:
             return
         deferred._outer = self
+        self._saved: list[tuple[int, Callable[[int, FrameType | None], Any]]] = []
+        self._caught: list[tuple[int, FrameType | None]] = []
         for signum in _HELD:
             handler = _signal.getsignal(signum)
             if callable(handler):
-                self._saved[signum] = handler
-                _signal.signal(signum, self._record)
-
-    def _record(self, signum: int, frame: FrameType | None) -> None:
-        self._caught.append((signum, frame))
+                self._saved.append((signum, handler))
+                _signal.signal(signum, _record)
 
     def __exit__(self, *exc_info: object) -> None:
         if not self._main:
@@ -60,14 +58,23 @@ class deferred:  # lower case: it is used like a function, `with deferred():`
         deferred._depth -= 1
         if deferred._outer is not self:
             return
-        deferred._outer = None
         self._restore()
-        for signum, frame in self._caught:
-            self._saved[signum](signum, frame)
+        deferred._outer = None  # after: _record needs it until the real handlers are back
+        if self._caught:
+            handlers = dict(self._saved)
+            for signum, frame in self._caught:
+                handlers[signum](signum, frame)
 
     def _restore(self) -> None:
-        for signum, handler in self._saved.items():
+        for signum, handler in self._saved:
             _signal.signal(signum, handler)
+
+
+def _record(signum: int, frame: FrameType | None) -> None:
+    """The handler while deferred: note the signal for the outermost deferred() to run."""
+    outer = deferred._outer
+    if outer is not None:
+        outer._caught.append((signum, frame))
 
 
 def handles_signals() -> bool:
@@ -98,9 +105,10 @@ def _after_fork_in_child() -> None:
     had open never closes here: put the real handlers back."""
     global _main
     _main = threading.get_ident()
-    outer, deferred._outer, deferred._depth = deferred._outer, None, 0
+    outer, deferred._depth = deferred._outer, 0
     if outer is not None:
         outer._restore()
+    deferred._outer = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
