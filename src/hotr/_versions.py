@@ -200,7 +200,7 @@ class Version:
             # r.history keeps the version: a small one's bytes stay for its hash (history is
             # short), nothing else does
             self._globals, self._symbols = None, {}
-            if os.path.isdir(self._remove):
+            if self._remove != self.path:  # the directory of its $ORIGIN links (_origin.py)
                 self._store.remove_directory(self._remove)
             else:
                 self._store.remove(self._remove)
