@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import stat
 import threading
@@ -167,6 +168,7 @@ class InotifyWatches:
         self._by_wd: dict[int, _Directory] = {}
         self._wds: dict[str, int] = {}
         self._watches: set[InotifyWatch] = set()
+        self._created: list[tuple[InotifyWatch, str]] = []  # for _time_created()
         self._closed = False
 
     def watch(self, path: str, sink: Sink) -> InotifyWatch:
@@ -214,6 +216,7 @@ class InotifyWatches:
                     return
                 for wd, mask, name in events:
                     self._dispatch(wd, mask, name)
+                self._time_created()
 
     def close(self) -> None:
         """Close the instance (its watches go with it); safe to call twice."""
@@ -292,8 +295,18 @@ class InotifyWatches:
             # Created and being written (its IN_CLOSE_WRITE will follow), or a hard link whose
             # other name went before hotr looked (no event will follow): see _quiet().
             watch.created = _identity(entry)
-            self._call_later(_QUIET_AFTER_CREATE, lambda: self._quiet(watch, entry))
+            self._created.append((watch, entry))  # timed once the events read are delivered
         return True
+
+    def _time_created(self) -> None:
+        """Set the timer of _quiet() for the files created in the events just delivered and
+        still waiting for their close event.  A linker's whole output (created, written,
+        closed) is mostly read at once: then no timer is set, and hotr's thread is not woken
+        to compete for the GIL with the reload."""
+        created, self._created = self._created, []
+        for watch, entry in created:
+            if watch.created is not None and watch.final == entry:
+                self._call_later(_QUIET_AFTER_CREATE, functools.partial(self._quiet, watch, entry))
 
     def _quiet(self, watch: InotifyWatch, entry: str) -> None:
         """A while after `entry` was created with no close event since: if it is the same file,
