@@ -7,7 +7,7 @@ changed (a unit whose content is in the cache is taken from there instead), then
 source is compiled and linked by a single compiler run (its library is the cached product), as
 fast as a by-hand build; several are compiled to objects and linked with the C++ compiler when
 any source is C++.  A stamp is trusted only when it is known to be from before the compiler
-read the file: a header first seen in a dependency file and modified within _FRESH_NS of the
+read the file: a header first seen in a dependency file and modified within FRESH_NS of the
 compile is built again next time, and the product of a compile whose inputs changed while it
 ran is not cached.
 
@@ -38,24 +38,13 @@ from dataclasses import dataclass, field
 from . import _toolchain
 from ._cache import ObjectCache, digest, file_digest
 from ._exceptions import BuildError
+from ._inputs import FRESH_NS, Stamp, headers_on_path, read_depfile, stamp
 from ._signals import deferred
 from ._source import absolute
 
 # hotr.h lives here; the default command puts it on the include path (`hotr --include` prints it).
 INCLUDE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
-_FRESH_NS = 20_000_000  # file times run behind the clock by up to a timer tick or two
-
-Stamp = tuple[int, int, int, int] | None  # (inode, size, mtime, ctime); None: no such file
 _UNKNOWN: Stamp = (-1, -1, -1, -1)  # no file has this stamp: the unit is compiled again
-
-
-def stamp(path: str) -> Stamp:
-    """A file's identity and change times, or None when it does not exist."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 class Commands:
@@ -348,7 +337,7 @@ class NativeBuild:
             return None
         # The headers found on the include path are keyed by their content; which ones are
         # found, by the names in its directories (a header added in front shadows another).
-        key = digest(unit.key, content, *_headers_on_path(unit.source, unit.argv))
+        key = digest(unit.key, content, *headers_on_path(unit.source, unit.argv))
 
         def header_digest(path: str) -> str | None:
             if path not in digests:
@@ -462,7 +451,7 @@ class NativeBuild:
             registry = self._registry if unit.every_build else []
             output = ["-o", out, unit.dep_flag, "-MF", depfile]
             self.commands.run([*unit.argv, *registry, compiled, *output, *unit.tail])
-            named = _read_depfile(depfile, one_per_line=unit.dep_flag == "-MD")
+            named = read_depfile(depfile, one_per_line=unit.dep_flag == "-MD")
             if unit.generated:
                 named |= _cython_inputs(f"{unit.generated}.dep")
             paths = [unit.source, *sorted(named - {unit.source, absolute(compiled)})]
@@ -473,7 +462,7 @@ class NativeBuild:
                 if path in before:
                     stamps[path] = before[path]
                     stable = stable and before[path] == after
-                elif after is not None and after[2] < started - _FRESH_NS:
+                elif after is not None and after[2] < started - FRESH_NS:
                     stamps[path] = after
                 else:
                     stamps[path], stable = _UNKNOWN, False
@@ -495,7 +484,7 @@ def _cython_inputs(depfile: str) -> set[str]:
     names them relative to the working directory (whose path has no symlinks: normpath is
     exact)."""
     own = _toolchain.cython_includes()
-    found = {os.path.normpath(p) for p in _read_depfile(depfile, one_per_line=False)}
+    found = {os.path.normpath(p) for p in read_depfile(depfile, one_per_line=False)}
     return {p for p in found if own is None or not p.startswith(own + os.sep)}
 
 
@@ -546,66 +535,3 @@ def _install(source: str, dest: str, *, keep: bool = False) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
-
-
-def _read_depfile(path: str, *, one_per_line: bool) -> set[str]:
-    """The files named in a make-style dependency file (absolute paths).  gcc and clang
-    escape a space in a name (``\\ ``); tcc does not, but writes one name per line."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        return set()
-    found: set[str] = set()
-    if one_per_line:
-        for line in text.splitlines():
-            name = line.strip().removesuffix("\\").strip()
-            if name and not line.rstrip().removesuffix("\\").rstrip().endswith(":"):
-                found.add(absolute(name))
-        return found
-    for rule in text.replace("\\\n", " ").splitlines():
-        _, _, deps = rule.partition(": ")
-        words = deps.replace("\\ ", "\0").split()
-        found.update(absolute(w.replace("\0", " ")) for w in words)
-    return found
-
-
-_HEADER_SUFFIXES = (".h", ".hh", ".hpp", ".hxx", ".h++", ".inc", ".inl", ".def", ".tcc")
-
-
-def _headers_on_path(source: str, argv: Sequence[str]) -> list[str]:
-    """The header names in the directories a compile of `source` searches first: the source's
-    own and every -I, -iquote and -isystem directory, each listed as it is now."""
-    directories = [os.path.dirname(source)]
-    for i, arg in enumerate(argv):
-        for flag in ("-I", "-iquote", "-isystem"):
-            if arg == flag and i + 1 < len(argv):
-                directories.append(argv[i + 1])
-            elif arg.startswith(flag) and len(arg) > len(flag) and flag == "-I":
-                directories.append(arg[2:])
-    listed: list[str] = []
-    for directory in directories:
-        listed += [os.path.abspath(directory), *_header_names(directory), "\0"]
-    return listed
-
-
-# Header names by directory, with the directory's stamp when listed (Python's include directory
-# alone holds a hundred headers: listing it took a save 50 us and more).
-_listings: dict[str, tuple[Stamp, list[str]]] = {}
-
-
-def _header_names(directory: str) -> list[str]:
-    """The header names in `directory`, sorted; none when it cannot be listed.  A listing is
-    used again while the directory's stamp is the same, unless that stamp is so recent that a
-    name added in the same timer tick would leave it unchanged."""
-    now = stamp(directory)
-    known = _listings.get(directory)
-    if now is not None and known is not None and known[0] == now:
-        return known[1]
-    try:
-        names = sorted(n for n in os.listdir(directory) if n.endswith(_HEADER_SUFFIXES))
-    except OSError:
-        return []
-    if now is not None and max(now[2], now[3]) < time.time_ns() - _FRESH_NS:
-        _listings[directory] = (now, names)
-    return names

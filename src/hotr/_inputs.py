@@ -1,0 +1,86 @@
+"""What a compile reads besides its source, and how hotr knows a file is unchanged: stat
+stamps, make-style dependency files, and the headers on a compile's search path (_compile.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+from ._source import absolute
+
+FRESH_NS = 20_000_000  # file times run behind the clock by up to a timer tick or two
+
+Stamp = tuple[int, int, int, int] | None  # (inode, size, mtime, ctime); None: no such file
+
+
+def stamp(path: str) -> Stamp:
+    """A file's identity and change times, or None when it does not exist."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def read_depfile(path: str, *, one_per_line: bool) -> set[str]:
+    """The files named in a make-style dependency file (absolute paths).  gcc and clang
+    escape a space in a name (``\\ ``); tcc does not, but writes one name per line."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return set()
+    found: set[str] = set()
+    if one_per_line:
+        for line in text.splitlines():
+            name = line.strip().removesuffix("\\").strip()
+            if name and not line.rstrip().removesuffix("\\").rstrip().endswith(":"):
+                found.add(absolute(name))
+        return found
+    for rule in text.replace("\\\n", " ").splitlines():
+        _, _, deps = rule.partition(": ")
+        words = deps.replace("\\ ", "\0").split()
+        found.update(absolute(w.replace("\0", " ")) for w in words)
+    return found
+
+
+_HEADER_SUFFIXES = (".h", ".hh", ".hpp", ".hxx", ".h++", ".inc", ".inl", ".def", ".tcc")
+
+
+def headers_on_path(source: str, argv: Sequence[str]) -> list[str]:
+    """The header names in the directories a compile of `source` searches first: the source's
+    own and every -I, -iquote and -isystem directory, each listed as it is now."""
+    directories = [os.path.dirname(source)]
+    for i, arg in enumerate(argv):
+        for flag in ("-I", "-iquote", "-isystem"):
+            if arg == flag and i + 1 < len(argv):
+                directories.append(argv[i + 1])
+            elif arg.startswith(flag) and len(arg) > len(flag) and flag == "-I":
+                directories.append(arg[2:])
+    listed: list[str] = []
+    for directory in directories:
+        listed += [os.path.abspath(directory), *_header_names(directory), "\0"]
+    return listed
+
+
+# Header names by directory, with the directory's stamp when listed (Python's include directory
+# alone holds a hundred headers: listing it took a save 50 us and more).
+_listings: dict[str, tuple[Stamp, list[str]]] = {}
+
+
+def _header_names(directory: str) -> list[str]:
+    """The header names in `directory`, sorted; none when it cannot be listed.  A listing is
+    used again while the directory's stamp is the same, unless that stamp is so recent that a
+    name added in the same timer tick would leave it unchanged."""
+    now = stamp(directory)
+    known = _listings.get(directory)
+    if now is not None and known is not None and known[0] == now:
+        return known[1]
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(_HEADER_SUFFIXES))
+    except OSError:
+        return []
+    if now is not None and max(now[2], now[3]) < time.time_ns() - FRESH_NS:
+        _listings[directory] = (now, names)
+    return names
