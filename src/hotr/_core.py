@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 ReloadCallback = Callable[[int, int], object]
 _ACCESS_SIGNALS = (_signal.SIGSEGV, _signal.SIGBUS)  # where si_addr is the address accessed
 ErrorCallback = Callable[[HotReloadError], object]
-_HOUSEKEEP_RETRY = 0.01  # seconds until housekeeping put off (a busy reloader, a load) is done
+_HOUSEKEEP_RETRY = 0.01  # seconds until housekeeping put off by a busy reloader is tried again
 
 
 class ReloadCore:
@@ -205,7 +205,9 @@ class ReloadCore:
         if not (self.versions.busy or self.loader.pending or self._store.leftovers):
             return  # nothing to do: the common case, on every wait and update
         if not self.lock.acquire(blocking=False):
-            self._housekeep_later()
+            if not self._retrying:  # one retry at a time, however many waiters came by
+                self._retrying = True
+                self.source.call_at(self.source.clock() + _HOUSEKEEP_RETRY, self._retry)
             return
         try:
             if not self._closed:
@@ -213,12 +215,6 @@ class ReloadCore:
                 self.versions.housekeep()
         finally:
             self.lock.release()
-
-    def _housekeep_later(self) -> None:
-        """Wake the waiters (and the background thread) shortly, to housekeep then."""
-        if not self._retrying:  # one at a time, however many waiters came by
-            self._retrying = True
-            self.source.call_at(self.source.clock() + _HOUSEKEEP_RETRY, self._retry)
 
     def _retry(self) -> None:
         self._retrying = False
@@ -288,9 +284,13 @@ class ReloadCore:
         if interrupted is not None:
             raise interrupted
 
-    def background_step(self, *, manual: bool) -> None:
+    def background_step(self, *, manual: bool) -> bool:
         """What a background thread does when woken: build (and with manual=False, load) what
-        changed, unload what drained.  Failures are logged once each; it never raises."""
+        changed, unload what drained.  Failures are logged once each; it never raises.
+
+        True after a load: the housekeeping is left for the thread's next step, a moment later
+        (the program's thread, just told of the new version, needs the GIL to call it;
+        unloading the old one at once made a reload of 1 MiB answer 140 us later)."""
         try:
             if manual:
                 if self.build_wanted():
@@ -299,15 +299,12 @@ class ReloadCore:
                 before = self.versions.loads
                 self.update()
                 if self.versions.loads != before:
-                    # Not now: the program's thread, just told of the new version, needs the
-                    # GIL to call it (unloading the old one now made a reload of 1 MiB 140 us
-                    # slower to answer).
-                    self._housekeep_later()
-                    return
+                    return True
         except HotReloadError as exc:
             if not self.ended:
                 logger.error("%s", _with_outcome(exc, self.version))
         self.housekeep()
+        return False
 
     def _build_in_background(self) -> None:
         """load(manual=True)'s build; a failure reaches on_error callbacks, as in update()."""

@@ -33,6 +33,9 @@ else:
 
 
 CHANGED, TIMED_OUT, FAILED = 1, 0, -1  # what watch_for_changes returns (the seed's contract)
+# How long a background thread waits after a load to unload the old version: the program's
+# thread, just told of the new one, has the GIL to itself to call it.
+_HOUSEKEEP_AFTER_LOAD = 0.01
 _SIGNAL_LOOK = 0.25  # seconds the main thread blocks at most before looking for a signal again
 
 
@@ -73,8 +76,9 @@ class Drivable(Protocol):
     def history(self) -> list[VersionInfo]:
         """The versions loaded so far."""
 
-    def background_step(self, *, manual: bool) -> None:
-        """What a background thread does when woken (never raises)."""
+    def background_step(self, *, manual: bool) -> bool:
+        """What a background thread does when woken (never raises); True if it loaded a new
+        version and left the housekeeping for a step a moment later."""
 
 
 class Doorbell:
@@ -386,6 +390,7 @@ class BackgroundDriver:
         self._bell = Doorbell()
         self._cores: dict[int, tuple[Drivable, object]] = {}
         self._due: dict[int, Drivable] = {}
+        self._later: dict[int, tuple[float, Drivable]] = {}  # cores to step again, and when
         self._listeners: dict[int, Callable[[], None]] = {}
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -413,6 +418,7 @@ class BackgroundDriver:
         with self._lock:
             self._cores.pop(id(core), None)
             self._due.pop(id(core), None)
+            self._later.pop(id(core), None)
             wake = self._listeners.pop(id(core), None)
         if wake is not None:
             core.tracker.remove_listener(wake)
@@ -433,20 +439,29 @@ class BackgroundDriver:
                 with self._lock:
                     if self._closed or (self._until_empty and not self._cores):
                         return
+                    now = time.monotonic()
+                    for key, (when, core) in list(self._later.items()):
+                        if when <= now:
+                            del self._later[key]
+                            self._due[key] = core
                     batch = list(self._due.values())
                     self._due.clear()
                     sources = list(
                         {id(c.source): c.source for c, _ in self._cores.values()}.values()
                     )
+                    soonest = min((when for when, _ in self._later.values()), default=None)
                 if not batch:
-                    self._bell.wait(sources, None)
+                    self._bell.wait(sources, None if soonest is None else soonest - now)
                     continue
                 for core in batch:
                     if core.ended:
                         self.detach(core)
                         continue
                     try:
-                        core.background_step(manual=self.manual)
+                        if core.background_step(manual=self.manual):
+                            when = time.monotonic() + _HOUSEKEEP_AFTER_LOAD
+                            with self._lock:  # loads in a row: the first one's time stands
+                                self._later.setdefault(id(core), (when, core))
                     except Exception:
                         logger.exception(
                             "hotr's background reloader for %s failed; it carries on", core.label
