@@ -211,12 +211,14 @@ class InotifyWatches:
                 return
             with deferred():  # events read are events delivered: a Ctrl-C waits for them
                 try:
-                    events = inotify_read(self.fd, max(queued, _READ_SIZE))
+                    events, emptied = inotify_read(self.fd, max(queued, _READ_SIZE))
                 except (BlockingIOError, InterruptedError):
                     return
                 for wd, mask, name in events:
                     self._dispatch(wd, mask, name)
                 self._time_created()
+            if emptied:
+                return  # no second ioctl to find that out
 
     def close(self) -> None:
         """Close the instance (its watches go with it); safe to call twice."""

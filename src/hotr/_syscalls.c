@@ -128,8 +128,9 @@ static PyObject *
 inotify_read(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     /* inotify_read(fd, size): the events one read of up to `size` bytes returns, as
-     * (wd, mask, name) tuples; the name decoded as os.fsdecode does ("" for none).
-     * BlockingIOError when none is queued. */
+     * (wd, mask, name) tuples (the name decoded as os.fsdecode does, "" for none), and
+     * whether the read emptied the queue (it returned less than `size`).  BlockingIOError when
+     * none is queued. */
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "inotify_read(fd, size)");
         return NULL;
@@ -163,7 +164,9 @@ inotify_read(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(item);
     }
     PyMem_Free(buffer);
-    return events;
+    if (events == NULL)
+        return NULL;
+    return Py_BuildValue("(NO)", events, got < size ? Py_True : Py_False);
 }
 
 PyMethodDef hotr_syscall_methods[] = {
@@ -176,6 +179,7 @@ PyMethodDef hotr_syscall_methods[] = {
     {"inotify_queued", inotify_queued, METH_O,
      "inotify_queued(fd): the bytes of events queued on an inotify descriptor."},
     {"inotify_read", (PyCFunction)(void (*)(void))inotify_read, METH_FASTCALL,
-     "inotify_read(fd, size): the (wd, mask, name) events of one read."},
+     "inotify_read(fd, size): the (wd, mask, name) events of one read, and whether it "
+     "emptied the queue."},
     {NULL}
 };
