@@ -95,10 +95,14 @@ class Doorbell:
         self._poller = select.poll()
         self._poller.register(self._fd, select.POLLIN)
         self._polled: set[int] = set()  # the sources' descriptors registered with the poller
+        self._waiter = 0  # the thread that waits on it (one thread does)
         self.busy = False  # a wait of its thread uses it (see thread_bell)
 
     def ring(self) -> None:
-        """Wake the waiting thread (a listener)."""
+        """Wake the waiting thread (a listener).  Not from that thread itself: it publishes
+        while it delivers events or loads, and looks at what changed before it waits again."""
+        if threading.get_ident() == self._waiter:
+            return
         with self._lock:
             if self._fd >= 0:
                 os.eventfd_write(self._fd, 1)
@@ -106,6 +110,7 @@ class Doorbell:
     def wait(self, sources: list[ChangeSource], timeout: float | None) -> bool:
         """Return once rung, once a source had events (delivered now), or after `timeout`;
         True if it delivered events of every source (no sync() is needed right after)."""
+        self._waiter = threading.get_ident()
         by_fd = {fd: s for s in sources if (fd := s.fileno()) is not None}
         if by_fd.keys() != self._polled:
             for fd in self._polled - by_fd.keys():
