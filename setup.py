@@ -6,7 +6,12 @@ setup(
     ext_modules=[
         Extension(
             "hotr._shim",
-            ["src/hotr/_shim.c", "src/hotr/_elfcheck.c", "src/hotr/_guard.c", "src/hotr/_syscalls.c"],
+            [
+                "src/hotr/_shim.c",
+                "src/hotr/_elfcheck.c",
+                "src/hotr/_guard.c",
+                "src/hotr/_syscalls.c",
+            ],
             depends=["src/hotr/_elfcheck.h", "src/hotr/_guard.h", "src/hotr/_syscalls.h"],
         )
     ]
