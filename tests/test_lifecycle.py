@@ -169,6 +169,52 @@ def test_a_signal_during_a_reload_leaves_nothing_half_done(
     assert marks(builder.dir / "mark.txt") == ["cleanup 1", "cleanup 2", "cleanup 3"]
 
 
+BOTH_SIGNALS = """
+#include <signal.h>
+#include <unistd.h>
+int hotr_load(void **s, int v, int r) {
+    if (v == 2) { kill(getpid(), SIGINT); kill(getpid(), SIGTERM); }
+    return 0;
+}
+int value(void) { return TAG; }
+"""
+
+
+@pytest.mark.every_python  # deferred() swaps handlers through signal.signal in C (_shim)
+def test_a_sigterm_behind_a_ctrl_c_during_a_reload_is_not_lost(builder: Builder) -> None:
+    # Both land during one reload: the Ctrl-C's KeyboardInterrupt, raised on the way out, must
+    # not swallow the program's SIGTERM handler (it ran 0 times), and both handlers are back.
+    versions = [builder.compile_to_file(threaded(n, BOTH_SIGNALS)) for n in (1, 2)]
+    child(
+        builder,
+        f"""
+        import os, shutil, signal, hotr
+
+        terms = []
+        def on_term(signum, frame):
+            terms.append(signum)
+        signal.signal(signal.SIGTERM, on_term)
+        lib_path = {str(builder.lib)!r}
+        shutil.copyfile({versions[0]!r}, lib_path)
+        r = hotr.HotReloader(lib_path)
+        lib = r.update()
+        shutil.copyfile({versions[1]!r}, lib_path + ".tmp")
+        os.rename(lib_path + ".tmp", lib_path)
+        try:
+            r.update()
+        except KeyboardInterrupt:
+            pass
+        else:
+            raise AssertionError("the Ctrl-C was lost")
+        assert terms == [signal.SIGTERM], terms
+        assert signal.getsignal(signal.SIGTERM) is on_term
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert lib.value() == 2
+        r.close()
+        """,
+    )
+
+
 def test_ctrl_c_during_a_build_is_retried_by_the_next_update(tmp_path: Path) -> None:
     # A compiler that, the first time, interrupts hotr (as a Ctrl-C would) and hangs.
     cc = tmp_path / "cc-interrupts-once"

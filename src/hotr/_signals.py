@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
+from ._shim import set_handlers
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -32,7 +34,7 @@ class deferred:  # lower case: it is used like a function, `with deferred():`
     docstring).  A class, not a generator: it runs several times a reload.  Only the main
     thread swaps handlers, and only its outermost deferred() does."""
 
-    __slots__ = ("_caught", "_main", "_saved")
+    __slots__ = ("_main", "_saved")
     _depth = 0  # nesting in the main thread
     _outer: deferred | None = None  # the one that swapped the handlers
 
@@ -40,41 +42,63 @@ class deferred:  # lower case: it is used like a function, `with deferred():`
         self._main = threading.get_ident() == _main
         if not self._main:
             return
-        deferred._depth += 1
-        if deferred._depth > 1:
+        if deferred._depth:
+            deferred._depth += 1
             return
+        self._saved: list[tuple[int, Callable[[int, FrameType | None], Any]]] = [
+            (signum, handler) for signum in _HELD if callable(handler := _signal.getsignal(signum))
+        ]
+        try:
+            # All at once, in C: a real handler left in place while another is swapped could
+            # raise in between, and leave _record installed for good.
+            set_handlers(_signal.signal, [(signum, _record) for signum, _ in self._saved])
+        except BaseException as exc:  # a signal that came first: its handler ran
+            self._end(exc)  # nothing is deferred: the handlers go back, the exception is raised
         deferred._outer = self
-        self._saved: list[tuple[int, Callable[[int, FrameType | None], Any]]] = []
-        self._caught: list[tuple[int, FrameType | None]] = []
-        for signum in _HELD:
-            handler = _signal.getsignal(signum)
-            if callable(handler):
-                self._saved.append((signum, handler))
-                _signal.signal(signum, _record)
+        deferred._depth = 1
 
     def __exit__(self, *exc_info: object) -> None:
         if not self._main:
             return
-        deferred._depth -= 1
-        if deferred._outer is not self:
+        if deferred._depth > 1:
+            deferred._depth -= 1
             return
-        self._restore()
-        deferred._outer = None  # after: _record needs it until the real handlers are back
-        if self._caught:
+        deferred._depth = 0
+        deferred._outer = None
+        self._end(None)
+
+    def _end(self, error: BaseException | None) -> None:
+        """Put the real handlers back, run them for the signals recorded, raise the first
+        exception of those or `error`."""
+        try:
+            self._restore()
+        except BaseException as exc:  # a signal that came once its real handler was back
+            error = error or exc
+        caught = _caught[:]
+        _caught.clear()
+        if caught:
             handlers = dict(self._saved)
-            for signum, frame in self._caught:
-                handlers[signum](signum, frame)
+            for signum, frame in caught:
+                # Each runs, as it would have: a KeyboardInterrupt from the first does not
+                # swallow a SIGTERM behind it.
+                try:
+                    handlers[signum](signum, frame)
+                except BaseException as exc:
+                    error = error or exc
+        if error is not None:
+            raise error
 
     def _restore(self) -> None:
-        for signum, handler in self._saved:
-            _signal.signal(signum, handler)
+        set_handlers(_signal.signal, self._saved)
+
+
+# The signals _record noted while deferred, for the outermost deferred() to run on its way out.
+_caught: list[tuple[int, FrameType | None]] = []
 
 
 def _record(signum: int, frame: FrameType | None) -> None:
     """The handler while deferred: note the signal for the outermost deferred() to run."""
-    outer = deferred._outer
-    if outer is not None:
-        outer._caught.append((signum, frame))
+    _caught.append((signum, frame))
 
 
 def handles_signals() -> bool:
@@ -105,10 +129,10 @@ def _after_fork_in_child() -> None:
     had open never closes here: put the real handlers back."""
     global _main
     _main = threading.get_ident()
-    outer, deferred._depth = deferred._outer, 0
+    outer, deferred._depth, deferred._outer = deferred._outer, 0, None
     if outer is not None:
         outer._restore()
-    deferred._outer = None
+    _caught.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
