@@ -60,8 +60,15 @@ dl_open(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     handle = dlopen(PyBytes_AS_STRING(path), flags);
     Py_END_ALLOW_THREADS
     Py_DECREF(path);
-    if (handle == NULL)
-        return loader_error("dlopen failed");
+    if (handle == NULL) {
+        /* RTLD_NOLOAD of a library not mapped fails with no message: name the file. */
+        const char *message = dlerror();
+        if (message != NULL)
+            PyErr_SetString(PyExc_OSError, message);
+        else
+            PyErr_Format(PyExc_OSError, "dlopen(%R) failed: not loaded", args[0]);
+        return NULL;
+    }
     return PyLong_FromVoidPtr(handle);
 }
 
