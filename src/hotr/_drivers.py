@@ -95,13 +95,14 @@ class Doorbell:
         self._poller = select.poll()
         self._poller.register(self._fd, select.POLLIN)
         self._polled: set[int] = set()  # the sources' descriptors registered with the poller
-        self._waiter = 0  # the thread that waits on it (one thread does)
         self.busy = False  # a wait of its thread uses it (see thread_bell)
 
     def ring(self) -> None:
-        """Wake the waiting thread (a listener).  Not from that thread itself: it publishes
-        while it delivers events or loads, and looks at what changed before it waits again."""
-        if threading.get_ident() == self._waiter:
+        """Wake the waiting thread (a listener).  Not from that thread's innermost wait itself:
+        it publishes while it delivers events or loads, and looks at what changed before it
+        waits again.  From a wait nested in it (a signal handler's), it does: the outer wait's
+        poll() goes on when the handler returns, without looking."""
+        if getattr(_bells, "active", None) is self:
             return
         with self._lock:
             if self._fd >= 0:
@@ -110,7 +111,6 @@ class Doorbell:
     def wait(self, sources: list[ChangeSource], timeout: float | None) -> bool:
         """Return once rung, once a source had events (delivered now), or after `timeout`;
         True if it delivered events of every source (no sync() is needed right after)."""
-        self._waiter = threading.get_ident()
         by_fd = {fd: s for s in sources if (fd := s.fileno()) is not None}
         if by_fd.keys() != self._polled:
             for fd in self._polled - by_fd.keys():
@@ -253,6 +253,7 @@ def wait(core: Drivable, timeout: float | None, view: View) -> int:
     deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
     seen = view.seen()
     bell: Doorbell | None = None
+    outer: Doorbell | None = None  # the bell of the wait this one is nested in (see ring())
     synced = False  # the bell's wait has just delivered what happened
     try:
         while True:
@@ -271,6 +272,7 @@ def wait(core: Drivable, timeout: float | None, view: View) -> int:
             if bell is None:  # only when it must block: a change already there needs none
                 bell = thread_bell()
                 bell.busy = True
+                outer, _bells.active = getattr(_bells, "active", None), bell
                 # No deferred() needed: the finally below removes it whenever it was added (and
                 # an equal listener added twice is there once).
                 core.tracker.add_listener(bell.ring)
@@ -282,6 +284,7 @@ def wait(core: Drivable, timeout: float | None, view: View) -> int:
             synced = bell.wait([core.source], remaining)
     finally:
         if bell is not None:
+            _bells.active = outer
             core.tracker.remove_listener(bell.ring)
             bell.busy = False
 
