@@ -284,9 +284,10 @@ def wait(core: Drivable, timeout: float | None, view: View) -> int:
             synced = bell.wait([core.source], remaining)
     finally:
         if bell is not None:
-            _bells.active = outer
+            # The bell is free first: a Ctrl-C here at worst leaves the listener, which rings
+            # it for nothing until this thread's next wait removes it.
+            _bells.active, bell.busy = outer, False
             core.tracker.remove_listener(bell.ring)
-            bell.busy = False
 
 
 async def wait_async(core: Drivable, timeout: float | None, view: View) -> bool:
@@ -442,6 +443,7 @@ class BackgroundDriver:
             thread.join(timeout=5)
 
     def _run(self) -> None:
+        _bells.active = self._bell  # this thread waits on it: its own publications need no ring
         try:
             while True:
                 with self._lock:
