@@ -17,6 +17,7 @@ import sysconfig
 import threading
 import time
 import timeit
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -779,6 +780,24 @@ static PyMethodDef methods[] = {{
 static struct PyModuleDef def = {{PyModuleDef_HEAD_INIT, "{name}", NULL, -1, methods}};
 PyMODINIT_FUNC PyInit_{name}(void) {{ return PyModule_Create(&def); }}
 """
+# The same functions in a multi-phase module with no types: a version hotr may unload, so
+# its calls are counted (a single-phase one stays mapped for good: its calls need no count).
+MULTI_PHASE = (
+    MODULE_SOURCE.replace(
+        'PyModuleDef_HEAD_INIT, "{name}", NULL, -1, methods}};',
+        'PyModuleDef_HEAD_INIT, "{name}", NULL, 0, methods, slots}};',
+    )
+    .replace(
+        "PyMODINIT_FUNC PyInit_{name}(void) {{ return PyModule_Create(&def); }}",
+        "PyMODINIT_FUNC PyInit_{name}(void) {{ return PyModuleDef_Init(&def); }}",
+    )
+    .replace(
+        "static struct PyModuleDef def",
+        "static int exec(PyObject *m) {{ return 0; }}\n"
+        "static PyModuleDef_Slot slots[] = {{{{Py_mod_exec, exec}}, {{0, NULL}}}};\n"
+        "static struct PyModuleDef def",
+    )
+)
 
 
 def _module_command(src: Path, out: Path, cc: str) -> list[str]:
@@ -794,53 +813,67 @@ def _module_command(src: Path, out: Path, cc: str) -> list[str]:
 
 def module_calls(work: Path, repeat: int) -> list[Row]:
     """A module's function through hotr.load_module, unguarded and guarded, against the same
-    builtin called directly (the module imported by importlib, no hotr), same run, interleaved."""
+    builtin called directly (the module imported by importlib, no hotr), same run, interleaved:
+    of a single-phase module (its versions stay mapped: the live function is a copy of the
+    module's own) and of a multi-phase one (hotr may unload a version: calls are counted)."""
     rows = []
     built = {}
-    for name in ("bench_direct", "bench_hot", "bench_guarded"):
+    for name, source in (
+        ("bench_direct", MODULE_SOURCE),
+        ("bench_hot", MODULE_SOURCE),
+        ("bench_guarded", MODULE_SOURCE),
+        ("bench_multi_direct", MULTI_PHASE),
+        ("bench_multi_hot", MULTI_PHASE),
+    ):
         src, out = work / f"{name}.c", work / f"{name}.so"
-        src.write_text(MODULE_SOURCE.format(n=1, name=name))
+        src.write_text(source.format(n=1, name=name))
         subprocess.run(_module_command(src, out, CC), check=True)
         built[name] = out
-    spec = importlib.util.spec_from_file_location("bench_direct", built["bench_direct"])
-    assert spec is not None and spec.loader is not None
-    direct = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(direct)
+    direct, multi_direct = (
+        _import(name, built[name]) for name in ("bench_direct", "bench_multi_direct")
+    )
     hot = hotr.load_module(built["bench_hot"], guard=False)
     guarded = hotr.load_module(built["bench_guarded"], guard=True)
+    multi_hot = hotr.load_module(built["bench_multi_hot"], guard=False)
     try:
-        for label, call, plain_fn, live_fn in (
-            ("f() METH_NOARGS", "f()", direct.value, hot.value),
-            ("f(x) METH_O", "f(1)", direct.twice, hot.twice),
-            ("f(a, b, c) METH_FASTCALL", "f(1, 2, 3)", direct.add3, hot.add3),
+        for label, call, name in (
+            ("f() METH_NOARGS", "f()", "value"),
+            ("f(x) METH_O", "f(1)", "twice"),
+            ("f(a, b, c) METH_FASTCALL", "f(1, 2, 3)", "add3"),
         ):
             number = 100000
-            base: list[float] = []
-            mine: list[float] = []
-            safe: list[float] = []
-            safe_fn = getattr(guarded, live_fn.__name__)
+            contenders = {
+                f"builtin {label}": getattr(direct, name),
+                f"hotr module {label}": getattr(hot, name),
+                f"hotr guarded module {label}": getattr(guarded, name),
+                f"builtin {label}, multi-phase": getattr(multi_direct, name),
+                f"hotr module {label}, multi-phase (calls counted)": getattr(multi_hot, name),
+            }
+            samples: dict[str, list[float]] = {key: [] for key in contenders}
             for _ in range(repeat):  # interleaved, so drift hits all alike
-                for fn, samples in ((plain_fn, base), (live_fn, mine), (safe_fn, safe)):
+                for key, fn in contenders.items():
                     best = min(timeit.repeat(call, globals={"f": fn}, number=number, repeat=3))
-                    samples.append(best / number)
-            rows.append(Row("modules", f"builtin {label}", base, unit="ns"))
-            rows.append(
-                Row("modules", f"hotr module {label}", mine, baseline=f"builtin {label}", unit="ns")
-            )
-            rows.append(
-                Row(
-                    "modules",
-                    f"hotr guarded module {label}",
-                    safe,
-                    baseline=f"builtin {label}",
-                    unit="ns",
-                )
-            )
+                    samples[key].append(best / number)
+            for key in contenders:
+                baseline = None
+                if not key.startswith("builtin"):
+                    multi = key.endswith("(calls counted)")
+                    baseline = f"builtin {label}" + (", multi-phase" if multi else "")
+                rows.append(Row("modules", key, samples[key], baseline=baseline, unit="ns"))
     finally:
-        for module in (hot, guarded):
+        for module in (hot, guarded, multi_hot):
             hotr.reloader_of(module).close()
             sys.modules.pop(module.__name__, None)
     return rows
+
+
+def _import(name: str, path: Path) -> types.ModuleType:
+    """Import the extension module at `path` as Python does, without hotr."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def module_edit(work: Path, trials: int) -> list[Row]:

@@ -226,6 +226,60 @@ def test_single_phase_from_sources(tmp_path: Path) -> None:
         sys.modules.pop(name, None)
 
 
+def test_a_function_is_the_modules_own_while_its_version_stays_and_counted_otherwise(
+    tmp_path: Path,
+) -> None:
+    # A version that stays mapped for good (single-phase) needs no count of calls: the live
+    # function then is a copy of the module's own, self and all; one that may be unloaded
+    # (multi-phase, heap types only) is called through hotr's count.  One reference follows.
+    name = new_name()
+    src = tmp_path / f"{name}.c"
+
+    def source(template: str, number: int) -> str:  # MULTI's __hotr_reload__ reads `count`
+        return c_source(template, name, number).replace('"VERSION"', '"count"')
+
+    src.write_text(source(SINGLE, 1))
+    module = hotr.load_module(src, manual=True)
+    try:
+        value = module.value
+        assert value() == 1 and isinstance(value.__self__, ModuleType)
+        assert repr(value) == "<built-in function value>"
+        for number, template in ((2, MULTI), (3, SINGLE), (4, MULTI)):
+            src.write_text(source(template, number))
+            reload_to(module, number)
+            assert value() == number and value is module.value
+            assert isinstance(value.__self__, ModuleType) == (template is SINGLE)
+            assert pickle.loads(pickle.dumps(value)) is value
+    finally:
+        hotr.reloader_of(module).close()
+        sys.modules.pop(name, None)
+
+
+def test_the_modules_own_functions_outlive_a_closed_and_dropped_reloader(
+    tmp_path: Path,
+) -> None:
+    # Copies of a module's functions (see above) use a method definition of hotr's: it must
+    # outlive hotr's objects (PYTHONMALLOC=debug fills freed memory, so a stale read shows).
+    name = new_name()
+    src = tmp_path / f"{name}.c"
+    src.write_text(c_source(SINGLE, name, 7))
+    run_python(
+        f"""
+        import gc, sys, hotr
+        module = hotr.load_module({str(src)!r})
+        value, norm = module.value, module.norm
+        hotr.reloader_of(module).close()
+        del module
+        sys.modules.pop({name!r})
+        gc.collect()
+        assert (value(), norm(3.0, 4.0)) == (7, 35.0), (value(), norm(3.0, 4.0))
+        assert value.__name__ == "value" and value.__doc__ == "value() -> the version"
+        assert norm.__text_signature__ == "($module, x, y, /)", norm.__text_signature__
+        """,
+        env={"PYTHONMALLOC": "debug"},
+    )
+
+
 def test_functions_that_come_and_go(tmp_path: Path) -> None:
     name = new_name()
     src = tmp_path / f"{name}.c"

@@ -286,7 +286,9 @@ class ModuleBinding:
             missing.append(None if present else SymbolNotFoundError(self.name, key, version.number))
             if present:
                 namespace[key] = function
-        retarget(states, targets, version.pin, missing)
+        # A version that stays mapped for good needs no count of its calls: the live builtins
+        # become copies of its functions, as fast as they are (see set_kind in _shim.c).
+        retarget(states, targets, version.pin, missing, None, bool(version.staying()))
         public = vars(self.module)
         for key in self._defined - namespace.keys():  # what the last version had, this lacks
             public.pop(key, None)
@@ -315,7 +317,7 @@ class ModuleBinding:
 class _State(LiveCallable):
     """What a module's live function calls through (see _shim.c); each module has a subclass
     named after it, which the builtin's repr shows (``<built-in method norm of fastmath
-    object>``)."""
+    object>``) while its calls are counted (a version that may be unloaded)."""
 
     def _crashed(
         self, signal: int, version: int, pc: int, accessed: int, where: str
@@ -369,9 +371,10 @@ def _reduce_state(state: _State) -> tuple[Callable[[str, str], _State], tuple[st
     return _live_state, vars(state)[_ORIGIN]
 
 
-def _live_state(module: str, key: str) -> _State:
-    state: _State = vars(sys.modules[module])[key].__self__
-    return state
+def _live_state(module: str, key: str) -> Any:
+    """The self of the live function `key` of `module` now: its _State, or the module whose
+    function it is a copy of (then getattr(self, key) is the function too)."""
+    return vars(sys.modules[module])[key].__self__
 
 
 def _is_function(value: object) -> bool:

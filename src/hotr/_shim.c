@@ -422,7 +422,7 @@ static PyTypeObject LiveFunctionType = {
  * vectorcall.  Each C function still checks that the target is of its kind (a
  * load and a compare) and otherwise calls it the generic way, so no call can
  * pass a target arguments of another convention. */
-enum { KIND_ANY, KIND_O, KIND_NOARGS, KIND_FAST, KIND_GUARDED, NKINDS };
+enum { KIND_ANY, KIND_O, KIND_NOARGS, KIND_FAST, KIND_GUARDED, NKINDS, KIND_DIRECT = NKINDS };
 
 typedef struct {
     LiveFunction base;
@@ -432,6 +432,7 @@ typedef struct {
     int kind;            /* KIND_*: the convention of the target, and so of the builtin */
     PyCFunction meth;    /* the target's C function and self (KIND_O, _NOARGS, _FAST) */
     PyObject *meth_self;
+    int direct;          /* retarget(direct=True): the version stays mapped for good */
 } LiveCallable;
 
 /* Call `callable` with a vectorcall's arguments.  A builtin function of the
@@ -640,17 +641,39 @@ init_kinds(void)
     return 0;
 }
 
+/* A builtin's self: the LiveCallable, or in KIND_DIRECT its target's. */
+static void
+set_builtin_self(LiveCallable *self, PyObject *owner)
+{
+    PyCFunctionObject *builtin = (PyCFunctionObject *)self->builtin;
+    if (builtin->m_self != owner) {
+        Py_XINCREF(owner);
+        Py_XSETREF(builtin->m_self, owner);
+    }
+}
+
 /* Give the live builtin the kind of the LiveCallable's target now (KIND_ANY while the
- * function is missing: every call then reaches callable_any, which raises). */
+ * function is missing: every call then reaches callable_any, which raises).
+ *
+ * KIND_DIRECT: the target's version stays mapped for good (a single-phase module, one with
+ * static types: retarget(direct=True)), so its calls need no count.  The builtin then is a
+ * copy of the target, its C function, flags, self and vectorcall: the interpreter calls the
+ * module's own function, at the cost of a direct call.  It follows reloads as before (a later
+ * retarget() rewrites all four).  The builtin's method definition lives in the LiveCallable,
+ * which the builtin no longer holds meanwhile: callable_clear() gives a builtin that outlives
+ * it a definition of its own. */
 static void
 set_kind(LiveCallable *self)
 {
     PyObject *target = self->base.cfunc;
     int kind = KIND_ANY;
+    int flags = 0;
+    if (self->base.pin != NULL && target != NULL && PyCFunction_CheckExact(target))
+        flags = PyCFunction_GET_FLAGS(target) & ~(METH_CLASS | METH_STATIC | METH_COEXIST);
     if (self->base.guard)
         kind = KIND_GUARDED;
     else if (self->base.pin != NULL && target != NULL && PyCFunction_CheckExact(target)) {
-        switch (PyCFunction_GET_FLAGS(target) & ~(METH_CLASS | METH_STATIC | METH_COEXIST)) {
+        switch (flags) {
         case METH_O:
             kind = KIND_O;
             break;
@@ -663,14 +686,28 @@ set_kind(LiveCallable *self)
         default:
             break;
         }
+        if (self->direct && self->builtin != NULL && !(flags & METH_METHOD))
+            kind = KIND_DIRECT;
     }
     self->kind = kind;
+    if (kind == KIND_DIRECT) {
+        PyCFunctionObject *from = (PyCFunctionObject *)target;
+        self->meth = NULL;
+        self->meth_self = NULL;
+        self->def.ml_flags = flags;
+        self->def.ml_meth = from->m_ml->ml_meth;
+        ((PyCFunctionObject *)self->builtin)->vectorcall = from->vectorcall;
+        set_builtin_self(self, from->m_self);
+        return;
+    }
     self->meth = kind == KIND_ANY || kind == KIND_GUARDED ? NULL : PyCFunction_GET_FUNCTION(target);
     self->meth_self = self->meth != NULL ? PyCFunction_GET_SELF(target) : NULL;
     self->def.ml_flags = kinds[kind].flags;
     self->def.ml_meth = kinds[kind].meth;
-    if (self->builtin != NULL)
+    if (self->builtin != NULL) {
         ((PyCFunctionObject *)self->builtin)->vectorcall = kinds[kind].vectorcall;
+        set_builtin_self(self, (PyObject *)self);
+    }
 }
 
 static int
@@ -704,9 +741,36 @@ callable_traverse(LiveCallable *self, visitproc visit, void *arg)
     return live_traverse(&self->base, visit, arg);
 }
 
+/* A builtin in KIND_DIRECT that outlives its LiveCallable (held by the program after the
+ * reloader was dropped unclosed): it keeps calling the last version, which stays mapped, and
+ * gets a method definition of its own, never freed (one per such builtin). */
+static int
+orphan(LiveCallable *self)
+{
+    PyCFunctionObject *builtin = (PyCFunctionObject *)self->builtin;
+    const char *name = self->def.ml_name, *doc = self->def.ml_doc;
+    size_t name_size = strlen(name) + 1, doc_size = doc != NULL ? strlen(doc) + 1 : 0;
+    char *block = PyMem_RawMalloc(sizeof(PyMethodDef) + name_size + doc_size);
+    if (block == NULL)
+        return -1;
+    PyMethodDef *def = (PyMethodDef *)block;
+    *def = self->def;
+    def->ml_name = memcpy(block + sizeof(PyMethodDef), name, name_size);
+    def->ml_doc = doc != NULL ? memcpy(block + sizeof(PyMethodDef) + name_size, doc, doc_size)
+                              : NULL;
+    builtin->m_ml = def;
+    return 0;
+}
+
 static int
 callable_clear(LiveCallable *self)
 {
+    if (self->builtin != NULL && self->kind == KIND_DIRECT && Py_REFCNT(self->builtin) > 1 &&
+        orphan(self) < 0) {
+        /* No memory for its own definition: it calls through this one, kept (leaked). */
+        Py_INCREF(self);
+        PyErr_Clear();
+    }
     Py_CLEAR(self->builtin);
     return live_clear(&self->base);
 }
@@ -745,16 +809,17 @@ takes_callable(LiveFunction *f)
 static PyObject *
 retarget(PyObject *module, PyObject *args)
 {
-    /* retarget(functions, addresses, pin, missing, live=None): point every
-     * function at its new address in one step, so no Python thread can observe
-     * a mix of versions.  An address of 0 marks the function missing: calls
+    /* retarget(functions, addresses, pin, missing, live=None, direct=False): point
+     * every function at its new address in one step, so no Python thread can observe
+     * a mix of versions (`direct`: the version stays mapped for good, see set_kind).  An address of 0 marks the function missing: calls
      * raise the matching entry of `missing` until a later version provides it
      * (entries for present functions are ignored, usually None).  `live`, a
      * one-item list, gets `pin` in the same step: the reloader reads the live
      * version from it, so it never disagrees with what the functions call. */
     PyObject *funcs, *addrs, *pin, *missing, *live = Py_None;
-    if (!PyArg_ParseTuple(args, "O!O!OO!|O", &PyList_Type, &funcs, &PyList_Type,
-                          &addrs, &pin, &PyList_Type, &missing, &live))
+    int direct = 0;
+    if (!PyArg_ParseTuple(args, "O!O!OO!|Op", &PyList_Type, &funcs, &PyList_Type,
+                          &addrs, &pin, &PyList_Type, &missing, &live, &direct))
         return NULL;
     if (live != Py_None && (!PyList_Check(live) || PyList_GET_SIZE(live) != 1)) {
         PyErr_SetString(PyExc_TypeError, "retarget: live must be a one-item list");
@@ -822,8 +887,10 @@ retarget(PyObject *module, PyObject *args)
             Py_XSETREF(f->pin, (Pin *)pin);
             Py_CLEAR(f->missing);
         }
-        if (PyObject_TypeCheck(f, &LiveCallableType))
+        if (PyObject_TypeCheck(f, &LiveCallableType)) {
+            ((LiveCallable *)f)->direct = direct;
             set_kind((LiveCallable *)f);  /* in the same step: see LiveCallable */
+        }
     }
     PyMem_Free(values);
     if (live != Py_None) {
@@ -905,8 +972,8 @@ static PyMethodDef shim_methods[] = {
     {"install_guard", install_guard, METH_NOARGS,
      "install_guard(): install the guard's signal handler, or put it back on top."},
     {"retarget", retarget, METH_VARARGS,
-     "retarget(functions, addresses, pin, missing, live=None): switch functions to a new "
-     "version in one step."},
+     "retarget(functions, addresses, pin, missing, live=None, direct=False): switch "
+     "functions to a new version in one step."},
     {"live_builtin", live_builtin, METH_VARARGS,
      "live_builtin(live, name, doc, module_name): a builtin function that calls through live."},
     {"same_bytes", same_bytes, METH_VARARGS,
