@@ -280,6 +280,73 @@ def test_the_modules_own_functions_outlive_a_closed_and_dropped_reloader(
     )
 
 
+# A multi-phase module that stays mapped (a static type) with state: wait(entered, fd) calls
+# entered(), reads a byte from fd without the GIL, then returns its module's state and VERSION.
+STAYING_WITH_STATE = """
+#include <Python.h>
+#include <unistd.h>
+static PyTypeObject Thing = {PyVarObject_HEAD_INIT(NULL, 0) .tp_name = "%(name)s.Thing",
+    .tp_basicsize = sizeof(PyObject), .tp_flags = Py_TPFLAGS_DEFAULT};
+static PyObject *wait(PyObject *self, PyObject *args) {
+    PyObject *entered; int fd, got; char byte;
+    if (!PyArg_ParseTuple(args, "Oi", &entered, &fd)) return NULL;
+    PyObject *none = PyObject_CallObject(entered, NULL);
+    if (none == NULL) return NULL;
+    Py_DECREF(none);
+    Py_BEGIN_ALLOW_THREADS
+    got = (int)read(fd, &byte, 1);
+    Py_END_ALLOW_THREADS
+    if (got != 1) return PyErr_SetFromErrno(PyExc_OSError);
+    return Py_BuildValue("(lO)", *(long *)PyModule_GetState(self),
+                         PyDict_GetItemString(PyModule_GetDict(self), "VERSION"));
+}
+static PyMethodDef methods[] = {{"wait", wait, METH_VARARGS, NULL}, {NULL}};
+static int exec(PyObject *m) {
+    *(long *)PyModule_GetState(m) = %(v)d;
+    if (PyType_Ready(&Thing) < 0) return -1;
+    Py_INCREF(&Thing);
+    if (PyModule_AddObject(m, "Thing", (PyObject *)&Thing) < 0) return -1;
+    return PyModule_AddIntConstant(m, "VERSION", %(v)d);
+}
+static PyModuleDef_Slot slots[] = {{Py_mod_exec, exec}, {0, NULL}};
+static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "%(name)s", NULL, sizeof(long), methods,
+                                 slots};
+PyMODINIT_FUNC PyInit_%(name)s(void) { return PyModuleDef_Init(&def); }
+"""
+
+
+def test_a_direct_call_in_flight_keeps_its_module_through_reloads(tmp_path: Path) -> None:
+    # A call of a version that stays is not counted: its module (the self the interpreter
+    # passed it, borrowed) must outlive the reloads and collections that land meanwhile.
+    name = new_name()
+    src = tmp_path / f"{name}.c"
+    src.write_text(STAYING_WITH_STATE % {"name": name, "v": 1})
+    run_python(
+        f"""
+        import gc, os, sys, threading, time, hotr
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_modules import STAYING_WITH_STATE, MULTI, c_source, reload_to
+        module = hotr.load_module({str(src)!r}, manual=True)
+        wait = module.wait
+        entered, (read_end, write_end), result = threading.Event(), os.pipe(), []
+        thread = threading.Thread(target=lambda: result.append(wait(entered.set, read_end)))
+        thread.start()
+        assert entered.wait(60)
+        for number, text in ((2, STAYING_WITH_STATE % {{"name": {name!r}, "v": 2}}),
+                             (3, c_source(MULTI, {name!r}, 3).replace('"count"', '"VERSION"'))):
+            open({str(src)!r}, "w").write(text)
+            reload_to(module, number)
+        gc.collect()
+        junk = [bytearray(48) for _ in range(20000)]  # reuses what was freed
+        os.write(write_end, b"x")
+        thread.join(60)
+        assert result == [(1, 1)], result
+        hotr.reloader_of(module).close()
+        """,
+        env={"PYTHONMALLOC": "debug"},
+    )
+
+
 def test_functions_that_come_and_go(tmp_path: Path) -> None:
     name = new_name()
     src = tmp_path / f"{name}.c"

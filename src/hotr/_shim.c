@@ -641,15 +641,22 @@ init_kinds(void)
     return 0;
 }
 
-/* A builtin's self: the LiveCallable, or in KIND_DIRECT its target's. */
+/* A builtin's self: the LiveCallable, or in KIND_DIRECT its target's.  A target's self that
+ * the builtin lets go of is kept for good, as its version's code is: a direct call is not
+ * counted, and one in flight (its C function released the GIL) was passed that self borrowed,
+ * as the interpreter passes every builtin's (its module, whose state the call may still read:
+ * freeing it at the next collection would pull it from under the call). */
 static void
 set_builtin_self(LiveCallable *self, PyObject *owner)
 {
     PyCFunctionObject *builtin = (PyCFunctionObject *)self->builtin;
-    if (builtin->m_self != owner) {
-        Py_XINCREF(owner);
-        Py_XSETREF(builtin->m_self, owner);
-    }
+    PyObject *old = builtin->m_self;
+    if (old == owner)
+        return;
+    Py_XINCREF(owner);
+    builtin->m_self = owner;
+    if (old == (PyObject *)self)
+        Py_DECREF(old);
 }
 
 /* Give the live builtin the kind of the LiveCallable's target now (KIND_ANY while the
