@@ -155,7 +155,7 @@ def run_child(code: str) -> None:
         "import gc, sys, threading, time\n"
         f"sys.path.insert(0, {here!r})\n"
         "import hotr\n"
-        "from test_modules import MULTI, c_source, convention_source, reload_to\n"
+        "from test_modules import CONVENTIONS, MULTI, c_source, convention_source, reload_to\n"
         + textwrap.dedent(code)
     )
 
@@ -397,22 +397,31 @@ CONVENTIONS = {
 }
 
 
-def convention_source(name: str, v: int) -> str:
+def convention_source(name: str, v: int, *, multi: bool = False) -> str:
+    """Version `v` of module `name`: single-phase (it stays mapped, its calls are direct), or
+    `multi`-phase without static types (it may be unloaded, its calls are counted)."""
     flags, code = CONVENTIONS.get(v, ("", ""))
     entry = f'{{"f", (PyCFunction)(void (*)(void))f, {flags}, NULL}},' if flags else ""
+    size, slots, make = (
+        ("0", "slots", "PyModuleDef_Init") if multi else ("-1", "NULL", "PyModule_Create")
+    )
+    init = f"""static PyModuleDef_Slot slots[] = {{{{0, NULL}}}};
+static struct PyModuleDef def = {{PyModuleDef_HEAD_INIT, "{name}", NULL, {size}, methods, {slots}}};
+PyMODINIT_FUNC PyInit_{name}(void) {{ return {make}(&def); }}"""
     return f"""
 #include <Python.h>
 {code}
 static PyObject *g(PyObject *s, PyObject *u) {{ return PyLong_FromLong({v}); }}
 static PyMethodDef methods[] = {{{entry} {{"g", g, METH_NOARGS, NULL}}, {{NULL}}}};
-static struct PyModuleDef def = {{PyModuleDef_HEAD_INIT, "{name}", NULL, -1, methods}};
-PyMODINIT_FUNC PyInit_{name}(void) {{ return PyModule_Create(&def); }}
+{init}
 """
 
 
-def test_a_function_that_changes_its_calling_convention(tmp_path: Path) -> None:
+@pytest.mark.parametrize("alternate", [False, True], ids=["direct", "direct-and-counted"])
+def test_a_function_that_changes_its_calling_convention(tmp_path: Path, alternate: bool) -> None:
     """A reference taken earlier, and call sites the interpreter has specialised for the
-    old convention, take the new version's arguments (and its errors)."""
+    old convention, take the new version's arguments (and its errors); `alternate`: even
+    versions are multi-phase, so the function switches between direct and counted calls."""
     src = tmp_path / "conv.c"
     src.write_text(convention_source("conv", 1))
     run_child(
@@ -434,9 +443,12 @@ def test_a_function_that_changes_its_calling_convention(tmp_path: Path) -> None:
                 raise AssertionError(f"{{call.__name__}}{{args}} returned")
 
         def to(n):
-            open({str(src)!r}, "w").write(convention_source("conv", n))
+            multi = {alternate} and n % 2 == 0
+            open({str(src)!r}, "w").write(convention_source("conv", n, multi=multi))
             reload_to(conv, n)
             assert conv.g() == n
+            direct = not multi and n in CONVENTIONS  # a missing f raises through hotr
+            assert isinstance(f.__self__, type(sys)) == direct, (n, f.__self__)
 
         for _ in range(300):  # specialised for a METH_O builtin now (3.11+)
             assert one(7) == 7
