@@ -862,6 +862,30 @@ def test_cython(tmp_path: Path) -> None:
         sys.modules.pop(name, None)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("Cython") is None, reason="Cython not installed")
+def test_cython_cdef_class_instances_of_the_live_version_pickle(tmp_path: Path) -> None:
+    """Cython pickles a cdef class through a module function of its own (__pyx_unpickle_Acc),
+    which pickle finds by name: the namespace has to hold that very function."""
+    name = new_name()
+    src = tmp_path / f"{name}.pyx"
+    code = "VERSION = %d\ncdef class Acc:\n    cdef public double total\n"
+    src.write_text(code % 1)
+    module = hotr.load_module(src, manual=True)
+    try:
+        old = module.Acc()
+        src.write_text(code % 2)
+        reload_to(module, 2)
+        acc = module.Acc()
+        acc.total = 3.0
+        copy = pickle.loads(pickle.dumps(acc))
+        assert (type(copy), copy.total) == (module.Acc, 3.0)
+        with pytest.raises(pickle.PicklingError):
+            pickle.dumps(old)
+    finally:
+        hotr.reloader_of(module).close()
+        sys.modules.pop(name, None)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("pybind11") is None, reason="pybind11 not installed")
 def test_pybind11(tmp_path: Path) -> None:
     """pybind11 >= 3 caches the module object, and registers a C++ class once per registry."""

@@ -52,6 +52,9 @@ _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
 _TP_DEALLOC = 6 * ctypes.sizeof(ctypes.c_void_p)  # offsetof(PyTypeObject, tp_dealloc)
 # Function objects of the binding generators (builtin: C API and pybind11).
 _FUNCTION_TYPES = ("cython_function_or_method", "fused_cython_function", "nb_func")
+# Cython's own module functions (__pyx_unpickle_<class>, which pickle finds by name and checks
+# to be the very function a cdef class's __reduce__ returns) stay the version's own.
+_PYX = "__pyx_"
 _ORIGIN = "hotr.origin"  # (module, name) of a live function, in its state's __dict__
 _ON_CRASH = "hotr.on_crash"  # a guarded live function's crash handler, in its state's __dict__
 _IMPORT_LOCK = threading.Lock()  # one module init at a time touches sys.modules[name]
@@ -275,7 +278,7 @@ class ModuleBinding:
         assert module is not None
         namespace = dict(vars(module))
         for key, value in namespace.items():
-            if _is_function(value) and key not in self._functions:
+            if _is_function(value) and key not in self._functions and not key.startswith(_PYX):
                 self._functions[key] = self._live_function(key, value)
         states, targets, missing = [], [], []
         for key, (state, function) in self._functions.items():
