@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import textwrap
 import time
 from pathlib import Path
 
@@ -50,6 +51,20 @@ def child(builder: Builder, code: str, **env: str) -> subprocess.CompletedProces
             **env,
         },
     )
+
+
+def renamed_in(builder: Builder, versions: list[str]) -> str:
+    """Child code, indented as the tests' is: `r` loads version 1 into `lib`, then version 2 is
+    renamed over the library (imports os, shutil and hotr are the test's)."""
+    lib_path = str(builder.lib)
+    code = f"""
+        lib_path = {lib_path!r}
+        shutil.copyfile({versions[0]!r}, lib_path)
+        r = hotr.HotReloader(lib_path)
+        lib = r.update()
+        shutil.copyfile({versions[1]!r}, lib_path + ".tmp")
+        os.rename(lib_path + ".tmp", lib_path)"""
+    return textwrap.indent(textwrap.dedent(code), " " * 8)
 
 
 REFUSE = (
@@ -194,12 +209,7 @@ def test_a_sigterm_behind_a_ctrl_c_during_a_reload_is_not_lost(builder: Builder)
         def on_term(signum, frame):
             terms.append(signum)
         signal.signal(signal.SIGTERM, on_term)
-        lib_path = {str(builder.lib)!r}
-        shutil.copyfile({versions[0]!r}, lib_path)
-        r = hotr.HotReloader(lib_path)
-        lib = r.update()
-        shutil.copyfile({versions[1]!r}, lib_path + ".tmp")
-        os.rename(lib_path + ".tmp", lib_path)
+{renamed_in(builder, versions)}
         try:
             r.update()
         except KeyboardInterrupt:
@@ -472,12 +482,7 @@ def test_ctrl_c_from_a_cleanup_during_close_ends_every_version(builder: Builder)
         builder,
         f"""
         import os, shutil, hotr
-        lib_path = {str(builder.lib)!r}
-        shutil.copyfile({versions[0]!r}, lib_path)
-        r = hotr.HotReloader(lib_path)
-        lib = r.update()
-        shutil.copyfile({versions[1]!r}, lib_path + ".tmp")
-        os.rename(lib_path + ".tmp", lib_path)
+{renamed_in(builder, versions)}
         assert r.watch_for_changes(timeout=5) == 1
         try:
             r.update()  # version 1's hotr_unload interrupts, after the reload is done
