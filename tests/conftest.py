@@ -184,8 +184,9 @@ def reload_next(r: hotr.HotReloader, timeout: float = 5.0) -> hotr.Library:
 
 
 def copies(root: Path) -> list[str]:
-    """The private copies of versions kept under `root` ($HOTR_PRIVATE_DIR), by name."""
-    return sorted(p.name for p in root.rglob("v*") if p.is_file())
+    """The private copies of versions kept under `root` ($HOTR_PRIVATE_DIR), by name (not the
+    empty file made ahead for the next version)."""
+    return sorted(p.name for p in root.rglob("v*") if p.is_file() and p.stat().st_size)
 
 
 def kept(root: Path) -> list[Path]:

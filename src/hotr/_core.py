@@ -471,6 +471,7 @@ class ReloadCore:
             self.tracker.stop()
             self.functions.close()
             self.loader.final_unload()
+            self.loader.close()
             self.versions.close()
             self._store.release(self.directory)
             _process.forget(self)

@@ -18,11 +18,10 @@ interruption) undoes the hand-over and ends the new version through VersionSet.d
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import errno
 import mmap
 import os
-import stat
 import struct
 import sys
 import time
@@ -34,7 +33,7 @@ from ._exceptions import LoadError
 from ._history import Content, Contents, History, VersionInfo
 from ._library import FunctionTable
 from ._log import logger
-from ._shim import same_bytes
+from ._shim import copy_file, same_bytes
 from ._store import PrivateStore
 from ._tracker import ChangeTracker, Pending
 from ._versions import Version, VersionSet
@@ -63,6 +62,7 @@ _MAP_ABOVE = 1 << 16  # files this large are mapped, not read, to be checked and
 # first page), so a rewrite is told from a change without mapping the live copy.
 _START = 4096
 Start = tuple[int, bytes]  # a file's size and first _START bytes (b"" for a small file)
+Spare = tuple[str, str, int]  # a private file made for a copy: name asked for, path, descriptor
 
 
 class Extension(Protocol):
@@ -110,6 +110,7 @@ class Loader:
         # failed init), and a dlopen of the same path would return it, not the new file.
         self._refused: set[str] = set()
         self._to_scan: list[tuple[str, bytes | None, int]] = []  # for housekeep()
+        self._spare: Spare | None = None  # the next version's private file, made ahead
         self._state = ctypes.c_void_p()  # the library's own slot, kept across versions (hotr.h)
         self.extension: Extension | None = None
 
@@ -128,7 +129,7 @@ class Loader:
         started = time.perf_counter()
         current = self._versions.current
         try:
-            copy, content = self._copy(self._path)
+            copied = self._copy(self._path, current.content if current is not None else None)
         except FileNotFoundError:
             self._tracker.consume(taken)
             if current is None:
@@ -141,6 +142,11 @@ class Loader:
         except LoadError:
             self._tracker.consume(taken)
             raise
+        if copied is None:
+            self._tracker.consume(taken)
+            logger.debug("%s was written with the same content; not reloading", self._path)
+            return False
+        copy, content = copied
         try:
             inspected = _inspect(copy, content, current)
         except ElfError as exc:
@@ -177,7 +183,9 @@ class Loader:
     def _rollback(self) -> None:
         previous, current = self.contents.take_previous()
         try:
-            copy, content = self._copy(previous)
+            copied = self._copy(previous, None)
+            assert copied is not None
+            copy, content = copied
             inspected = _inspect(copy, content, None)
             assert inspected is not None
             self._install(copy, content, inspected, time.perf_counter(), None)
@@ -194,48 +202,63 @@ class Loader:
 
     # -- the steps ---------------------------------------------------------------------------
 
-    def _copy(self, source: Content) -> tuple[str, bytes | None]:
+    def _copy(self, source: Content, live: bytes | None) -> tuple[str, bytes | None] | None:
         """Copy `source` (a file, or bytes) into a new private file; return its path, and its
-        bytes when it is small (a large one is copied by the kernel and mapped to be checked)."""
-        if isinstance(source, bytes):
-            return self._filled(lambda out: _write_all(out, source)), source
-        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        bytes when it is small (a large one is copied by the kernel and mapped to be checked).
+        None when the file holds the bytes `live` (nothing is written)."""
+        name, copy, out = self._create()
         try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise OSError(errno.EINVAL, "not a regular file")
-            if info.st_size >= _MAP_ABOVE:
-                return self._filled(lambda out: _kernel_copy(fd, out)), None
-            content = _read_all(fd, info.st_size)
-            return self._filled(lambda out: _write_all(out, content)), content
-        finally:
-            os.close(fd)
-
-    def _filled(self, write: Callable[[int], None]) -> str:
-        """A new private file written by `write(descriptor)`; removed again if that fails."""
-        copy, out = self._create()
-        try:
-            write(out)
+            if isinstance(source, bytes):
+                content: bytes | None = source
+                _write_all(out, source)
+            else:
+                content, same = copy_file(source, out, _MAP_ABOVE, live)
+                if same:
+                    self._spare, out = (name, copy, out), -1  # empty still: the next one's
+                    return None
         except BaseException:
             self._store.remove(copy)
             raise
         finally:
-            os.close(out)
-        return copy
+            if out >= 0:
+                os.close(out)
+        return copy, content
 
-    def _create(self) -> tuple[str, int]:
-        """A new private file for the next version's copy, and a descriptor to write it."""
-        number, base = self._versions.loads + 1, os.path.basename(self._path)
-        name, tries = f"v{number}-{base}", 1
-        while os.path.join(self._directory, name) in self._refused:
-            tries += 1
-            name = f"v{number}.{tries}-{base}"  # never the path of a version still mapped
+    def _create(self) -> Spare:
+        """The private file for the next version's copy (its name as asked for, its path, a
+        descriptor to write it): the one housekeep() made ahead when it is still the right
+        one (creating a file costs more than writing it)."""
+        spare, self._spare = self._spare, None
+        name = self._next_name()
+        if spare is not None:
+            if spare[0] == name:
+                return spare
+            self._drop(spare)
         try:
-            return self._store.create(self._directory, name)
+            return (name, *self._store.create(self._directory, name))
         except OSError as exc:
             raise LoadError(
                 self._label, f"cannot write its private copy in {self._directory!r}: {exc}"
             ) from exc
+
+    def _next_name(self) -> str:
+        """The name of the next version's private copy: never that of one still mapped."""
+        number, base = self._versions.loads + 1, os.path.basename(self._path)
+        name, tries = f"v{number}-{base}", 1
+        while os.path.join(self._directory, name) in self._refused:
+            tries += 1
+            name = f"v{number}.{tries}-{base}"
+        return name
+
+    def _drop(self, spare: Spare) -> None:
+        os.close(spare[2])
+        self._store.remove(spare[1])
+
+    def close(self) -> None:
+        """Let go of the file made ahead for a next version."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            self._drop(spare)
 
     def _install(
         self,
@@ -329,12 +352,17 @@ class Loader:
         return bool(self._to_scan) or self.contents.pending
 
     def housekeep(self) -> None:
-        """What can wait until the new code runs: keep contents for rollback, and look for
-        symbols that keep a version mapped (a scan of its whole symbol table)."""
+        """What can wait until the new code runs: keep contents for rollback, look for symbols
+        that keep a version mapped (a scan of its whole symbol table), and make the next
+        version's private file."""
         self.contents.flush()
         to_scan, self._to_scan = self._to_scan, []
         for path, content, number in to_scan:
             self._warn_unique(path, content, number)
+        if to_scan and self._spare is None:
+            # Held back: a Ctrl-C as the file is made would leave its descriptor open for good.
+            with _signals.deferred(), contextlib.suppress(LoadError):  # a load says why not
+                self._spare = self._create()
 
     def _warn_unique(self, path: str, content: bytes | None, number: int) -> None:
         """Warn when a version has STB_GNU_UNIQUE symbols (once for each new set of them)."""
@@ -463,33 +491,6 @@ def _lone(keys: Iterable[Key]) -> dict[tuple[str, str], Key]:
     return {name: found[0] for name, found in by_name.items() if len(found) == 1}
 
 
-def _kernel_copy(source: int, target: int) -> None:
-    """Copy `source` to `target` to its end in the kernel (copy_file_range, else sendfile)."""
-    try:
-        while os.copy_file_range(source, target, 1 << 30):
-            pass
-        return
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-            raise
-    os.lseek(source, 0, os.SEEK_SET)
-    os.lseek(target, 0, os.SEEK_SET)
-    os.ftruncate(target, 0)
-    offset = 0
-    while sent := os.sendfile(target, source, offset, 1 << 30):
-        offset += sent
-
-
-def _read_all(fd: int, size: int) -> bytes:
-    """The whole file: one read(2), unless it is still growing."""
-    want = size + 1
-    chunks = [os.read(fd, want)]
-    while len(chunks[-1]) == want and (chunk := os.read(fd, 1 << 20)):
-        chunks.append(chunk)
-        want = 1 << 20
-    return b"".join(chunks)
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -499,13 +500,11 @@ def _write_all(fd: int, data: bytes) -> None:
 def _inspect(
     copy: str, content: bytes | None, current: Version | None
 ) -> tuple[ElfInfo, Start] | None:
-    """Check a private copy (its bytes when small, else a mapping); None if it holds exactly
-    the bytes of the `current` version (nothing to load), else what the loader needs of it and
-    its start (see _START).  ElfError says why it is refused."""
+    """Check a private copy (its bytes when small, else a mapping); None if a large one holds
+    exactly the bytes of the `current` version (nothing to load: copy_file compared a small
+    one), else what the loader needs of it and its start (see _START).  ElfError says why it
+    is refused."""
     if content is not None:  # the usual case, on every reload: no mapping, no second read
-        live = current.content if current is not None else None
-        if live is not None and same_bytes(content, live):
-            return None
         if not content:
             raise ElfError("the file is empty (a writer may still be creating it)")
         return check_shared_object(content, HOOKS), (len(content), b"")

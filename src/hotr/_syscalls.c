@@ -1,5 +1,6 @@
-/* The loader's calls and inotify's reads, for the reload path (_dl.py, _inotify.py), and the
- * swap of signal handlers that deferred() makes around its steps (_signals.py).
+/* The loader's calls, the copy of a new version into its private file (_pipeline.py) and
+ * inotify's reads, for the reload path (_dl.py, _inotify.py), and the swap of signal handlers
+ * that deferred() makes around its steps (_signals.py).
  *
  * Each reload makes about ten of these calls.  Through ctypes each cost several thousand
  * instructions (argument conversion, libffi), and the inotify read's ioctl and event parsing
@@ -14,10 +15,13 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <link.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "_syscalls.h"
@@ -117,6 +121,151 @@ dl_base(PyObject *module, PyObject *arg)
     if (dlinfo(handle, RTLD_DI_LINKMAP, &map) != 0 || map == NULL)
         return loader_error("dlinfo failed");
     return PyLong_FromSize_t((size_t)map->l_addr);
+}
+
+/* The whole of the open regular file `fd`, which fstat said holds `size` bytes (it may still
+ * grow: then read on), in a buffer the caller frees with PyMem_RawFree; NULL with errno set.
+ * One read(2) for a file that no longer grows: a short read of a regular file is its end. */
+static char *
+read_all(int fd, size_t size, size_t *length)
+{
+    size_t capacity = size + 1, got = 0;
+    char *buffer = PyMem_RawMalloc(capacity);
+    if (buffer == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    for (;;) {
+        ssize_t n = read(fd, buffer + got, capacity - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            break;
+        got += (size_t)n;
+        if (got < capacity) {
+            *length = got;
+            return buffer;
+        }
+        char *larger = PyMem_RawRealloc(buffer, capacity * 2);
+        if (larger == NULL) {
+            errno = ENOMEM;
+            break;
+        }
+        buffer = larger;
+        capacity *= 2;
+    }
+    int saved = errno;
+    PyMem_RawFree(buffer);
+    errno = saved;
+    return NULL;
+}
+
+static int
+write_all(int fd, const char *data, size_t length)
+{
+    while (length > 0) {
+        ssize_t n = write(fd, data, length);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        data += n;
+        length -= (size_t)n;
+    }
+    return 0;
+}
+
+/* The kernel copies `source` to `target` to its end: copy_file_range, else sendfile (across
+ * file systems on older kernels, or where copy_file_range is not supported). */
+static int
+kernel_copy(int source, int target)
+{
+    ssize_t n;
+    while ((n = copy_file_range(source, NULL, target, NULL, 1 << 30, 0)) != 0) {
+        if (n > 0 || errno == EINTR)
+            continue;
+        if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP)
+            return -1;
+        if (lseek(source, 0, SEEK_SET) < 0 || lseek(target, 0, SEEK_SET) < 0
+            || ftruncate(target, 0) < 0)
+            return -1;
+        off_t offset = 0;
+        while ((n = sendfile(target, source, &offset, 1 << 30)) != 0)
+            if (n < 0 && errno != EINTR)
+                return -1;
+        return 0;
+    }
+    return 0;
+}
+
+static PyObject *
+copy_file(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* copy_file(path, out, small, live): copy the regular file `path` into the open file
+     * `out`; (its bytes, False) below `small` bytes, read here and written out, or (b"", True)
+     * without writing anything when they are the bytes `live` (a version's); (None, False)
+     * from `small` up, copied by the kernel.  The file is opened
+     * O_NONBLOCK (a FIFO put in its place cannot hang the reload) and must be a regular file;
+     * OSError names what failed.  The GIL is released meanwhile, as os.read releases it. */
+    if (nargs != 4 || !PyLong_Check(args[1]) || !PyLong_Check(args[2])
+        || !(args[3] == Py_None || PyBytes_Check(args[3]))) {
+        PyErr_SetString(PyExc_TypeError, "copy_file(path, out: int, small: int, live)");
+        return NULL;
+    }
+    PyObject *path = NULL;
+    if (!PyUnicode_FSConverter(args[0], &path))
+        return NULL;
+    int out = (int)PyLong_AsLong(args[1]);
+    Py_ssize_t small = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred()) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    const char *live = args[3] == Py_None ? NULL : PyBytes_AS_STRING(args[3]);
+    size_t live_length = args[3] == Py_None ? 0 : (size_t)PyBytes_GET_SIZE(args[3]);
+    char *data = NULL;
+    size_t length = 0;
+    int failed = 0, regular = 1, same = 0, saved = 0;
+    Py_BEGIN_ALLOW_THREADS
+    int fd = open(PyBytes_AS_STRING(path), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat info;
+    if (fd < 0 || fstat(fd, &info) < 0)
+        failed = 1;
+    else if (!S_ISREG(info.st_mode))
+        regular = 0;
+    else if (info.st_size < small) {
+        data = read_all(fd, (size_t)info.st_size, &length);
+        failed = data == NULL;
+        same = !failed && live != NULL && length == live_length
+               && memcmp(data, live, length) == 0;
+        if (!failed && !same)
+            failed = write_all(out, data, length) < 0;
+    }
+    else
+        failed = kernel_copy(fd, out) < 0;
+    saved = errno;
+    if (fd >= 0)
+        close(fd);
+    Py_END_ALLOW_THREADS
+    PyObject *result = NULL;
+    if (failed) {
+        errno = saved;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, args[0]);
+    }
+    else if (!regular) {
+        PyObject *error = Py_BuildValue("(is)", EINVAL, "not a regular file");
+        if (error != NULL)
+            PyErr_SetObject(PyExc_OSError, error);
+        Py_XDECREF(error);
+    }
+    else if (data == NULL)
+        result = Py_BuildValue("(OO)", Py_None, Py_False);
+    else
+        result = Py_BuildValue("(y#O)", same ? "" : data, same ? (Py_ssize_t)0 : (Py_ssize_t)length,
+                               same ? Py_True : Py_False);
+    PyMem_RawFree(data);
+    Py_DECREF(path);
+    return result;
 }
 
 static PyObject *
@@ -227,6 +376,9 @@ PyMethodDef hotr_syscall_methods[] = {
      "dl_sym(handle, name): dlsym; the address, or None."},
     {"dl_close", dl_close, METH_O, "dl_close(handle): dlclose, or OSError."},
     {"dl_base", dl_base, METH_O, "dl_base(handle): the library's load base (dlinfo)."},
+    {"copy_file", (PyCFunction)(void (*)(void))copy_file, METH_FASTCALL,
+     "copy_file(path, out, small, live): copy a regular file into `out`; (its bytes when "
+     "small, else None; whether they are `live`'s, so not written)."},
     {"inotify_queued", inotify_queued, METH_O,
      "inotify_queued(fd): the bytes of events queued on an inotify descriptor."},
     {"inotify_read", (PyCFunction)(void (*)(void))inotify_read, METH_FASTCALL,

@@ -46,6 +46,7 @@ with open(lib_path, "wb") as f:
     f.write(good)
 r = hotr.HotReloader(lib_path, debounce=0)
 lib = r.update()
+r.poll()  # housekeeping makes the next version's private file ahead: one file, one descriptor
 fds = len(os.listdir("/proc/self/fd"))
 outcomes = {"refused": 0, "loaded": 0}
 
@@ -73,8 +74,9 @@ def attempt(name, data):
     assert lib.value() == 1, name  # every case keeps value() == 1 whatever loaded
     r.poll()
     copies = glob.glob(os.path.join(private, "*", "*", "v*"))
-    assert len(copies) == 1, (name, copies)
-    assert len(os.listdir("/proc/self/fd")) == fds, name
+    assert len([c for c in copies if os.path.getsize(c)]) == 1, (name, copies)
+    assert len(copies) <= 2, (name, copies)  # the live version's, the next one's (empty)
+    assert len(os.listdir("/proc/self/fd")) <= fds, name
     place(good)  # back to a known good version between cases
     r.watch_for_changes(timeout=5)
     try:
