@@ -23,6 +23,7 @@
 
 #include "_elfcheck.h"
 #include "_guard.h"
+#include "_deferred.h"
 #include "_syscalls.h"
 
 #include <dlfcn.h>
@@ -1000,6 +1001,25 @@ static struct PyModuleDef shim_module = {
     .m_methods = shim_methods,
 };
 
+/* deferred() needs to know the main thread: this module may be imported in another one. */
+static int
+add_deferred(PyObject *module)
+{
+    PyObject *main = NULL, *ident = NULL;
+    PyObject *threading = PyImport_ImportModule("threading");
+    if (threading != NULL)
+        main = PyObject_CallMethod(threading, "main_thread", NULL);
+    if (main != NULL)
+        ident = PyObject_GetAttrString(main, "ident");
+    unsigned long value = ident != NULL ? PyLong_AsUnsignedLong(ident) : 0;
+    Py_XDECREF(threading);
+    Py_XDECREF(main);
+    Py_XDECREF(ident);
+    if (PyErr_Occurred())
+        return -1;
+    return hotr_deferred_init(module, value);
+}
+
 PyMODINIT_FUNC
 PyInit__shim(void)
 {
@@ -1017,7 +1037,7 @@ PyInit__shim(void)
         PyModule_AddObject(m, "Pin", (PyObject *)&PinType) < 0 ||
         PyModule_AddObject(m, "LiveFunction", (PyObject *)&LiveFunctionType) < 0 ||
         PyModule_AddObject(m, "LiveCallable", (PyObject *)&LiveCallableType) < 0 ||
-        PyModule_AddFunctions(m, hotr_syscall_methods) < 0) {
+        PyModule_AddFunctions(m, hotr_syscall_methods) < 0 || add_deferred(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1,6 +1,5 @@
 /* The loader's calls, the copy of a new version into its private file (_pipeline.py) and
- * inotify's reads, for the reload path (_dl.py, _inotify.py), and the swap of signal handlers
- * that deferred() makes around its steps (_signals.py).
+ * inotify's reads, for the reload path (_dl.py, _inotify.py).
  *
  * Each reload makes about ten of these calls.  Through ctypes each cost several thousand
  * instructions (argument conversion, libffi), and the inotify read's ioctl and event parsing
@@ -326,49 +325,6 @@ inotify_read(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return Py_BuildValue("(NO)", events, got < size ? Py_True : Py_False);
 }
 
-static PyObject *
-set_handlers(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    /* set_handlers(setter, pairs): setter(signum, handler) for each (signum, handler) tuple of
-     * the list `pairs`, all of them, then the first exception raised meanwhile.  signal.signal
-     * first runs the handlers of signals already pending: once one real handler is back, its
-     * KeyboardInterrupt would leave the next signal's handler unrestored.  Here no Python code
-     * runs between two calls; a call that raised is made again (its pending signal is handled
-     * now), a bounded number of times so that a setter that always fails cannot loop. */
-    if (nargs != 2 || !PyList_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "set_handlers(setter, pairs: list)");
-        return NULL;
-    }
-    PyObject *type = NULL, *value = NULL, *traceback = NULL;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args[1]); i++) {
-        PyObject *pair = PyList_GET_ITEM(args[1], i);
-        if (!PyTuple_Check(pair)) {
-            PyErr_SetString(PyExc_TypeError, "set_handlers: the pairs must be tuples");
-            break;
-        }
-        PyObject *result = NULL;
-        for (int tries = 0; result == NULL && tries < 100; tries++) {
-            result = PyObject_Call(args[0], pair, NULL);
-            if (result != NULL)
-                break;
-            if (type == NULL)
-                PyErr_Fetch(&type, &value, &traceback);
-            else
-                PyErr_Clear();
-        }
-        if (result == NULL)
-            break; /* the first exception is raised */
-        Py_DECREF(result);
-    }
-    if (type != NULL) {
-        PyErr_Clear();
-        PyErr_Restore(type, value, traceback);
-    }
-    if (PyErr_Occurred())
-        return NULL;
-    Py_RETURN_NONE;
-}
-
 PyMethodDef hotr_syscall_methods[] = {
     {"dl_open", (PyCFunction)(void (*)(void))dl_open, METH_FASTCALL,
      "dl_open(path, flags): dlopen; the handle, or OSError with the loader's message."},
@@ -384,7 +340,5 @@ PyMethodDef hotr_syscall_methods[] = {
     {"inotify_read", (PyCFunction)(void (*)(void))inotify_read, METH_FASTCALL,
      "inotify_read(fd, size): the (wd, mask, name) events of one read, and whether it "
      "emptied the queue."},
-    {"set_handlers", (PyCFunction)(void (*)(void))set_handlers, METH_FASTCALL,
-     "set_handlers(setter, pairs): setter(*pair) for every pair, then any exception raised."},
     {NULL}
 };
