@@ -141,7 +141,9 @@ def _pin_this_process(cpus: set[int]) -> None:
 
 
 class Floor:
-    """The least a reloader can do: inotify wait, kernel copy, dlopen, dlsym, call."""
+    """The least a reloader can do: inotify wait, kernel copy, dlopen, dlsym, call.  The file
+    it copies into is made ahead, by the last housekeeping (as hotr makes it): creating a file
+    costs more than copying 16 KiB, and need not wait for the change."""
 
     def __init__(self, lib: Path, first: bytes) -> None:
         from inotify_simple import INotify
@@ -155,6 +157,7 @@ class Floor:
         self.copies.mkdir()
         self.handles: list[int] = []
         self.serial = 0
+        self.target: tuple[bytes, int] | None = self._create()
 
     def reload(self) -> int:
         """Wait for the change, load it, return what the new value() says."""
@@ -166,16 +169,20 @@ class Floor:
         while not any(e.name == name for e in self.inotify.read()):
             pass
 
+    def _create(self) -> tuple[bytes, int]:
+        copy = str(self.copies / f"{self.serial + 1}.so")
+        return copy.encode(), os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o500)
+
     def load(self) -> int:
+        copy, target = self.target if self.target is not None else self._create()
+        self.target = None
         self.serial += 1
-        copy = str(self.copies / f"{self.serial}.so")
         source = os.open(self.lib, os.O_RDONLY)
-        target = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o500)
         while os.copy_file_range(source, target, 1 << 30):
             pass
         os.close(source)
         os.close(target)
-        handle = _libdl.dlopen(copy.encode(), os.RTLD_NOW | os.RTLD_LOCAL)
+        handle = _libdl.dlopen(copy, os.RTLD_NOW | os.RTLD_LOCAL)
         self.handles.append(handle)
         return int(_VALUE(_libdl.dlsym(handle, b"value"))())
 
@@ -184,11 +191,15 @@ class Floor:
         while len(self.handles) > 1:
             _libdl.dlclose(self.handles.pop(0))
         for copy in self.copies.iterdir():
-            if copy.name != f"{self.serial}.so":
+            if copy.name not in (f"{self.serial}.so", f"{self.serial + 1}.so"):
                 copy.unlink()
+        if self.target is None:
+            self.target = self._create()
 
     def close(self) -> None:
         self.housekeep()
+        if self.target is not None:
+            os.close(self.target[1])
         self.inotify.close()
 
 
