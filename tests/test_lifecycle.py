@@ -225,6 +225,77 @@ def test_a_sigterm_behind_a_ctrl_c_during_a_reload_is_not_lost(builder: Builder)
     )
 
 
+def test_an_ignored_ctrl_c_stays_ignored_through_a_reload(builder: Builder) -> None:
+    # SIG_IGN is the program's choice: a reload neither holds it back nor puts a handler there.
+    versions = [builder.compile_to_file(threaded(n, BOTH_SIGNALS)) for n in (1, 2)]
+    child(
+        builder,
+        f"""
+        import os, shutil, signal, hotr
+
+        terms = []
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda signum, frame: terms.append(signum))
+{renamed_in(builder, versions)}
+        r.update()  # its hotr_load sends both: the Ctrl-C is ignored, the SIGTERM handled
+        assert terms == [signal.SIGTERM], terms
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert lib.value() == 2
+        r.close()
+        """,
+    )
+
+
+SLOW_LOAD = """
+#include <unistd.h>
+int hotr_load(void **s, int v, int r) {
+    if (v == 2) usleep(400 * 1000);
+    return 0;
+}
+int value(void) { return TAG; }
+"""
+
+
+def test_a_child_forked_during_a_reload_in_another_thread_still_answers_ctrl_c(
+    builder: Builder,
+) -> None:
+    # The main thread holds Ctrl-C back for the whole reload (version 2's hotr_load sleeps);
+    # another thread forks meanwhile.  The child's main thread is the forking one, and no
+    # reload runs there: its Ctrl-C must raise KeyboardInterrupt, not stay noted for good.
+    versions = [builder.compile_to_file(threaded(n, SLOW_LOAD)) for n in (1, 2)]
+    child(
+        builder,
+        f"""
+        import os, shutil, signal, threading, time, hotr
+{renamed_in(builder, versions)}
+        assert r.watch_for_changes(timeout=5) == 1
+        status = []
+
+        def fork_during_the_reload():
+            time.sleep(0.15)  # the main thread is in version 2's hotr_load by now
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(2)
+                except KeyboardInterrupt:
+                    os._exit(0)
+                os._exit(3)
+            status.append(os.waitpid(pid, 0)[1])
+
+        thread = threading.Thread(target=fork_during_the_reload)
+        thread.start()
+        started = time.monotonic()
+        r.update()
+        assert time.monotonic() - started > 0.3, "the reload did not run while the fork came"
+        thread.join()
+        assert status and os.waitstatus_to_exitcode(status[0]) == 0, status
+        assert lib.value() == 2
+        r.close()
+        """,
+    )
+
+
 def test_ctrl_c_during_a_build_is_retried_by_the_next_update(tmp_path: Path) -> None:
     # A compiler that, the first time, interrupts hotr (as a Ctrl-C would) and hangs.
     cc = tmp_path / "cc-interrupts-once"
