@@ -58,8 +58,20 @@ def check_shared_object(data: Buffer, names: tuple[str, ...] = ()) -> ElfInfo:
         code, relro, needed, rpath, runpath, defined = check_elf(data, *host_header(), asked)
     except ValueError as exc:
         raise ElfError(str(exc)) from None
-    absent = tuple(name for name, raw in zip(names, asked, strict=True) if raw not in defined)
-    return ElfInfo(code, relro, _names(needed), _names(rpath), _names(runpath), absent)
+    absent = (
+        names
+        if not defined
+        else tuple(n for n, r in zip(names, asked, strict=True) if r not in defined)
+    )
+    # Most libraries have no $ORIGIN anywhere, so none of these are read (see check_elf).
+    return ElfInfo(
+        code,
+        relro,
+        _names(needed) if needed else (),
+        _names(rpath) if rpath else (),
+        _names(runpath) if runpath else (),
+        absent,
+    )
 
 
 _encoded: dict[tuple[str, ...], tuple[bytes, ...]] = {}  # check_shared_object's names, as bytes
@@ -67,8 +79,6 @@ _encoded: dict[tuple[str, ...], tuple[bytes, ...]] = {}  # check_shared_object's
 
 def _names(raw: list[bytes]) -> tuple[str, ...]:
     """File names and search paths from the dynamic string table (a colon-separated list)."""
-    if not raw:
-        return ()  # most libraries: no $ORIGIN anywhere, so none are read (see check_elf)
     return tuple(p for text in raw for p in os.fsdecode(text).split(":") if p)
 
 

@@ -150,19 +150,18 @@ class FunctionTable:
         addresses = [version.symbol(n) or 0 for n in names]
         if self._on_crash is not None:
             install_guard()  # back on top if a handler was installed since (chained to)
-            targets: list[object] = list(addresses)
-        else:
+        targets: list[object] = list(addresses)
+        if self._ffi is not None and self._on_crash is None:
             targets = [
                 self._target(version, n, a) if a else 0
                 for n, a in zip(names, addresses, strict=True)
             ]
-        missing: list[BaseException | None] = []
-        for name, address in zip(names, addresses, strict=True):
+        missing: list[BaseException | None] = [None] * len(names)
+        for i, address in enumerate(addresses):
             if address:
-                self._missing.discard(name)
-                missing.append(None)
                 continue
-            missing.append(SymbolNotFoundError(self._label, name, version.number))
+            name = names[i]
+            missing[i] = SymbolNotFoundError(self._label, name, version.number)
             if name not in self._missing:
                 self._missing.add(name)
                 logger.warning(
@@ -171,10 +170,13 @@ class FunctionTable:
                     self._label,
                     name,
                 )
-        signatures = self._signatures(version)
-        for name in names:
-            self._type(self._functions[name], signatures)
-        retarget([self._functions[n] for n in names], targets, version.pin, missing, self.live)
+        if self._missing:  # reported once until a version brings them back
+            self._missing.intersection_update(n for n, e in zip(names, missing, strict=True) if e)
+        if self._catalog is not None:
+            signatures = self._signatures(version)
+            for name in names:
+                self._type(self._functions[name], signatures)
+        retarget(list(self._functions.values()), targets, version.pin, missing, self.live)
 
     def close(self) -> None:
         """Every function raises HotReloadError from now on."""

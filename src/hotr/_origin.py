@@ -53,6 +53,8 @@ def place(copy: str, original: str, info: ElfInfo) -> tuple[str, str]:
     Returns (the path to load, the path to delete when the version ends).  A library without
     $ORIGIN entries stays where it is.
     """
+    if not (info.runpath or info.rpath or info.needed):
+        return copy, copy  # most libraries: no search path at all (needed is read for $ORIGIN)
     entries, names = origin_entries(info), origin_names(info)
     if not entries and not names:
         return copy, copy

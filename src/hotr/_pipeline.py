@@ -399,8 +399,9 @@ class Loader:
             address = version.symbol(name)
             if address and not version.callable(address):
                 raise LoadError(self._label, f"{name!r} is not a function (not in executable code)")
+        absent = version.info.absent  # most libraries define no hook: no lookup for those
         for name in HOOKS:
-            address = version.hook(name)
+            address = version.hook(name) if name not in absent else None
             if address and not version.is_code(address):
                 raise LoadError(self._label, f"{name!r} is not in an executable segment")
 
@@ -431,7 +432,7 @@ class Loader:
 
     def _call_hook(self, version: Version, name: str, *, reloading: int) -> int:
         """Call hotr_load / hotr_unload of `version` if it exports it; return its status."""
-        address = version.hook(name)
+        address = version.hook(name) if name not in version.info.absent else None
         if not address:
             return 0
         status = int(_HOOK(address)(ctypes.byref(self._state), version.number, reloading))
