@@ -259,12 +259,12 @@ def wait(core: Drivable, timeout: float | None, view: View) -> int:
         while True:
             if not synced:
                 core.sync()
-            core.housekeep()
             with core.tracker.lock:
                 verdict, now = _verdict(core, seen)
             if verdict is not None:
                 view.look(at=now)
-                return verdict
+                return verdict  # the housekeeping waits for the next call: the change first
+            core.housekeep()
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 view.look(at=now)

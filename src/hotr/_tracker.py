@@ -227,21 +227,18 @@ class ChangeTracker:
 
     def _arm(self) -> None:
         """Set the timer for the earliest change held back (lock held)."""
+        library = self._dirty_library and not self._building
+        if self._timer is not None or not (library or self._dirty_inputs):
+            return  # the usual case after a change: published at once, nothing held back
         due = [
             self._due(burst, published, raw)
             for dirty, burst, published, raw in (
-                (
-                    self._dirty_library and not self._building,
-                    self._burst_library,
-                    self._last_library,
-                    self._raw_library,
-                ),
+                (library, self._burst_library, self._last_library, self._raw_library),
                 (self._dirty_inputs, self._burst_inputs, self._last_inputs, self._raw_inputs),
             )
             if dirty
         ]
-        if due and self._timer is None:
-            self._timer = self._source.call_at(min(due), self._on_timer)
+        self._timer = self._source.call_at(min(due), self._on_timer)
 
     def _on_timer(self) -> None:
         with self.lock:
@@ -262,16 +259,20 @@ class ChangeTracker:
         """Publish each kind of change whose debounce interval has passed (lock held)."""
         published = False
         held = self._building  # a build is writing the library: see build_done()
-        due_library = self._due(self._burst_library, self._last_library, self._raw_library)
-        if self._dirty_library and not held and now >= due_library:
+        if (
+            self._dirty_library
+            and not held
+            and now >= self._due(self._burst_library, self._last_library, self._raw_library)
+        ):
             self._library += 1
             self._dirty_library = False
             self._last_library = now
             self._changed |= self._raw & {self._library_path or ""}
             self._raw -= {self._library_path or ""}
             published = True
-        due_inputs = self._due(self._burst_inputs, self._last_inputs, self._raw_inputs)
-        if self._dirty_inputs and now >= due_inputs:
+        if self._dirty_inputs and now >= self._due(
+            self._burst_inputs, self._last_inputs, self._raw_inputs
+        ):
             self._inputs += 1
             self._dirty_inputs = False
             self._last_inputs = now
