@@ -1,10 +1,12 @@
 """The load pipeline: from a changed file to the new code live, or a LoadError and nothing lost.
 
-1. **Copy.** The kernel copies the file (copy_file_range) into a new private file; the source is
+1. **Copy.** One C call (copy_file) reads a small file and writes it into the private file that
+   housekeeping made ahead, or has the kernel copy a large one (copy_file_range); the source is
    opened O_NONBLOCK and must be a regular file, so a FIFO put in its place cannot hang hotr.
 2. **Compare.** The same bytes as the live version: nothing to do (a rewrite is not a change).
-3. **Check.** The copy is mapped and checked to be a complete ELF shared object for this
-   machine (_elf.py).  Nobody else can write the copy, so the checked bytes are the loaded bytes.
+3. **Check.** The copy (its bytes, or a mapping of a large one) is checked to be a complete ELF
+   shared object for this machine (_elf.py).  Nobody else can write the copy, so the checked
+   bytes are the loaded bytes.
 4. **Place and probe.** $ORIGIN links are put beside the copy (_origin.py); with probe=True a
    child process loads it first.
 5. **Map.** dlopen(RTLD_NOW | RTLD_LOCAL); every function hotr will call must be in code.
