@@ -225,6 +225,7 @@ def test_a_sigterm_behind_a_ctrl_c_during_a_reload_is_not_lost(builder: Builder)
     )
 
 
+@pytest.mark.every_python  # deferred() is in C (_deferred.c)
 def test_an_ignored_ctrl_c_stays_ignored_through_a_reload(builder: Builder) -> None:
     # SIG_IGN is the program's choice: a reload neither holds it back nor puts a handler there.
     versions = [builder.compile_to_file(threaded(n, BOTH_SIGNALS)) for n in (1, 2)]
@@ -256,6 +257,7 @@ int value(void) { return TAG; }
 """
 
 
+@pytest.mark.every_python  # deferred() is in C (_deferred.c)
 def test_a_child_forked_during_a_reload_in_another_thread_still_answers_ctrl_c(
     builder: Builder,
 ) -> None:
