@@ -490,7 +490,7 @@ def endurance(work: Path, reloads: int) -> list[Row]:
             rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
         with open("/proc/self/maps") as f:
             mapped = {line.split()[-1] for line in f if str(private) in line}
-        copies = sum(len(os.listdir(d)) for d in private.iterdir())
+        copies = sum(1 for p in private.rglob("*") if p.is_file())  # the live copy, the next
         return {
             "RSS MiB": rss,
             "open fds": len(os.listdir("/proc/self/fd")),
