@@ -225,6 +225,59 @@ def test_a_sigterm_behind_a_ctrl_c_during_a_reload_is_not_lost(builder: Builder)
     )
 
 
+# A library that takes Ctrl-C in its constructor, passing it on to the handler it found there,
+# and puts that handler back in its cleanup(): both run while hotr holds the signals back.
+CHAINS_CTRL_C = r"""
+#include <signal.h>
+#include <string.h>
+static struct sigaction previous;
+volatile int seen;
+static void mine(int signum) {
+    seen++;
+    if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN)
+        previous.sa_handler(signum);
+}
+__attribute__((constructor)) static void start(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = mine;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, &previous);
+}
+void cleanup(void) { sigaction(SIGINT, &previous, NULL); }
+int value(void) { return seen; }
+"""
+
+
+@pytest.mark.every_python  # deferred() is in C (_deferred.c)
+def test_a_handler_a_library_chains_to_still_raises_ctrl_c(builder: Builder) -> None:
+    # What the constructor found in place was hotr's stand-in while it held the signals back.
+    # Passed on to after the load, a Ctrl-C must still reach the program's handler; put back by
+    # cleanup() in close(), it must neither be lost nor land in the unmapped library.
+    lib = builder.compile_to_file(CHAINS_CTRL_C)
+    child(
+        builder,
+        f"""
+        import os, signal, time, hotr
+
+        def interrupted():
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+            except KeyboardInterrupt:
+                return True
+            return False
+
+        r = hotr.HotReloader({lib!r})
+        lib = r.update()
+        assert interrupted(), "a Ctrl-C passed on by the library was lost"
+        assert lib.value() == 1
+        r.close()
+        assert interrupted(), "a Ctrl-C after close() was lost"
+        """,
+    )
+
+
 @pytest.mark.every_python  # deferred() is in C (_deferred.c)
 def test_an_ignored_ctrl_c_stays_ignored_through_a_reload(builder: Builder) -> None:
     # SIG_IGN is the program's choice: a reload neither holds it back nor puts a handler there.

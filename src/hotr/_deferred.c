@@ -2,40 +2,127 @@
  * half-done (see _signals.py).
  *
  * Python runs a signal's handler in the main thread between two bytecodes, so a Ctrl-C could
- * land between dlopen and recording its handle.  Inside `with deferred():` the C handler of
- * each of these signals (the interpreter's, for a Python handler) is replaced by one that only
- * notes the signal; on the way out the real one goes back, every signal noted is raised again
- * in this thread, and the Python handlers run before the `with` ends: an exception of theirs
- * (KeyboardInterrupt) is raised from its end, and each handler runs, the first one's exception
- * no reason to skip the second's.
+ * land between dlopen and recording its handle.  Inside `with deferred():` the Python handler
+ * of each of these signals is replaced (through signal.signal) by a recorder that only notes
+ * the signal and its frame; on the way out the real handlers go back and run for what was
+ * noted, in order: the first exception (KeyboardInterrupt) is raised from the end of the
+ * `with`, and it is no reason to skip the next handler.  The C-level handler stays the
+ * interpreter's throughout, so C code that runs meanwhile (a constructor, a module's init, a
+ * cleanup() hook that installs or chains to a handler) sees only what it would see anyway, and
+ * a handler it installs stays.
  *
  * Only the main thread holds signals back (Python runs handlers nowhere else), and only its
- * outermost deferred() swaps handlers.  A signal left at SIG_DFL or SIG_IGN is not held: that
- * is the program's choice.  All of it is a few system calls: it runs several times a reload.
+ * outermost deferred() swaps handlers.  A signal at SIG_DFL or SIG_IGN (or with a handler set
+ * outside Python) is not held: that is the program's choice.  It is C, not Python, because it
+ * runs several times a reload: the Python version cost each deferral ten calls.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <pthread.h>
 #include <signal.h>
-#include <string.h>
 
 #include "_deferred.h"
 
 static const int held[] = {SIGINT, SIGTERM};
 #define NHELD ((int)(sizeof(held) / sizeof(held[0])))
 
-static struct sigaction saved[NHELD]; /* the real handlers, while held */
-static int holding[NHELD];           /* this signal's recorder is installed */
-static volatile sig_atomic_t noted[NHELD];
-static int depth;                    /* nesting of deferred() in the main thread */
-static unsigned long main_thread;    /* PyThread_get_thread_ident() of the main thread */
+static PyObject *getsignal, *setsignal; /* _signal.getsignal, _signal.signal */
+static PyObject *recorder;              /* the stand-in handler (note) */
+static PyObject *saved[NHELD];          /* the real handlers while held (NULL: not held) */
+static struct sigaction ours[NHELD];    /* the C handler signal.signal put in (the interpreter's) */
+static PyObject *noted;                 /* list of (signum, frame) the recorder noted */
+static int depth;                       /* nesting of deferred() in the main thread */
+static unsigned long main_thread;       /* PyThread_get_thread_ident() of the main thread */
 
-static void
-note(int signum)
+static PyObject *
+note(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "note(signum, frame)");
+        return NULL;
+    }
+    PyObject *item = PyTuple_Pack(2, args[0], args[1]);
+    if (item == NULL || PyList_Append(noted, item) < 0) {
+        Py_XDECREF(item);
+        return NULL;
+    }
+    Py_DECREF(item);
+    Py_RETURN_NONE;
+}
+
+static int
+same_handler(const struct sigaction *a, const struct sigaction *b)
+{
+    if ((a->sa_flags & SA_SIGINFO) != (b->sa_flags & SA_SIGINFO))
+        return 0;
+    return a->sa_flags & SA_SIGINFO ? a->sa_sigaction == b->sa_sigaction
+                                    : a->sa_handler == b->sa_handler;
+}
+
+/* signal.signal(signum, handler), again if it raised: it first runs the handlers of signals
+ * already pending, and one that raises must not leave this signal's handler unset.  The first
+ * exception is kept in *type (the others are dropped); -1 if it could not be set at all. */
+static int
+set_handler(int signum, PyObject *handler, PyObject **type, PyObject **value, PyObject **tb)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        PyObject *result = PyObject_CallFunction(setsignal, "iO", signum, handler);
+        if (result != NULL) {
+            Py_DECREF(result);
+            return 0;
+        }
+        if (*type == NULL)
+            PyErr_Fetch(type, value, tb);
+        else
+            PyErr_Clear();
+    }
+    return -1;
+}
+
+/* Put the real handlers back and run them for what was noted; the first exception is left
+ * set (on top of any kept in *type, which goes first). */
+static int
+release(PyObject *type, PyObject *value, PyObject *tb)
+{
+    PyObject *handlers[NHELD];
+    for (int i = 0; i < NHELD; i++) {
+        handlers[i] = saved[i];
+        saved[i] = NULL;
+        if (handlers[i] == NULL)
+            continue;
+        /* C code that ran meanwhile (a constructor, a hook) may have put a handler of its own
+         * in, chaining to the interpreter's: signal.signal would replace it, so it goes back. */
+        struct sigaction now;
+        int theirs = sigaction(held[i], NULL, &now) == 0 && !same_handler(&now, &ours[i]);
+        set_handler(held[i], handlers[i], &type, &value, &tb);
+        if (theirs)
+            sigaction(held[i], &now, NULL);
+    }
+    PyObject *caught = PyList_GetSlice(noted, 0, PyList_GET_SIZE(noted));
+    PyList_SetSlice(noted, 0, PyList_GET_SIZE(noted), NULL);
+    for (Py_ssize_t k = 0; caught != NULL && k < PyList_GET_SIZE(caught); k++) {
+        PyObject *item = PyList_GET_ITEM(caught, k);
+        int signum = (int)PyLong_AsLong(PyTuple_GET_ITEM(item, 0));
+        for (int i = 0; i < NHELD; i++) {
+            if (held[i] != signum || handlers[i] == NULL)
+                continue;
+            PyObject *result = PyObject_Call(handlers[i], item, NULL);
+            if (result != NULL)
+                Py_DECREF(result);
+            else if (type == NULL)
+                PyErr_Fetch(&type, &value, &tb);
+            else
+                PyErr_Clear();
+        }
+    }
+    if (caught == NULL && type == NULL)
+        PyErr_Fetch(&type, &value, &tb);
+    Py_XDECREF(caught);
     for (int i = 0; i < NHELD; i++)
-        if (held[i] == signum)
-            noted[i] = 1;
+        Py_XDECREF(handlers[i]);
+    if (type == NULL)
+        return 0;
+    PyErr_Restore(type, value, tb);
+    return -1;
 }
 
 static PyObject *
@@ -43,41 +130,27 @@ deferred_enter(PyObject *self, PyObject *unused)
 {
     if (PyThread_get_thread_ident() != main_thread || depth++ > 0)
         return Py_NewRef(self);
-    struct sigaction recorder;
-    memset(&recorder, 0, sizeof recorder);
-    recorder.sa_handler = note;
-    recorder.sa_flags = SA_RESTART;
-    sigemptyset(&recorder.sa_mask);
+    PyObject *type = NULL, *value = NULL, *tb = NULL;
     for (int i = 0; i < NHELD; i++) {
-        noted[i] = 0;
-        holding[i] = sigaction(held[i], &recorder, &saved[i]) == 0;
-        if (holding[i] && !(saved[i].sa_flags & SA_SIGINFO)
-            && (saved[i].sa_handler == SIG_DFL || saved[i].sa_handler == SIG_IGN)) {
-            sigaction(held[i], &saved[i], NULL); /* not held: a signal noted meanwhile is */
-            holding[i] = 0;                      /* raised again on the way out */
+        PyObject *handler = PyObject_CallFunction(getsignal, "i", held[i]);
+        if (handler == NULL) {
+            PyErr_Clear();
+            continue;
         }
+        if (PyCallable_Check(handler) && handler != recorder)
+            saved[i] = handler;
+        else
+            Py_DECREF(handler);
+    }
+    for (int i = 0; i < NHELD; i++)
+        if (saved[i] != NULL && set_handler(held[i], recorder, &type, &value, &tb) == 0)
+            sigaction(held[i], NULL, &ours[i]);
+    if (type != NULL) { /* a signal that came first: its handler ran; nothing is held */
+        depth = 0;
+        release(type, value, tb);
+        return NULL;
     }
     return Py_NewRef(self);
-}
-
-/* Put the real handlers back (a handler the program set meanwhile stays); which were noted. */
-static int
-release(int *raised)
-{
-    int any = 0;
-    for (int i = 0; i < NHELD; i++) {
-        if (holding[i]) {
-            struct sigaction now;
-            if (sigaction(held[i], NULL, &now) == 0 && !(now.sa_flags & SA_SIGINFO)
-                && now.sa_handler == note)
-                sigaction(held[i], &saved[i], NULL);
-            holding[i] = 0;
-        }
-        raised[i] = noted[i];
-        noted[i] = 0;
-        any |= raised[i];
-    }
-    return any;
 }
 
 static PyObject *
@@ -85,48 +158,27 @@ deferred_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (PyThread_get_thread_ident() != main_thread || depth == 0 || --depth > 0)
         Py_RETURN_NONE;
-    int raised[NHELD];
-    if (!release(raised))
-        Py_RETURN_NONE;
-    for (int i = 0; i < NHELD; i++)
-        if (raised[i])
-            raise(held[i]); /* as if it came now: the interpreter notes it for its handler */
-    /* Run the handlers now.  One that raises leaves the others for the next check: check
-     * again until none is left, keeping the first exception. */
-    PyObject *type = NULL, *value = NULL, *traceback = NULL;
-    for (int tries = 0; tries <= NHELD && PyErr_CheckSignals() < 0; tries++) {
-        if (type == NULL)
-            PyErr_Fetch(&type, &value, &traceback);
-        else
-            PyErr_Clear();
-    }
-    if (type != NULL) {
-        PyErr_Restore(type, value, traceback);
+    if (release(NULL, NULL, NULL) < 0)
         return NULL;
-    }
     Py_RETURN_NONE;
 }
 
-/* In a forked child the forking thread is the main thread, and a deferral another thread of
- * the parent had open never closes: its handlers go back.  One the forking thread has open
- * closes as usual. */
-static int child_inherits_own;
-
-static void
-before_fork(void)
+static PyObject *
+after_fork_in_child(PyObject *module, PyObject *unused)
 {
-    child_inherits_own = depth > 0 && PyThread_get_thread_ident() == main_thread;
-}
-
-static void
-after_fork_in_child(void)
-{
-    main_thread = PyThread_get_thread_ident();
-    if (depth > 0 && !child_inherits_own) {
-        int raised[NHELD];
-        release(raised); /* what was noted was meant for the parent's main thread */
+    /* after_fork_in_child(): in a forked child the forking thread is the main thread.  A
+     * deferral the parent's main thread had open never closes here, unless that thread is the
+     * one that forked (its ident is the same in the child): the handlers go back. */
+    unsigned long forker = PyThread_get_thread_ident();
+    int open_elsewhere = depth > 0 && forker != main_thread;
+    main_thread = forker;
+    if (open_elsewhere) {
         depth = 0;
+        PyList_SetSlice(noted, 0, PyList_GET_SIZE(noted), NULL); /* meant for the parent */
+        if (release(NULL, NULL, NULL) < 0)
+            return NULL;
     }
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef deferred_methods[] = {
@@ -153,9 +205,15 @@ deferred(PyObject *module, PyObject *unused)
     return Py_NewRef(the_deferred);
 }
 
+static PyMethodDef note_def = {
+    "note", (PyCFunction)(void (*)(void))note, METH_FASTCALL,
+    "hotr's stand-in handler while signals are held back: notes the signal."};
+
 static PyMethodDef module_methods[] = {
     {"deferred", deferred, METH_NOARGS,
      "deferred(): a context manager that holds SIGINT and SIGTERM back (main thread only)."},
+    {"deferred_after_fork_in_child", after_fork_in_child, METH_NOARGS,
+     "Close a deferral another thread of the parent had open (os.register_at_fork)."},
     {NULL}
 };
 
@@ -163,14 +221,19 @@ int
 hotr_deferred_init(PyObject *module, unsigned long main)
 {
     main_thread = main;
-    if (PyType_Ready(&DeferredType) < 0)
+    PyObject *signal_module = PyImport_ImportModule("_signal");
+    if (signal_module == NULL)
+        return -1;
+    getsignal = PyObject_GetAttrString(signal_module, "getsignal");
+    setsignal = PyObject_GetAttrString(signal_module, "signal");
+    Py_DECREF(signal_module);
+    noted = PyList_New(0);
+    recorder = PyCFunction_New(&note_def, NULL);
+    if (getsignal == NULL || setsignal == NULL || noted == NULL || recorder == NULL
+        || PyType_Ready(&DeferredType) < 0)
         return -1;
     the_deferred = PyObject_New(PyObject, &DeferredType);
     if (the_deferred == NULL)
         return -1;
-    if (pthread_atfork(before_fork, NULL, after_fork_in_child) != 0) {
-        PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
-        return -1;
-    }
     return PyModule_AddFunctions(module, module_methods);
 }

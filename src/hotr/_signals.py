@@ -3,10 +3,11 @@
 Python runs signal handlers in the main thread between two bytecodes, so a Ctrl-C
 (KeyboardInterrupt) can land anywhere: between dlopen and recording its handle, between one
 version's hotr_unload and the next one's hotr_load, between a cleanup() hook and dlclose.  In
-`with deferred():` SIGINT and SIGTERM are only noted; on the way out their handlers run for what
-was noted, so a KeyboardInterrupt is raised after the step, not in the middle of it.  Other
-threads need nothing: signal handlers never run there.  It is in C (_deferred.c): it runs
-several times a reload, and swapping the Python handlers cost each deferral ten calls.
+`with deferred():` the Python handlers of SIGINT and SIGTERM are replaced by one that only notes
+the signal; on the way out the real handlers go back and run for what was noted, so a
+KeyboardInterrupt is raised after the step, not in the middle of it.  Other threads need
+nothing: signal handlers never run there.  It is in C (_deferred.c): it runs several times a
+reload, and in Python each deferral cost ten calls.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from ._shim import deferred
+from ._shim import deferred, deferred_after_fork_in_child
 
 __all__ = ["deferred", "handles_signals", "start_thread"]
 
@@ -49,9 +50,11 @@ def start_thread(target: Callable[[], object], name: str) -> threading.Thread:
 
 
 def _after_fork_in_child() -> None:
-    """The forking thread is the child's main thread."""
+    """The forking thread is the child's main thread; a deferral another thread of the parent
+    had open is closed."""
     global _main
     _main = threading.get_ident()
+    deferred_after_fork_in_child()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
