@@ -146,7 +146,8 @@ What the rows measure:
   linker returned in the process that made the change (a writer process of its own, as an
   editor or a linker is: timed in the benchmark's process, a reloading thread holding the GIL
   would delay the start). The floor is a bare loop doing only inotify wait + `copy_file_range` +
-  dlopen + dlsym + call; it and hotr take turns, trial by trial, who goes first rotating. Sizes
+  dlopen + dlsym + call, into a file it made ahead (as hotr does: creating a file can cost
+  more than the copy); it and hotr take turns, trial by trial, who goes first rotating. Sizes
   16 KiB to 50 MiB, and a library with a million relocations. `hotr.load`'s thread is compared
   with the floor in a thread of its own. Back to back: 1,000 reloads in a row, housekeeping
   included, per reload. `watchfiles.watch()` runs with its defaults (50 ms step); the restarts
