@@ -514,3 +514,27 @@ def test_main_puts_the_signal_handlers_back() -> None:
     with pytest.raises(SystemExit):
         main(["run", "--bogus"])
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_a_ctrl_c_that_lands_in_string_code_still_exits_0(tmp_path: Path) -> None:
+    # The cause of test_a_stop_at_any_moment_exits_0_and_leaves_nothing's rare -2: a Ctrl-C
+    # that lands while a lazily imported module makes a dataclass (exec of generated source)
+    # leaves CPython's "unhandled KeyboardInterrupt" flag set although `hotr run` caught it,
+    # and `python -m` then kills itself with SIGINT after exiting 0.  The Ctrl-C is sent from
+    # such string code here, so that it lands there every time.
+    (tmp_path / "stringcode.py").write_text(
+        "import sys\n"
+        "from hotr import cli\n"
+        "ctrl_c = 'import signal\\nsignal.raise_signal(signal.SIGINT)\\nx = 1'\n"
+        "cli._main = lambda args: exec(ctrl_c)\n"
+        "sys.exit(cli.main())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "stringcode"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=environment(tmp_path, PYTHONPATH=str(tmp_path)),
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

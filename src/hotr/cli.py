@@ -62,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv is not None:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+        # A KeyboardInterrupt that left string code (a dataclass or namedtuple being made, as
+        # modules imported on first use do) sets CPython's "unhandled KeyboardInterrupt" flag,
+        # even though it was caught here: `python -m hotr` would then kill itself with SIGINT
+        # after its exit(0).  Each run of string code clears that flag as it starts.
+        exec("")
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
