@@ -991,3 +991,37 @@ def test_pyx_without_cython_is_a_build_error_that_says_so(
     with pytest.raises(hotr.BuildError, match=r"needs Cython \(pip install cython\)") as caught:
         hotr.load_module(src)
     assert f"{src}: Cython is not installed" in caught.value.diagnostics
+
+
+SETS_SIGINT = """
+#include <Python.h>
+static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "%(name)s", NULL, -1, NULL};
+PyMODINIT_FUNC PyInit_%(name)s(void) {
+    PyObject *m = PyModule_Create(&def), *signal = PyImport_ImportModule("signal");
+    PyObject *r = m && signal ? PyObject_CallMethod(signal, "signal", "ii", 2, %(handler)d) : NULL;
+    Py_XDECREF(signal);
+    if (r == NULL) { Py_XDECREF(m); return NULL; }
+    Py_DECREF(r);
+    return m;
+}
+"""
+
+
+def test_a_handler_a_modules_init_sets_with_signal_signal_stays(tmp_path: Path) -> None:
+    # The init runs with Ctrl-C held back (deferred() swaps the Python handlers): what the
+    # init set with signal.signal must be what is there once the load is done, not the old.
+    run_child(
+        f"""
+        import signal
+        from pathlib import Path
+        from test_modules import SETS_SIGINT
+        for handler in ("SIG_IGN", "SIG_DFL"):
+            name = "setsint_" + handler.lower()
+            src = Path({str(tmp_path)!r}) / (name + ".c")
+            # signal.signal(SIGINT, SIG_IGN or SIG_DFL), both given by value
+            src.write_text(SETS_SIGINT % {{"name": name, "handler": int(getattr(signal, handler))}})
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            hotr.load_module(str(src), manual=True)
+            assert signal.getsignal(signal.SIGINT) == getattr(signal, handler), handler
+        """
+    )

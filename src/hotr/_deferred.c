@@ -9,7 +9,8 @@
  * `with`, and it is no reason to skip the next handler.  The C-level handler stays the
  * interpreter's throughout, so C code that runs meanwhile (a constructor, a module's init, a
  * cleanup() hook that installs or chains to a handler) sees only what it would see anyway, and
- * a handler it installs stays.
+ * a handler it installs stays; so does one that Python code run meanwhile (a module's init)
+ * set with signal.signal.
  *
  * Only the main thread holds signals back (Python runs handlers nowhere else), and only its
  * outermost deferred() swaps handlers.  A signal at SIG_DFL or SIG_IGN (or with a handler set
@@ -89,6 +90,16 @@ release(PyObject *type, PyObject *value, PyObject *tb)
         saved[i] = NULL;
         if (handlers[i] == NULL)
             continue;
+        /* Python code that ran meanwhile (a module's init, a callback) set a handler of its
+         * own with signal.signal: that is the program's choice, and it stays. */
+        PyObject *current = PyObject_CallFunction(getsignal, "i", held[i]);
+        if (current == NULL)
+            PyErr_Clear();
+        else {
+            Py_DECREF(current);
+            if (current != recorder)
+                continue;
+        }
         /* C code that ran meanwhile (a constructor, a hook) may have put a handler of its own
          * in, chaining to the interpreter's: signal.signal would replace it, so it goes back. */
         struct sigaction now;
