@@ -195,7 +195,7 @@ int value(void) { return TAG; }
 """
 
 
-@pytest.mark.every_python  # deferred() swaps handlers through signal.signal in C (_shim)
+@pytest.mark.every_python  # deferred() is in C (_deferred.c)
 def test_a_sigterm_behind_a_ctrl_c_during_a_reload_is_not_lost(builder: Builder) -> None:
     # Both land during one reload: the Ctrl-C's KeyboardInterrupt, raised on the way out, must
     # not swallow the program's SIGTERM handler (it ran 0 times), and both handlers are back.
