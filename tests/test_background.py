@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import Builder, mapped, source
+from conftest import Builder, mapped, run_python, source
 
 import hotr
 
@@ -57,6 +57,52 @@ def test_stop_keeps_the_version_and_ends_the_thread(builder: Builder) -> None:
     assert lib.value() == 1, "a stopped reloader still reloaded"
     assert reloader.poll() is False
     reloader.close()
+
+
+def test_a_program_that_never_imports_threading(builder: Builder) -> None:
+    """hotr.load's thread then starts without threading (hotr does not import it): it
+    reloads, the kernel knows it by name, stop() ends it, and a forked child's close() does not
+    wait for the parent's thread."""
+    builder.rename(source(1))
+    second = builder.compile_to_file(source(2))
+    run_python(
+        f"""
+        import os, select, sys, time
+
+        import hotr
+
+        assert "threading" not in sys.modules, "import hotr imported threading"
+        read_end, write_end = os.pipe()
+        lib = hotr.load({str(builder.lib)!r}, on_reload=lambda old, new: os.write(write_end, b"!"))
+        assert lib.value() == 1
+
+        def names():
+            tasks = "/proc/self/task"
+            return [open(f"{{tasks}}/{{t}}/comm").read().strip() for t in os.listdir(tasks)]
+
+        def wait_until(check, what):
+            deadline = time.monotonic() + 10
+            while not check():
+                assert time.monotonic() < deadline, what
+                time.sleep(0.01)
+
+        wait_until(lambda: "hotr:libhot.so" in names(), f"no thread named so: {{names()}}")
+        os.rename({second!r}, {str(builder.lib)!r})
+        assert select.select([read_end], [], [], 10)[0], "no reload within 10 s"
+        assert lib.value() == 2
+        pid = os.fork()
+        if pid == 0:
+            hotr.reloader_of(lib).close()  # returns at once: the parent's thread is not here
+            os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert lib.value() == 2, "the child's close() touched the parent's version"
+        hotr.reloader_of(lib).stop()
+        wait_until(lambda: "hotr:libhot.so" not in names(), "stop() left the thread running")
+        assert "threading" not in sys.modules, "hotr imported threading on the way"
+        print("ok")
+        """,
+        timeout=60,
+    )
 
 
 def test_manual_loads_at_the_chosen_point_with_builds_in_background(tmp_path: Path) -> None:

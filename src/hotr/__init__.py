@@ -14,14 +14,15 @@ from ._background import aload, load
 from ._exceptions import BuildError, CrashError, HotReloadError, LoadError, SymbolNotFoundError
 from ._history import VersionInfo
 from ._library import Function, Library, reloader_of
-from ._modules import aload_module, load_module
 from ._reloader import HotReloader
 from ._seed import hot_reload_cleanup, hot_reload_init, hot_reload_update, watch_for_changes
-from ._watcher import Watcher
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
+
+    from ._modules import aload_module, load_module
+    from ._watcher import Watcher
 
 __version__ = "0.1.0"  # pyproject.toml reads it from here (importlib.metadata costs ~20 ms)
 
@@ -66,9 +67,23 @@ def unload_ipython_extension(shell: InteractiveShell) -> None:
     _notebook.unload_ipython_extension(shell)
 
 
+def __getattr__(name: str) -> object:
+    """The public names `import hotr` imports on first use: extension modules and Watcher
+    (with what they import, 3 ms of the 15 `import hotr` may cost)."""
+    if name in ("load_module", "aload_module"):
+        from . import _modules as module
+    elif name == "Watcher":
+        from . import _watcher as module  # type: ignore[no-redef]
+    else:
+        raise AttributeError(f"module 'hotr' has no attribute {name!r}")
+    exported = globals()[name] = getattr(module, name)
+    exported.__module__ = "hotr"
+    return exported
+
+
 # Tracebacks and reprs name the public path (hotr.LoadError), not the private module.
 for _name in __all__:
-    _exported = globals()[_name]
+    _exported = globals().get(_name)
     if hasattr(_exported, "__module__") and _name != "__version__":
         _exported.__module__ = "hotr"
 del _name, _exported, annotations, TYPE_CHECKING  # not hotr's names

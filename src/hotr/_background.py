@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
 
 from ._drivers import BackgroundDriver, Cursor, follow
 from ._exceptions import HotReloadError
@@ -13,8 +12,10 @@ from ._reloader import HotReloader, core_of
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
-    from typing import Any
-Target = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+    from collections.abc import Callable, Sequence
+    from typing import Any, TypeAlias
+
+    Target: TypeAlias = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 
 def load(

@@ -15,15 +15,15 @@ Cython on ``.pyx`` sources first, and gives C++ sources pybind11's headers when 
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections.abc import Sequence
 
 from ._exceptions import BuildError
 from ._log import logger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ._catalog import PrototypeCatalog, Reading
     from ._compile import Commands, NativeBuild
     from ._tracker import ChangeTracker
@@ -166,6 +166,8 @@ class BuildRunner:
         self._label = label
         self.failure: BuildError | None = None  # the last build's error, until one succeeds
         self._tracker = tracker
+        import threading  # here: `import hotr` need not import it (see _threads.py)
+
         self._cond = threading.Condition()
         self._building = False
         self.started_from = 0  # the input generation the last build started from

@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterator
 from . import _env
 from ._exceptions import HotReloadError
 from ._log import logger
-from ._signals import start_thread
 from ._store import ensure_private_directory
+from ._threads import Handle, start
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class ObjectCache:
         self._pending: list[tuple[str, dict[str, str], str]] = []  # for store_later()
         self._changed = threading.Condition(self._lock)  # pending work came, or was done
         self._storing = False  # objects given to store_later() are not all stored yet
-        self._worker: threading.Thread | None = None  # stores them; started on first use
+        self._worker: Handle | None = None  # stores them; started on first use
 
     def temp_path(self, suffix: str) -> str:
         """A new, unused path in the cache's tmp directory for a compiler to write to."""
@@ -162,7 +162,7 @@ class ObjectCache:
             self._pending.append((unit, headers, produced))
             self._storing = True
             if self._worker is None:
-                self._worker = start_thread(self._work, "hotr-cache")
+                self._worker = start(self._work, "hotr-cache", hold_signals=True)
             else:
                 self._changed.notify_all()
 

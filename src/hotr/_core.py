@@ -11,9 +11,8 @@ run outside it.
 from __future__ import annotations
 
 import _signal
+import _thread
 import os
-import threading
-from collections.abc import Callable, Sequence
 
 from . import _process, _signals, _store
 from ._drivers import ProgramView
@@ -28,15 +27,17 @@ from ._versions import VersionSet
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     from ._build import BuildRunner
     from ._catalog import PrototypeCatalog
 
+    ErrorCallback = Callable[[HotReloadError], object]
+    ReloadCallback = Callable[[int, int], object]
 
-ReloadCallback = Callable[[int, int], object]
+
 _ACCESS_SIGNALS = (_signal.SIGSEGV, _signal.SIGBUS)  # where si_addr is the address accessed
-ErrorCallback = Callable[[HotReloadError], object]
 _HOUSEKEEP_RETRY = 0.01  # seconds until housekeeping put off by a busy reloader is tried again
 
 
@@ -69,7 +70,7 @@ class ReloadCore:
     ) -> None:
         self.label = label
         self.source = source
-        self.lock = threading.RLock()
+        self.lock = _thread.RLock()
         self.background_builds = False  # load(manual=True): a thread builds, update() loads
         self.tracker = ChangeTracker(
             source, library=library, debounce=debounce, backend=backend, builds=bool(inputs)
@@ -126,7 +127,7 @@ class ReloadCore:
         self._retrying = False  # a housekeeping retry is scheduled (see housekeep)
         self._closed = self._stopped = self._forked = False
         self._eventfd = -1
-        self._eventfd_lock = threading.Lock()  # the descriptor is written from other threads
+        self._eventfd_lock = _thread.allocate_lock()  # the descriptor is written from other threads
         self._eventfd_armed = False  # readable now
         self.view = ProgramView(self.tracker, self._refresh_fd)  # what the program has seen
         try:
@@ -486,7 +487,7 @@ class ReloadCore:
     def abandon(self) -> None:
         """In a forked child: the loaded code stays callable; nothing else happens here."""
         self._forked = self._closed = True
-        self.lock = threading.RLock()
+        self.lock = _thread.RLock()
         self.tracker.abandon()
 
 

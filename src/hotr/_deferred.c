@@ -220,7 +220,15 @@ static PyMethodDef note_def = {
     "note", (PyCFunction)(void (*)(void))note, METH_FASTCALL,
     "hotr's stand-in handler while signals are held back: notes the signal."};
 
+static PyObject *
+main_thread_ident(PyObject *module, PyObject *unused)
+{
+    return PyLong_FromUnsignedLong(main_thread);
+}
+
 static PyMethodDef module_methods[] = {
+    {"main_thread", main_thread_ident, METH_NOARGS,
+     "main_thread(): the ident of the thread Python runs signal handlers in."},
     {"deferred", deferred, METH_NOARGS,
      "deferred(): a context manager that holds SIGINT and SIGTERM back (main thread only)."},
     {"deferred_after_fork_in_child", after_fork_in_child, METH_NOARGS,

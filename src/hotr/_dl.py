@@ -12,9 +12,9 @@ fork happens while hotr is inside the loader.
 
 from __future__ import annotations
 
+import _thread
 import ctypes
 import os
-import threading
 
 from ._shim import dl_base, dl_close, dl_open, dl_sym
 
@@ -25,7 +25,7 @@ _libc_with_gil = ctypes.PyDLL(None)
 RTLD_NOLOAD = 4  # <dlfcn.h>: only return a handle if the object is already loaded
 
 # Reentrant: a constructor run by dlopen may itself load a library through hotr.
-LOCK = threading.RLock()
+LOCK = _thread.RLock()
 
 
 def dlopen(path: str, *, noload: bool = False) -> int:
@@ -104,7 +104,7 @@ def _after_fork_in_parent() -> None:
 
 def _after_fork_in_child() -> None:
     global LOCK
-    LOCK = threading.RLock()
+    LOCK = _thread.RLock()
 
 
 os.register_at_fork(

@@ -7,28 +7,29 @@ of drivers, threads and tasks may wait on one reloader at once, and each sees ea
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
+import _thread
 import itertools
-import math
 import os
 import select
-import threading
 import time
-from collections.abc import AsyncIterator, Callable
 
 from ._exceptions import HotReloadError
 from ._history import VersionInfo
 from ._log import logger
-from ._signals import deferred, handles_signals
+from ._signals import deferred
 from ._source import ChangeSource
+from ._threads import Handle, is_main, start
 from ._tracker import ChangeTracker, Snapshot
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio  # imported by the async functions themselves: it costs ~20 ms at import
+    from collections.abc import AsyncIterator, Callable
+    from contextvars import ContextVar
     from typing import Protocol
 else:
+    from _contextvars import ContextVar  # contextvars itself is one import more
+
     Protocol = object  # the protocols are for the type checker (typing costs 3 ms)
 
 
@@ -89,7 +90,7 @@ class Doorbell:
     closing them under deferred(), cost each reload's wait more than its read."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()  # ring() may come from another thread after close()
+        self._lock = _thread.allocate_lock()  # ring() may come from another thread after close()
         self._fd = -1  # first: close() works on a bell whose eventfd could not be made
         self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._poller = select.poll()
@@ -118,12 +119,14 @@ class Doorbell:
             for fd in by_fd.keys() - self._polled:
                 self._poller.register(fd, select.POLLIN)
             self._polled = set(by_fd)
-        ready = self._poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000)))
+        ready = self._poller.poll(None if timeout is None else max(0, -int(-timeout * 1000 // 1)))
         synced = 0
         for fd, _ in ready:
             if fd == self._fd:
-                with contextlib.suppress(BlockingIOError):
+                try:
                     os.eventfd_read(self._fd)
+                except BlockingIOError:
+                    pass
             elif fd in by_fd:
                 by_fd[fd].sync()
                 synced += 1
@@ -140,7 +143,7 @@ class Doorbell:
         self.close()
 
 
-_bells = threading.local()
+_bells = _thread._local()
 
 
 def thread_bell() -> Doorbell:
@@ -159,7 +162,7 @@ def thread_bell() -> Doorbell:
 def _after_fork_in_child() -> None:
     """The forking thread's doorbell is shared with the parent now: the child makes its own."""
     global _bells
-    _bells = threading.local()
+    _bells = _thread._local()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -195,7 +198,7 @@ class Cursor:
 
 # Each thread, and each asyncio task, has its own view of each reloader (a context variable),
 # so one thread's look never hides a change from another.
-_looks: contextvars.ContextVar[dict[int, Snapshot]] = contextvars.ContextVar("hotr_looks")
+_looks: ContextVar[dict[int, Snapshot]] = ContextVar("hotr_looks")
 _views = itertools.count()
 
 
@@ -277,7 +280,7 @@ def wait(core: Drivable, timeout: float | None, view: View) -> int:
                 # an equal listener added twice is there once).
                 core.tracker.add_listener(bell.ring)
                 continue  # check again: nothing published from now on is missed
-            if handles_signals():
+            if is_main():
                 # A Ctrl-C landing after the interpreter last looked and before poll() began
                 # does not interrupt poll(): look again now and then.
                 remaining = _SIGNAL_LOOK if remaining is None else min(remaining, _SIGNAL_LOOK)
@@ -341,8 +344,10 @@ async def _wait_on_loop(
             if remaining is not None and remaining <= 0:
                 view.look(at=now)
                 return False
-            with contextlib.suppress(asyncio.TimeoutError):
+            try:
                 await asyncio.wait_for(woken, remaining)
+            except asyncio.TimeoutError:
+                pass
         finally:
             core.tracker.remove_listener(wake)
 
@@ -395,14 +400,14 @@ class BackgroundDriver:
         self.manual = manual
         self._name = name
         self._until_empty = until_empty
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._bell = Doorbell()
         self._cores: dict[int, tuple[Drivable, object]] = {}
         self._due: dict[int, Drivable] = {}
         self._later: dict[int, tuple[float, Drivable]] = {}  # cores to step again, and when
         self._listeners: dict[int, Callable[[], None]] = {}
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._thread: Handle | None = None
 
     def attach(self, core: Drivable, keepalive: object) -> None:
         """Drive `core` from now on; `keepalive` (its HotReloader) is held as long as it is."""
@@ -417,8 +422,7 @@ class BackgroundDriver:
             self._listeners[id(core)] = wake
             self._due[id(core)] = core
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
+                self._thread = start(self._run, self._name, hold_signals=False)
         core.tracker.add_listener(wake)
         self._bell.ring()
 
@@ -439,7 +443,7 @@ class BackgroundDriver:
             self._closed = True
             thread = self._thread
         self._bell.ring()
-        if thread is not None and thread is not threading.current_thread():
+        if thread is not None and thread.ident != _thread.get_ident():
             thread.join(timeout=5)
 
     def _run(self) -> None:

@@ -4,8 +4,6 @@ _elfcheck.c), and the variables keep_globals may carry (its symbol table).  Refe
 
 from __future__ import annotations
 
-import functools
-import mmap
 import os
 import struct
 import sys
@@ -13,21 +11,39 @@ import sys
 from ._record import Record
 from ._shim import check_elf
 
-Buffer = bytes | mmap.mmap  # what the checks read: the file's bytes or a mapping of them
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import mmap
+    from typing import BinaryIO
+
+    Buffer = bytes | mmap.mmap  # what the checks read: the file's bytes or a mapping of them
 
 
 class ElfError(ValueError):
     """The bytes are not a loadable shared object; the message says why."""
 
 
-@functools.cache
 def host_header() -> tuple[int, int, int]:
     """Return (class, data encoding, machine) of the running interpreter's own ELF image."""
-    with open(sys.executable, "rb") as f:
-        head = f.read(20)
-    endian = "<" if head[5] == 1 else ">"
-    (machine,) = struct.unpack_from(endian + "H", head, 18)
-    return head[4], head[5], machine
+    global _host
+    if _host is None:
+        with open(sys.executable, "rb") as f:
+            head = f.read(20)
+        endian = "<" if head[5] == 1 else ">"
+        (machine,) = struct.unpack_from(endian + "H", head, 18)
+        _host = head[4], head[5], machine
+    return _host
+
+
+_host: tuple[int, int, int] | None = None
+
+
+def map_read(f: BinaryIO) -> mmap.mmap:
+    """A read-only mapping of the open file `f` (mmap is imported here: only large libraries
+    and rarely needed reads use it)."""
+    import mmap
+
+    return mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
 
 
 class ElfInfo(Record):

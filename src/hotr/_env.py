@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import os
 
 BACKENDS = ("auto", "inotify", "poll")
 DEFAULT_POLL_INTERVAL = 0.5  # seconds
+_INF, _NAN = float("inf"), float("nan")  # not math's: one import less
 
 
 def backend() -> str:
@@ -27,8 +27,8 @@ def poll_interval() -> float:
     try:
         value = float(text)
     except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
+        value = _NAN
+    if not 0 < value < _INF:  # NaN is not either
         raise ValueError(
             f"HOTR_POLL_INTERVAL={text!r} is not a number of seconds greater than 0 (e.g. 0.5)"
         )
@@ -68,8 +68,8 @@ def cache_size() -> int:
     try:
         value = float(number)
     except ValueError:
-        value = math.nan
-    if unit not in _UNITS or not (math.isfinite(value) and value >= 0):
+        value = _NAN
+    if unit not in _UNITS or not 0 <= value < _INF:
         raise ValueError(
             f"HOTR_CACHE_SIZE={text!r} is not a size: give bytes, optionally with K, M, G or T "
             "(e.g. 500M), or 0 to turn the cache off"

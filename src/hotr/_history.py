@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import collections
 import os
 
 from . import _versions
 from ._record import Record
 from ._store import PrivateStore
 from ._versions import Version
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections import deque
+else:
+    from _collections import deque  # collections imports keyword, operator, reprlib: 1.5 ms
 
 HISTORY_LENGTH = 100  # versions r.history remembers
 ROLLBACK_DEPTH = 9  # contents kept for rollback(): the live one and 8 earlier
@@ -51,9 +56,7 @@ class History:
     off the path to the new code."""
 
     def __init__(self) -> None:
-        self._entries: collections.deque[tuple[Version, VersionInfo]] = collections.deque(
-            maxlen=HISTORY_LENGTH
-        )
+        self._entries: deque[tuple[Version, VersionInfo]] = deque(maxlen=HISTORY_LENGTH)
 
     def record(self, version: Version, info: VersionInfo) -> None:
         """Remember `version`, described by `info` (its sha256 filled in later)."""
@@ -89,7 +92,7 @@ class Contents:
     def __init__(self, store: PrivateStore, directory: str) -> None:
         self._store = store
         self._directory = directory
-        self._kept: collections.deque[Content] = collections.deque()
+        self._kept: deque[Content] = deque()
         self._to_keep: list[str] = []
         self._serial = 0
 

@@ -17,13 +17,10 @@ every watcher to look ("rescan"), so a dropped event loses nothing.
 
 from __future__ import annotations
 
-import contextlib
+import _thread
 import errno
-import functools
 import os
 import stat
-import threading
-from collections.abc import Callable
 
 from . import _libc
 from ._log import logger
@@ -32,6 +29,8 @@ from ._signals import deferred
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from functools import partial
     from typing import Literal
 
     from ._source import Sink
@@ -43,6 +42,8 @@ if TYPE_CHECKING:
     # "present": the path names an existing file; "absent": its directory exists, the file
     # does not; "unreachable": a directory on the way does not exist.
     _State = Literal["present", "absent", "unreachable"]
+else:
+    from _functools import partial  # functools imports collections: 1.5 ms
 
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_FROM = 0x00000040
@@ -164,7 +165,7 @@ class InotifyWatches:
         self.fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         self._on_unwatchable = on_unwatchable
         self._call_later = call_later  # (seconds, callback): run it later, in another thread
-        self._lock = threading.RLock()
+        self._lock = _thread.RLock()
         self._by_wd: dict[int, _Directory] = {}
         self._wds: dict[str, int] = {}
         self._watches: set[InotifyWatch] = set()
@@ -231,8 +232,10 @@ class InotifyWatches:
         """In a forked child: drop the descriptor the parent shares, touching none of its
         watches (inotify_rm_watch here would remove them for the parent too)."""
         self._closed = True
-        with contextlib.suppress(OSError):
+        try:
             os.close(self.fd)
+        except OSError:
+            pass
 
     # -- events ------------------------------------------------------------------------------
 
@@ -308,7 +311,7 @@ class InotifyWatches:
         created, self._created = self._created, []
         for watch, entry in created:
             if watch.created is not None and watch.final == entry:
-                self._call_later(_QUIET_AFTER_CREATE, functools.partial(self._quiet, watch, entry))
+                self._call_later(_QUIET_AFTER_CREATE, partial(self._quiet, watch, entry))
 
     def _quiet(self, watch: InotifyWatch, entry: str) -> None:
         """A while after `entry` was created with no close event since: if it is the same file,
@@ -414,8 +417,10 @@ class InotifyWatches:
             if self._wds.get(path) == wd:
                 del self._wds[path]
         if remove and not self._closed:
-            with contextlib.suppress(OSError):  # EINVAL: the kernel dropped it already
+            try:  # EINVAL: the kernel dropped it already
                 _libc.inotify_rm_watch(self.fd, wd)
+            except OSError:
+                pass
 
 
 def _state_of(watch: InotifyWatch) -> _State:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from collections.abc import Callable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _inotify_init1 = _libc.inotify_init1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ctypes
 import types
 from _ctypes import FUNCFLAG_CDECL, CFuncPtr
-from collections.abc import Callable
 from types import TracebackType
 
 from . import _dl
@@ -16,6 +15,7 @@ from ._shim import TRAMPOLINE, LiveFunction, Pin, install_guard, retarget
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ._catalog import PrototypeCatalog
@@ -23,12 +23,12 @@ if TYPE_CHECKING:
     from ._typed import Signature
     from ._versions import Version
 
+    # on_crash(function, signal, version, pc, accessed, where) -> the CrashError to raise
+    CrashHandler = Callable[[str, int, int, int, int, str], BaseException]
+
 
 GUARD_SUPPORTED = TRAMPOLINE != 0  # guarded calls: Linux on x86-64 (see _guard.c)
 _ON_CRASH = "hotr.on_crash"  # where a guarded Function keeps its reloader's crash handler
-
-# on_crash(function, signal, version, pc, accessed, where) -> the CrashError to raise
-CrashHandler = Callable[[str, int, int, int, int, str], BaseException]
 
 
 class CFunc(CFuncPtr):  # the flags and default restype of ctypes.CDLL's functions

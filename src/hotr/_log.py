@@ -8,7 +8,6 @@ drop them. A warning or worse imports logging and goes through it, so it is show
 
 from __future__ import annotations
 
-import functools
 import sys
 
 TYPE_CHECKING = False
@@ -16,11 +15,10 @@ if TYPE_CHECKING:
     import logging
 
 
-@functools.cache
 def _logger() -> logging.Logger:
     import logging
 
-    return logging.getLogger("hotr")
+    return logging.getLogger("hotr")  # logging keeps it: the same object on every call
 
 
 class _Logger:

@@ -23,16 +23,15 @@ function type), and r.history says so.
 
 from __future__ import annotations
 
+import _thread
 import copyreg
 import ctypes
 import functools
 import gc
 import os
 import sys
-import threading
 import types
 import weakref
-from collections.abc import Callable, Sequence
 
 from ._background import astart, start
 from ._exceptions import HotReloadError, LoadError, SymbolNotFoundError
@@ -44,6 +43,7 @@ from ._versions import Hold, Version
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     from ._library import CrashHandler
@@ -57,7 +57,7 @@ _FUNCTION_TYPES = ("cython_function_or_method", "fused_cython_function", "nb_fun
 _PYX = "__pyx_"
 _ORIGIN = "hotr.origin"  # (module, name) of a live function, in its state's __dict__
 _ON_CRASH = "hotr.on_crash"  # a guarded live function's crash handler, in its state's __dict__
-_IMPORT_LOCK = threading.Lock()  # one module init at a time touches sys.modules[name]
+_IMPORT_LOCK = _thread.allocate_lock()  # one module init at a time touches sys.modules[name]
 
 
 class _ModuleDefBase(ctypes.Structure):

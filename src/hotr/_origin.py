@@ -13,11 +13,9 @@ shared with anything else in the process that loaded the same file.
 
 from __future__ import annotations
 
-import contextlib
-import mmap
 import os
 
-from ._elf import ElfError, ElfInfo, check_shared_object
+from ._elf import ElfError, ElfInfo, check_shared_object, map_read
 from ._log import logger
 
 _MARKERS = ("$ORIGIN", "${ORIGIN}")
@@ -128,15 +126,17 @@ def _link(location: str, target: str, links: dict[str, str]) -> None:
     for made in links:
         if location == made or location.startswith(made + "/"):
             return  # never create anything through one of our own links
-    with contextlib.suppress(FileExistsError):
+    try:
         os.makedirs(os.path.dirname(location), 0o700, exist_ok=True)
         os.symlink(target, location)
         links[location] = target
+    except FileExistsError:
+        pass
 
 
 def _read_info(path: str) -> ElfInfo | None:
     try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as image:
+        with open(path, "rb") as f, map_read(f) as image:
             return check_shared_object(image)
     except (OSError, ValueError, ElfError):
         return None

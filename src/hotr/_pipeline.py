@@ -20,17 +20,22 @@ interruption) undoes the hand-over and ends the new version through VersionSet.d
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import mmap
 import os
 import struct
 import sys
 import time
-from collections.abc import Callable, Iterable
 
 from . import _origin, _signals
-from ._elf import ElfError, ElfInfo, Key, Variable, check_shared_object, unique_symbols
+from ._elf import (
+    ElfError,
+    ElfInfo,
+    Key,
+    Variable,
+    check_shared_object,
+    map_read,
+    unique_symbols,
+)
 from ._exceptions import LoadError
 from ._history import Content, Contents, History, VersionInfo
 from ._library import FunctionTable
@@ -42,6 +47,8 @@ from ._versions import Version, VersionSet
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import mmap
+    from collections.abc import Callable, Iterable
     from typing import Protocol
 else:
     Protocol = object  # the protocols are for the type checker (typing costs 3 ms)
@@ -363,8 +370,11 @@ class Loader:
             self._warn_unique(path, content, number)
         if to_scan and self._spare is None:
             # Held back: a Ctrl-C as the file is made would leave its descriptor open for good.
-            with _signals.deferred(), contextlib.suppress(LoadError):  # a load says why not
-                self._spare = self._create()
+            with _signals.deferred():
+                try:
+                    self._spare = self._create()
+                except LoadError:
+                    pass  # the load that needs the file makes it, and says why it cannot
 
     def _warn_unique(self, path: str, content: bytes | None, number: int) -> None:
         """Warn when a version has STB_GNU_UNIQUE symbols (once for each new set of them)."""
@@ -374,7 +384,7 @@ class Loader:
             else:
                 with (
                     open(path, "rb", buffering=0) as f,
-                    mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as image,
+                    map_read(f) as image,
                 ):
                     names = unique_symbols(image)
         except (OSError, ValueError, struct.error):
@@ -511,7 +521,7 @@ def _inspect(
         if not content:
             raise ElfError("the file is empty (a writer may still be creating it)")
         return check_shared_object(content, HOOKS), (len(content), b"")
-    with open(copy, "rb", buffering=0) as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as image:
+    with open(copy, "rb", buffering=0) as f, map_read(f) as image:
         start = (len(image), image[:_START])
         if (
             current is not None
@@ -524,5 +534,5 @@ def _inspect(
 
 
 def _same_file(image: mmap.mmap, path: str) -> bool:
-    with open(path, "rb", buffering=0) as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as live:
+    with open(path, "rb", buffering=0) as f, map_read(f) as live:
         return same_bytes(image, live)

@@ -9,8 +9,8 @@ the last one reported: a touch is not a change.  A change shows within one to tw
 
 from __future__ import annotations
 
+import _thread
 import os
-import threading
 
 from ._signals import deferred
 
@@ -68,7 +68,7 @@ class PollWatches:
     """Every polled path of the process; scan() looks at those whose interval has passed."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._watches: list[PollWatch] = []
 
     def watch(self, path: str, sink: Sink, interval: float, now: float) -> PollWatch:

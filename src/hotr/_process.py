@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
-import weakref
+from _weakrefset import WeakSet  # what weakref.WeakSet is, without weakref's own import
 
 from . import _store
 from ._log import logger
@@ -32,7 +32,7 @@ class Closable(Protocol):
         """In a forked child: stop, touching nothing the parent owns."""
 
 
-_open: weakref.WeakSet[Closable] = weakref.WeakSet()
+_open: WeakSet[Closable] = WeakSet()
 
 
 def register(reloader: Closable) -> None:

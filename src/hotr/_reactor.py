@@ -14,25 +14,28 @@ to polling is logged at WARNING with its reason.
 
 from __future__ import annotations
 
-import contextlib
+import _thread
 import errno
-import heapq
 import itertools
 import os
 import select
-import threading
 import time
-from collections.abc import Callable
 
 from . import _env, _libc
 from ._inotify import InotifyWatch, InotifyWatches
 from ._log import logger
 from ._polling import PollWatch, PollWatches
-from ._signals import deferred, start_thread
+from ._signals import deferred
+from ._threads import Handle, start
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from heapq import heappop, heappush
+
     from ._source import Sink
+else:
+    from _heapq import heappop, heappush  # heapq is one import more
 
 # statfs(2) f_type of file systems whose changes may come from elsewhere, unseen by inotify.
 _REMOTE_FILE_SYSTEMS = {
@@ -69,13 +72,17 @@ class WakePipe:
 
     def wake(self) -> None:
         """Make the read end readable (a full pipe is readable already)."""
-        with contextlib.suppress(OSError):
+        try:
             os.write(self._write_fd, b"!")
+        except OSError:
+            pass
 
     def drain(self) -> None:
         """Read the wake-ups that arrived, so the next wait blocks again."""
-        with contextlib.suppress(OSError):
+        try:
             os.read(self.fd, 512)
+        except OSError:
+            pass
 
     def close(self) -> None:
         """Close both ends; safe to call twice."""
@@ -124,7 +131,7 @@ class Reactor:
     name = "reactor"
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()  # timers, the thread, lazy set-up; held only briefly
+        self._lock = _thread.allocate_lock()  # timers, the thread, lazy set-up; held only briefly
         self._timers: list[_Timer] = []
         self._serial = itertools.count()
         self._wake = WakePipe()
@@ -134,7 +141,7 @@ class Reactor:
         self._by_inner: dict[int, _Watch] = {}
         self._warned: set[str] = set()
         self._readers = 0  # consumers that need events read for them (need_reader)
-        self._thread: threading.Thread | None = None
+        self._thread: Handle | None = None
         self._abandoned = False
 
     @staticmethod
@@ -146,7 +153,7 @@ class Reactor:
         """Run `callback` in the reactor's thread once clock() reaches `when`."""
         timer = _Timer(when, next(self._serial), callback)
         with self._lock:
-            heapq.heappush(self._timers, timer)
+            heappush(self._timers, timer)
             earliest = self._timers[0] is timer
             self._start()
         if earliest:
@@ -241,8 +248,10 @@ class Reactor:
         self._abandoned = True
         if self._inotify is not None:
             self._inotify.abandon()
-        with contextlib.suppress(OSError):
+        try:
             self._wake.close()
+        except OSError:
+            pass
 
     # -- inside ------------------------------------------------------------------------------
 
@@ -287,12 +296,12 @@ class Reactor:
     def _start(self) -> None:
         """Start the thread (lock held)."""
         if self._thread is None and not self._abandoned:
-            self._thread = start_thread(self._run, "hotr")
+            self._thread = start(self._run, "hotr", hold_signals=True)
 
     def _next_wait(self) -> float | None:
         with self._lock:
             while self._timers and self._timers[0].cancelled:
-                heapq.heappop(self._timers)
+                heappop(self._timers)
             due = [self._timers[0].when] if self._timers else []
         scan = self._polling.next_due()
         if scan is not None:
@@ -304,7 +313,7 @@ class Reactor:
         ready: list[_Timer] = []
         with self._lock:
             while self._timers and self._timers[0].when <= now:
-                timer = heapq.heappop(self._timers)
+                timer = heappop(self._timers)
                 if not timer.cancelled:
                     ready.append(timer)
         if not ready:
@@ -342,7 +351,7 @@ class Reactor:
 
 
 _reactor: Reactor | None = None
-_reactor_lock = threading.Lock()
+_reactor_lock = _thread.allocate_lock()
 
 
 def reactor() -> Reactor:
@@ -356,7 +365,7 @@ def reactor() -> Reactor:
 
 def _after_fork_in_child() -> None:
     global _reactor, _reactor_lock
-    _reactor_lock = threading.Lock()
+    _reactor_lock = _thread.allocate_lock()
     if _reactor is not None:
         _reactor.abandon()
         _reactor = None

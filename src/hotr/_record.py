@@ -1,13 +1,13 @@
-"""Named tuples declared as with typing.NamedTuple, made by collections.namedtuple.
+"""Named tuples declared as with typing.NamedTuple, made here without collections.
 
 Importing typing costs about 3 ms and a typing.NamedTuple class about 1 ms more (it compiles
-each annotation); collections.namedtuple makes the same class in 0.05 ms. A type checker sees
+each annotation); collections.namedtuple makes the same class in 0.05 ms, but importing
+collections costs 1.5 ms of `import hotr`.  This makes the same kind of class: a tuple with a
+property per field, defaults, _fields, _make, _replace and _asdict.  A type checker sees
 typing.NamedTuple itself, so a class declared on Record is checked as a NamedTuple.
 """
 
 from __future__ import annotations
-
-import collections
 
 __all__ = ["Record"]
 
@@ -15,6 +15,53 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NamedTuple as Record
 else:
+    from _operator import itemgetter
+
+    def _named_tuple(name, fields, defaults, module):
+        arguments = ", ".join(fields)
+        code = f"def __new__(_cls, {arguments}):\n    return _tuple_new(_cls, ({arguments},))\n"
+        scope = {"_tuple_new": tuple.__new__}
+        exec(code, scope)  # as collections.namedtuple does: a __new__ with named arguments
+        new = scope["__new__"]
+        new.__defaults__ = tuple(defaults) or None
+        new.__qualname__ = f"{name}.__new__"
+
+        def _make(cls, iterable):
+            made = tuple.__new__(cls, iterable)
+            if len(made) != len(fields):
+                raise TypeError(f"expected {len(fields)} arguments, got {len(made)}")
+            return made
+
+        def _replace(self, **changes):
+            made = self._make(map(changes.pop, fields, self))
+            if changes:
+                raise TypeError(f"got unexpected field names: {list(changes)!r}")
+            return made
+
+        def __repr__(self):
+            shown = ", ".join(
+                f"{field}={value!r}" for field, value in zip(fields, self, strict=True)
+            )
+            return f"{name}({shown})"
+
+        defaulted = fields[len(fields) - len(defaults) :]
+        namespace = {
+            "__doc__": f"{name}({arguments})",
+            "__slots__": (),
+            "__module__": module,
+            "__match_args__": tuple(fields),
+            "_fields": tuple(fields),
+            "_field_defaults": dict(zip(defaulted, defaults, strict=True)),
+            "__new__": new,
+            "_make": classmethod(_make),
+            "_replace": _replace,
+            "_asdict": lambda self: dict(zip(fields, self, strict=True)),
+            "__repr__": __repr__,
+            "__getnewargs__": lambda self: tuple(self),
+        }
+        for index, field in enumerate(fields):
+            namespace[field] = property(itemgetter(index), doc=f"Alias for field number {index}")
+        return type(name, (tuple,), namespace)
 
     class _RecordType(type):
         """Turns a class body of annotated fields (defaults last) into a named tuple."""
@@ -23,11 +70,11 @@ else:
             if not bases:
                 return super().__new__(mcls, name, bases, namespace)
             fields = list(namespace.get("__annotations__", {}))
-            made = collections.namedtuple(
+            made = _named_tuple(
                 name,
                 fields,
-                defaults=[namespace[field] for field in fields if field in namespace],
-                module=namespace["__module__"],
+                [namespace[field] for field in fields if field in namespace],
+                namespace["__module__"],
             )
             for key, value in namespace.items():
                 if key not in fields and key not in ("__module__", "__dict__", "__weakref__"):

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import math
 import os
-from collections.abc import AsyncIterator, Sequence
+from _collections_abc import Sequence  # collections.abc imports collections (1.5 ms)
 from types import TracebackType
 
 from . import _drivers, _env
 from ._build import is_source
-from ._core import ErrorCallback, ReloadCallback, ReloadCore
+from ._core import ReloadCore
 from ._exceptions import HotReloadError
 from ._history import VersionInfo
 from ._library import GUARD_SUPPORTED, Library
@@ -19,11 +17,14 @@ from ._source import ChangeSource, absolute
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from typing import Any, ClassVar
 
+    from ._core import ErrorCallback, ReloadCallback
     from .testing import ScriptedBackend
 
 PathArg = str | os.PathLike[str]
+_INF = float("inf")
 
 
 class HotReloader:
@@ -344,8 +345,10 @@ class HotReloader:
         # be holding on to them: each keeps its reloader alive).
         core = getattr(self, "_core", None)
         if core is not None:
-            with contextlib.suppress(Exception):  # at interpreter shutdown anything may be gone
+            try:  # at interpreter shutdown anything may be gone
                 core.close()
+            except Exception:
+                pass
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"version {self.version}"
@@ -390,7 +393,7 @@ def _arguments(value: object, name: str) -> None:
 def _seconds(value: object, name: str, *, zero: bool) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+    if not 0 <= value < _INF or (value == 0 and not zero):  # NaN is not either
         raise ValueError(
             f"{name} must be a number of seconds {'>=' if zero else '>'} 0, not {value!r}"
         )

@@ -1001,17 +1001,25 @@ static struct PyModuleDef shim_module = {
     .m_methods = shim_methods,
 };
 
-/* deferred() needs to know the main thread: this module may be imported in another one. */
+/* deferred() needs to know the main thread: this module may be imported in another one.
+ * threading knows it when the program has imported it; else the importing thread is taken (a
+ * program starts its threads through threading, which it would then have imported). */
 static int
 add_deferred(PyObject *module)
 {
-    PyObject *main = NULL, *ident = NULL;
-    PyObject *threading = PyImport_ImportModule("threading");
-    if (threading != NULL)
+    PyObject *main = NULL, *ident = NULL, *name = PyUnicode_FromString("threading");
+    if (name == NULL)
+        return -1;
+    PyObject *threading = PyImport_GetModule(name);
+    Py_DECREF(name);
+    unsigned long value = PyThread_get_thread_ident();
+    if (threading != NULL) {
         main = PyObject_CallMethod(threading, "main_thread", NULL);
-    if (main != NULL)
-        ident = PyObject_GetAttrString(main, "ident");
-    unsigned long value = ident != NULL ? PyLong_AsUnsignedLong(ident) : 0;
+        if (main != NULL)
+            ident = PyObject_GetAttrString(main, "ident");
+        if (ident != NULL && ident != Py_None)
+            value = PyLong_AsUnsignedLong(ident);
+    }
     Py_XDECREF(threading);
     Py_XDECREF(main);
     Py_XDECREF(ident);

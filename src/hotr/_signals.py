@@ -12,48 +12,15 @@ reload, and in Python each deferral cost ten calls.
 
 from __future__ import annotations
 
-import _signal
 import os
-import threading
-from collections.abc import Callable
 
 from ._shim import deferred, deferred_after_fork_in_child
 
-__all__ = ["deferred", "handles_signals", "start_thread"]
-
-# Ctrl-C, and what `kill` and service managers send: what deferred() holds back.
-_HELD: tuple[int, ...] = (_signal.SIGINT, _signal.SIGTERM)
-_main = threading.main_thread().ident  # signal handlers run there only
-
-
-def handles_signals() -> bool:
-    """True in the thread where Python runs signal handlers (the main thread)."""
-    return threading.get_ident() == _main
-
-
-def start_thread(target: Callable[[], object], name: str) -> threading.Thread:
-    """Start a daemon thread of hotr's, which never takes SIGINT or SIGTERM (blocked from its
-    first instruction on).  The kernel gives a signal sent to the process to any thread that
-    does not block it: given to hotr's thread, it would leave the main thread asleep in a
-    poll() or read() that nothing interrupts, and the Ctrl-C unanswered.
-
-    Only for threads that start no processes: a process inherits the blocked signals of the
-    thread that started it, and a compiler must stay killable by them.
-    """
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    before = _signal.pthread_sigmask(_signal.SIG_BLOCK, _HELD)  # the new thread inherits it
-    try:
-        thread.start()
-    finally:
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, before)
-    return thread
+__all__ = ["deferred"]
 
 
 def _after_fork_in_child() -> None:
-    """The forking thread is the child's main thread; a deferral another thread of the parent
-    had open is closed."""
-    global _main
-    _main = threading.get_ident()
+    """A deferral another thread of the parent had open is closed."""
     deferred_after_fork_in_child()
 
 

@@ -8,10 +8,10 @@ source calls each watch's sink with an Event; it never runs user code.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Literal, Protocol
 
     # What a source reports about one watched path: "written" (complete new content is in

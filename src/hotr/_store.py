@@ -12,13 +12,12 @@ between its creation and its lock, however young it is.
 
 from __future__ import annotations
 
-import contextlib
+import _thread
 import errno
 import fcntl
 import itertools
 import os
 import stat
-import threading
 
 from . import _env
 from ._exceptions import HotReloadError
@@ -32,8 +31,10 @@ def ensure_private_directory(path: str, what: str, variable: str) -> None:
     `what` names it in messages ("private directory"), `variable` the setting that moves it.
     Raises HotReloadError with the fix.
     """
-    with contextlib.suppress(FileExistsError):
+    try:
         os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
     info = os.lstat(path)
     if not stat.S_ISDIR(info.st_mode):
         raise HotReloadError(
@@ -88,17 +89,23 @@ def _rmtree(path: str) -> None:
     modules it imports) into every program, at exit."""
     for parent, directories, files in os.walk(path, topdown=False):
         for name in files:
-            with contextlib.suppress(OSError):
+            try:
                 os.unlink(os.path.join(parent, name))
+            except OSError:
+                pass
         for name in directories:
             entry = os.path.join(parent, name)
-            with contextlib.suppress(OSError):
+            try:
                 if os.path.islink(entry):
                     os.unlink(entry)
                 else:
                     os.rmdir(entry)
-    with contextlib.suppress(OSError):
+            except OSError:
+                pass
+    try:
         os.rmdir(path)
+    except OSError:
+        pass
 
 
 def _new_directory(root: str, prefix: str) -> str:
@@ -138,7 +145,7 @@ class PrivateStore:
             ) from exc
         self._owner = os.getpid()
         self._serial = itertools.count(1)
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._leftovers: set[str] = set()  # copies that could not be removed yet
         self._directories = 0
 
@@ -230,13 +237,15 @@ class PrivateStore:
     def abandon(self) -> None:
         """In a forked child: drop the inherited lock descriptor and leave the directory to
         the parent (its own descriptor keeps the lock held)."""
-        with contextlib.suppress(OSError):
+        try:
             os.close(self._lock_fd)
+        except OSError:
+            pass
         self._lock_fd = -1
 
 
 _stores: dict[str, PrivateStore] = {}  # by root: $HOTR_PRIVATE_DIR may change in a process
-_stores_lock = threading.Lock()
+_stores_lock = _thread.allocate_lock()
 
 
 def store() -> PrivateStore:
@@ -270,7 +279,7 @@ def close_stores() -> None:
 
 def _after_fork_in_child() -> None:
     global _stores_lock
-    _stores_lock = threading.Lock()
+    _stores_lock = _thread.allocate_lock()
     for each in _stores.values():
         each.abandon()
     _stores.clear()

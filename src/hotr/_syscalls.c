@@ -19,6 +19,7 @@
 #include <link.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -325,6 +326,22 @@ inotify_read(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return Py_BuildValue("(NO)", events, got < size ? Py_True : Py_False);
 }
 
+static PyObject *
+name_thread(PyObject *module, PyObject *arg)
+{
+    /* name_thread(name): the calling thread's name for the kernel (top, gdb, /proc), cut to
+     * the 15 bytes it keeps. */
+    PyObject *encoded = NULL;
+    if (!PyUnicode_FSConverter(arg, &encoded))
+        return NULL;
+    char name[16];
+    snprintf(name, sizeof name, "%s", PyBytes_AS_STRING(encoded));
+    Py_DECREF(encoded);
+    if (prctl(PR_SET_NAME, name, 0, 0, 0) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 PyMethodDef hotr_syscall_methods[] = {
     {"dl_open", (PyCFunction)(void (*)(void))dl_open, METH_FASTCALL,
      "dl_open(path, flags): dlopen; the handle, or OSError with the loader's message."},
@@ -335,6 +352,8 @@ PyMethodDef hotr_syscall_methods[] = {
     {"copy_file", (PyCFunction)(void (*)(void))copy_file, METH_FASTCALL,
      "copy_file(path, out, small, live): copy a regular file into `out`; (its bytes when "
      "small, else None; whether they are `live`'s, so not written)."},
+    {"name_thread", name_thread, METH_O,
+     "name_thread(name): the calling thread's name for the kernel (15 bytes at most)."},
     {"inotify_queued", inotify_queued, METH_O,
      "inotify_queued(fd): the bytes of events queued on an inotify descriptor."},
     {"inotify_read", (PyCFunction)(void (*)(void))inotify_read, METH_FASTCALL,

@@ -16,14 +16,12 @@ be unloaded safely (single-phase modules, static types) ends kept mapped.
 
 from __future__ import annotations
 
+import _thread
 import ctypes
-import mmap
 import os
-import threading
-from collections.abc import Callable
 
 from . import _dl, _signals
-from ._elf import ElfInfo, Globals, read_globals
+from ._elf import ElfInfo, Globals, map_read, read_globals
 from ._log import logger
 from ._shim import Pin
 from ._store import PrivateStore
@@ -35,18 +33,19 @@ Hold = tuple[bool, str] | None
 # finds a version unmapped but not yet ended.  Only that: a lock a reader could hold for long
 # would make housekeeping skip an unload (it gives way to a busy reloader and waits for the
 # next wake-up, which may never come).
-UNMAPPING = threading.RLock()
+UNMAPPING = _thread.RLock()
 
 
 def _after_fork_in_child() -> None:
     global UNMAPPING
-    UNMAPPING = threading.RLock()  # another thread of the parent may have held it
+    UNMAPPING = _thread.RLock()  # another thread of the parent may have held it
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Literal
 
     # Where a version is in its life (see the module docstring); "ending": its cleanup() hook
@@ -149,7 +148,7 @@ class Version:
             else:
                 with (
                     open(self.path, "rb") as f,
-                    mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mapped,
+                    map_read(f) as mapped,
                 ):
                     self._globals = read_globals(mapped, self.info.relro)
         return self._globals

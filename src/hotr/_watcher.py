@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import _thread
 import os
-import threading
-from collections.abc import Sequence
 from types import TracebackType
 
 from . import _env
@@ -15,6 +14,7 @@ from ._reloader import HotReloader, core_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 
@@ -43,7 +43,7 @@ class Watcher:
             raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(_env.BACKENDS)}")
         self.manual = manual
         self._backend = backend
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._reloaders: list[HotReloader] = []
         self._closed = False
         self._driver = BackgroundDriver("hotr:watcher", manual=manual, until_empty=False)
