@@ -51,6 +51,7 @@ def test_bad_versions_raise_and_keep_old_version(builder: Builder) -> None:
     cases = bad_cases(builder)
     with hotr.HotReloader(builder.lib) as r:
         lib = r.update()
+        assert r.watch_for_changes(timeout=0.01) == 0  # this thread's doorbell exists from now
         fds = len(os.listdir("/proc/self/fd"))
         for name, (data, reason) in cases.items():
             builder.write_bytes(data)
@@ -64,7 +65,8 @@ def test_bad_versions_raise_and_keep_old_version(builder: Builder) -> None:
             assert copies(builder.dir / "private") == ["v1-libhot.so"], (
                 f"{name}: a private copy leaked"
             )
-            assert len(os.listdir("/proc/self/fd")) == fds, f"{name}: a descriptor leaked"
+            # At most: the next version's file, made ahead, is used up by a refused one.
+            assert len(os.listdir("/proc/self/fd")) <= fds, f"{name}: a descriptor leaked"
         builder.rename(source(2))
         assert r.watch_for_changes(timeout=5) == 1
         r.update()

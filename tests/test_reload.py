@@ -141,6 +141,30 @@ def test_a_large_library_is_told_from_a_rewrite_past_its_first_page(builder: Bui
         assert r.version == 2 and lib.value() == 2
 
 
+def test_a_large_library_cut_or_corrupt_is_refused_and_the_live_one_stays(
+    builder: Builder,
+) -> None:
+    # Above 64 KiB the copy is checked on a mapping of the private file, not in Python bytes.
+    pad = "__attribute__((used)) static const char pad[200000] = {1};\n"
+    one, two = (builder.compile(source(n, pad)) for n in (1, 2))
+    assert len(one) > 65536
+    builder.write_bytes(one)
+    with hotr.HotReloader(builder.lib) as r:
+        lib = r.update()
+        for data, reason in (
+            (two[: len(two) // 2], "truncated"),
+            (two[:-1], "truncated"),
+            (b"\0" * len(two), "not an ELF file"),
+        ):
+            builder.write_bytes(data)
+            assert r.watch_for_changes(timeout=5) == 1
+            with pytest.raises(hotr.LoadError, match=reason):
+                r.update()
+            assert lib.value() == 1 and r.version == 1
+        builder.write_bytes(two)
+        assert reload_next(r).value() == 2 and r.version == 2
+
+
 def test_burst_of_writes_gives_one_reload_of_final_content(builder: Builder) -> None:
     variants = [builder.compile(source(n)) for n in range(2, 22)]
     with hotr.HotReloader(builder.lib, debounce=0.2) as r:

@@ -9,7 +9,7 @@ import struct
 import sys
 
 from ._record import Record
-from ._shim import check_elf
+from ._shim import check_elf, check_elf_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -17,6 +17,14 @@ if TYPE_CHECKING:
     from typing import BinaryIO
 
     Buffer = bytes | mmap.mmap  # what the checks read: the file's bytes or a mapping of them
+    _Checked = tuple[
+        list[tuple[int, int]],
+        tuple[int, int] | None,
+        list[bytes],
+        list[bytes],
+        list[bytes],
+        list[bytes],
+    ]  # what check_elf returns
 
 
 class ElfError(ValueError):
@@ -67,13 +75,37 @@ def check_shared_object(data: Buffer, names: tuple[str, ...] = ()) -> ElfInfo:
     trusts inside the image it maps) are in _elfcheck.c: they run on every reload, over every
     relocation.
     """
+    asked = _asked(names)
+    try:
+        checked = check_elf(data, *host_header(), asked)
+    except ValueError as exc:
+        raise ElfError(str(exc)) from None
+    return _info(checked, names, asked)
+
+
+def check_shared_file(
+    path: str, names: tuple[str, ...], start: int
+) -> tuple[ElfInfo, tuple[int, bytes]]:
+    """check_shared_object() of the file at `path` (a large library: mapped for the check in
+    C, which costs less than a Python open and mmap), and its (size, first `start` bytes).
+    OSError if it cannot be read."""
+    asked = _asked(names)
+    try:
+        checked, head, size = check_elf_file(path, *host_header(), asked, start)
+    except ValueError as exc:
+        raise ElfError(str(exc)) from None
+    return _info(checked, names, asked), (size, head)
+
+
+def _asked(names: tuple[str, ...]) -> tuple[bytes, ...]:
     asked = _encoded.get(names)
     if asked is None:
         asked = _encoded[names] = tuple(name.encode() for name in names)
-    try:
-        code, relro, needed, rpath, runpath, defined = check_elf(data, *host_header(), asked)
-    except ValueError as exc:
-        raise ElfError(str(exc)) from None
+    return asked
+
+
+def _info(checked: _Checked, names: tuple[str, ...], asked: tuple[bytes, ...]) -> ElfInfo:
+    code, relro, needed, rpath, runpath, defined = checked
     absent = (
         names
         if not defined

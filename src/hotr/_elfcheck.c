@@ -22,8 +22,13 @@
 #define _GNU_SOURCE  /* memmem */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "_elfcheck.h"
 
@@ -689,5 +694,56 @@ hotr_check_elf(PyObject *module, PyObject *args)
     e.size = (wide)view.len;
     PyObject *result = check(&e, host_class, host_data, host_machine, names);
     PyBuffer_Release(&view);
+    return result;
+}
+
+PyObject *
+hotr_check_elf_file(PyObject *module, PyObject *args)
+{
+    /* check_elf_file(path, host_class, host_data, host_machine, names, start): check_elf's
+     * result for the file at `path`, mapped here for the check, its first `start` bytes and
+     * its size.
+     * For large libraries: the mapping and its end cost a Python open() and mmap() each. */
+    PyObject *path = NULL, *names;
+    int host_class, host_data;
+    unsigned int host_machine;
+    Py_ssize_t start;
+    if (!PyArg_ParseTuple(args, "O&iiIO!n", PyUnicode_FSConverter, &path, &host_class,
+                          &host_data, &host_machine, &PyTuple_Type, &names, &start))
+        return NULL;
+    int fd = open(PyBytes_AS_STRING(path), O_RDONLY | O_CLOEXEC);
+    struct stat info;
+    void *image = MAP_FAILED;
+    int empty = 0;
+    if (fd >= 0 && fstat(fd, &info) == 0) {
+        empty = info.st_size == 0;
+        if (!empty)
+            image = mmap(NULL, (size_t)info.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    }
+    if (image == MAP_FAILED) {
+        if (empty) /* a refusal, as check_elf's are: the file may have been cut meanwhile */
+            PyErr_SetString(PyExc_ValueError,
+                            "the file is empty (a writer may still be creating it)");
+        else
+            PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        if (fd >= 0)
+            close(fd);
+        Py_DECREF(path);
+        return NULL;
+    }
+    close(fd);
+    Py_DECREF(path);
+    Elf e;
+    memset(&e, 0, sizeof e);
+    e.data = image;
+    e.size = (wide)info.st_size;
+    PyObject *checked = check(&e, host_class, host_data, host_machine, names);
+    PyObject *result = NULL;
+    if (checked != NULL) {
+        Py_ssize_t length = start < (Py_ssize_t)info.st_size ? start : (Py_ssize_t)info.st_size;
+        result = Py_BuildValue("(Ny#n)", checked, (const char *)image, length,
+                               (Py_ssize_t)info.st_size);
+    }
+    munmap(image, (size_t)info.st_size);
     return result;
 }

@@ -32,6 +32,7 @@ from ._elf import (
     ElfInfo,
     Key,
     Variable,
+    check_shared_file,
     check_shared_object,
     map_read,
     unique_symbols,
@@ -47,7 +48,6 @@ from ._versions import Version, VersionSet
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import mmap
     from collections.abc import Callable, Iterable
     from typing import Protocol
 else:
@@ -521,18 +521,22 @@ def _inspect(
         if not content:
             raise ElfError("the file is empty (a writer may still be creating it)")
         return check_shared_object(content, HOOKS), (len(content), b"")
-    with open(copy, "rb", buffering=0) as f, map_read(f) as image:
-        start = (len(image), image[:_START])
-        if (
-            current is not None
-            and current.content is None
-            and current.start == start  # else they differ: no need to map the live copy
-            and _same_file(image, current.path)
-        ):
-            return None
-        return check_shared_object(image, HOOKS), start
+    info, start = check_shared_file(copy, HOOKS, _START)
+    if (
+        current is not None
+        and current.content is None
+        and current.start == start  # else they differ: no need to map the live copy
+        and _same_file(copy, current.path)
+    ):
+        return None
+    return info, start
 
 
-def _same_file(image: mmap.mmap, path: str) -> bool:
-    with open(path, "rb", buffering=0) as f, map_read(f) as live:
+def _same_file(copy: str, path: str) -> bool:
+    with (
+        open(copy, "rb", buffering=0) as f,
+        map_read(f) as image,
+        open(path, "rb", buffering=0) as g,
+        map_read(g) as live,
+    ):
         return same_bytes(image, live)

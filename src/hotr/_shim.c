@@ -986,6 +986,9 @@ static PyMethodDef shim_methods[] = {
      "live_builtin(live, name, doc, module_name): a builtin function that calls through live."},
     {"same_bytes", same_bytes, METH_VARARGS,
      "same_bytes(a, b): True if the two buffers hold the same bytes."},
+    {"check_elf_file", hotr_check_elf_file, METH_VARARGS,
+     "check_elf_file(path, host_class, host_data, host_machine, names, start): check_elf's "
+     "result for the file at `path` (mapped for the check), its first `start` bytes, its size."},
     {"check_elf", hotr_check_elf, METH_VARARGS,
      "check_elf(data, host_class, host_data, host_machine, names): (code, relro, needed, "
      "rpath, runpath, defined) of a loadable shared object, or ValueError saying why it is "

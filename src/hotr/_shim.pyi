@@ -43,6 +43,25 @@ def check_elf(
     list[bytes],
     list[bytes],
 ]: ...
+def check_elf_file(
+    path: str,
+    host_class: int,
+    host_data: int,
+    host_machine: int,
+    names: tuple[bytes, ...],
+    start: int,
+) -> tuple[
+    tuple[
+        list[tuple[int, int]],
+        tuple[int, int] | None,
+        list[bytes],
+        list[bytes],
+        list[bytes],
+        list[bytes],
+    ],
+    bytes,
+    int,
+]: ...
 def same_bytes(a: bytes | memoryview | Any, b: bytes | memoryview | Any) -> bool: ...
 def retarget(
     functions: Sequence[LiveFunction],
