@@ -122,3 +122,24 @@ def test_a_warning_reaches_stderr_in_a_program_that_never_imported_logging(
         argv=[str(lib)],
     )
     assert "hotr_unload of version 1 returned 7" in out.stderr
+
+
+def test_every_public_name_is_listed_and_reachable_from_a_fresh_interpreter() -> None:
+    # Watcher and load_module are imported on first use: dir() and attribute access find them.
+    run_python(
+        """
+        import sys
+        import hotr
+        assert "hotr._watcher" not in sys.modules and "hotr._modules" not in sys.modules
+        assert set(hotr.__all__) <= set(dir(hotr)), set(hotr.__all__) - set(dir(hotr))
+        for name in hotr.__all__:
+            assert getattr(hotr, name) is not None, name
+        assert hotr.Watcher.__module__ == "hotr" and hotr.load_module.__module__ == "hotr"
+        try:
+            hotr.Nonexistent
+        except AttributeError as exc:
+            assert "Nonexistent" in str(exc)
+        else:
+            raise AssertionError("hotr.Nonexistent did not raise AttributeError")
+        """
+    )

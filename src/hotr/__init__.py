@@ -81,6 +81,11 @@ def __getattr__(name: str) -> object:
     return exported
 
 
+def __dir__() -> list[str]:
+    """Every public name, the ones imported on first use too (tab completion lists them)."""
+    return sorted({*globals(), *__all__})
+
+
 # Tracebacks and reprs name the public path (hotr.LoadError), not the private module.
 for _name in __all__:
     _exported = globals().get(_name)
