@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from conftest import Builder, mapped, run_python, source
 
 import hotr
@@ -105,6 +106,57 @@ def test_a_program_that_never_imports_threading(builder: Builder) -> None:
         hotr.reloader_of(lib).stop()
         wait_until(lambda: "hotr:libhot.so" not in names(), "stop() left the thread running")
         assert "threading" not in sys.modules, "hotr imported threading on the way"
+        print("ok")
+        """,
+        timeout=60,
+    )
+
+
+@pytest.mark.every_python  # how the main thread is known differs from 3.13 on (_deferred.c)
+def test_hotr_first_imported_in_a_thread_started_by_thread_module(builder: Builder) -> None:
+    """The main thread is the interpreter's, whichever thread imported hotr: that thread loads
+    and reloads (its deferral must not call signal.signal), and a Ctrl-C to the main thread,
+    waiting for a change, still ends its wait."""
+    builder.rename(source(1))
+    second = builder.compile_to_file(source(2))
+    run_python(
+        f"""
+        import _thread, os, signal, sys, time
+
+        done = _thread.allocate_lock()
+        done.acquire()
+        found = []
+
+        def worker():
+            try:
+                import hotr
+
+                reloader = hotr.HotReloader({str(builder.lib)!r})
+                lib = reloader.update()
+                first = lib.value()
+                os.rename({second!r}, {str(builder.lib)!r})
+                assert reloader.watch_for_changes(timeout=10) > 0, "no change seen"
+                found.append((first, reloader.update().value(), reloader))
+            except BaseException as error:
+                found.append(error)
+            finally:
+                done.release()
+
+        _thread.start_new_thread(worker, ())
+        assert done.acquire(timeout=30), "the worker did not finish"
+        assert "threading" not in sys.modules
+        assert not isinstance(found[0], BaseException), repr(found[0])
+        first, second_value, reloader = found[0]
+        assert (first, second_value) == (1, 2), found[0]
+        _thread.start_new_thread(lambda: (time.sleep(0.3), os.kill(os.getpid(), signal.SIGINT)), ())
+        start = time.monotonic()
+        try:
+            reloader.watch_for_changes(timeout=20)
+        except KeyboardInterrupt:
+            waited = time.monotonic() - start
+            assert waited < 5, f"Ctrl-C ended the wait only after {{waited:.1f}} s"
+        else:
+            raise AssertionError("Ctrl-C did not end the wait")
         print("ok")
         """,
         timeout=60,

@@ -32,7 +32,16 @@ static PyObject *saved[NHELD];          /* the real handlers while held (NULL: n
 static struct sigaction ours[NHELD];    /* the C handler signal.signal put in (the interpreter's) */
 static PyObject *noted;                 /* list of (signum, frame) the recorder noted */
 static int depth;                       /* nesting of deferred() in the main thread */
-static unsigned long main_thread;       /* PyThread_get_thread_ident() of the main thread */
+static unsigned long opener;            /* PyThread_get_thread_ident() of who opened it */
+
+#if PY_VERSION_HEX >= 0x030D0000
+/* 3.13 moved the interpreter's own answer out of the public headers; 3.12 added the ident of
+ * the thread it calls main (_thread._get_main_thread_ident), kept here and after a fork. */
+static unsigned long main_ident;
+#define in_main_thread() (PyThread_get_thread_ident() == main_ident)
+#else
+#define in_main_thread() _PyOS_IsMainThread()
+#endif
 
 static PyObject *
 note(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -139,8 +148,9 @@ release(PyObject *type, PyObject *value, PyObject *tb)
 static PyObject *
 deferred_enter(PyObject *self, PyObject *unused)
 {
-    if (PyThread_get_thread_ident() != main_thread || depth++ > 0)
+    if (!in_main_thread() || depth++ > 0)
         return Py_NewRef(self);
+    opener = PyThread_get_thread_ident();
     PyObject *type = NULL, *value = NULL, *tb = NULL;
     for (int i = 0; i < NHELD; i++) {
         PyObject *handler = PyObject_CallFunction(getsignal, "i", held[i]);
@@ -167,7 +177,7 @@ deferred_enter(PyObject *self, PyObject *unused)
 static PyObject *
 deferred_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (PyThread_get_thread_ident() != main_thread || depth == 0 || --depth > 0)
+    if (!in_main_thread() || depth == 0 || --depth > 0)
         Py_RETURN_NONE;
     if (release(NULL, NULL, NULL) < 0)
         return NULL;
@@ -181,9 +191,10 @@ after_fork_in_child(PyObject *module, PyObject *unused)
      * deferral the parent's main thread had open never closes here, unless that thread is the
      * one that forked (its ident is the same in the child): the handlers go back. */
     unsigned long forker = PyThread_get_thread_ident();
-    int open_elsewhere = depth > 0 && forker != main_thread;
-    main_thread = forker;
-    if (open_elsewhere) {
+#if PY_VERSION_HEX >= 0x030D0000
+    main_ident = forker;
+#endif
+    if (depth > 0 && forker != opener) {
         depth = 0;
         PyList_SetSlice(noted, 0, PyList_GET_SIZE(noted), NULL); /* meant for the parent */
         if (release(NULL, NULL, NULL) < 0)
@@ -221,14 +232,14 @@ static PyMethodDef note_def = {
     "hotr's stand-in handler while signals are held back: notes the signal."};
 
 static PyObject *
-main_thread_ident(PyObject *module, PyObject *unused)
+is_main_thread(PyObject *module, PyObject *unused)
 {
-    return PyLong_FromUnsignedLong(main_thread);
+    return PyBool_FromLong(in_main_thread());
 }
 
 static PyMethodDef module_methods[] = {
-    {"main_thread", main_thread_ident, METH_NOARGS,
-     "main_thread(): the ident of the thread Python runs signal handlers in."},
+    {"is_main_thread", is_main_thread, METH_NOARGS,
+     "is_main_thread(): True in the thread Python runs signal handlers in."},
     {"deferred", deferred, METH_NOARGS,
      "deferred(): a context manager that holds SIGINT and SIGTERM back (main thread only)."},
     {"deferred_after_fork_in_child", after_fork_in_child, METH_NOARGS,
@@ -237,9 +248,21 @@ static PyMethodDef module_methods[] = {
 };
 
 int
-hotr_deferred_init(PyObject *module, unsigned long main)
+hotr_deferred_init(PyObject *module)
 {
-    main_thread = main;
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *thread_module = PyImport_ImportModule("_thread");
+    if (thread_module == NULL)
+        return -1;
+    PyObject *ident = PyObject_CallMethod(thread_module, "_get_main_thread_ident", NULL);
+    Py_DECREF(thread_module);
+    if (ident == NULL)
+        return -1;
+    main_ident = PyLong_AsUnsignedLong(ident);
+    Py_DECREF(ident);
+    if (PyErr_Occurred())
+        return -1;
+#endif
     PyObject *signal_module = PyImport_ImportModule("_signal");
     if (signal_module == NULL)
         return -1;

@@ -4,7 +4,6 @@
 
 #include <Python.h>
 
-/* `main` is the main thread's PyThread_get_thread_ident(). */
-int hotr_deferred_init(PyObject *module, unsigned long main);
+int hotr_deferred_init(PyObject *module);
 
 #endif

@@ -16,9 +16,10 @@ import time
 from ._exceptions import HotReloadError
 from ._history import VersionInfo
 from ._log import logger
+from ._shim import is_main_thread
 from ._signals import deferred
 from ._source import ChangeSource
-from ._threads import Handle, is_main, start
+from ._threads import Handle, start
 from ._tracker import ChangeTracker, Snapshot
 
 TYPE_CHECKING = False
@@ -280,7 +281,7 @@ def wait(core: Drivable, timeout: float | None, view: View) -> int:
                 # an equal listener added twice is there once).
                 core.tracker.add_listener(bell.ring)
                 continue  # check again: nothing published from now on is missed
-            if is_main():
+            if is_main_thread():
                 # A Ctrl-C landing after the interpreter last looked and before poll() began
                 # does not interrupt poll(): look again now and then.
                 remaining = _SIGNAL_LOOK if remaining is None else min(remaining, _SIGNAL_LOOK)

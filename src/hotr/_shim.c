@@ -1004,33 +1004,6 @@ static struct PyModuleDef shim_module = {
     .m_methods = shim_methods,
 };
 
-/* deferred() needs to know the main thread: this module may be imported in another one.
- * threading knows it when the program has imported it; else the importing thread is taken (a
- * program starts its threads through threading, which it would then have imported). */
-static int
-add_deferred(PyObject *module)
-{
-    PyObject *main = NULL, *ident = NULL, *name = PyUnicode_FromString("threading");
-    if (name == NULL)
-        return -1;
-    PyObject *threading = PyImport_GetModule(name);
-    Py_DECREF(name);
-    unsigned long value = PyThread_get_thread_ident();
-    if (threading != NULL) {
-        main = PyObject_CallMethod(threading, "main_thread", NULL);
-        if (main != NULL)
-            ident = PyObject_GetAttrString(main, "ident");
-        if (ident != NULL && ident != Py_None)
-            value = PyLong_AsUnsignedLong(ident);
-    }
-    Py_XDECREF(threading);
-    Py_XDECREF(main);
-    Py_XDECREF(ident);
-    if (PyErr_Occurred())
-        return -1;
-    return hotr_deferred_init(module, value);
-}
-
 PyMODINIT_FUNC
 PyInit__shim(void)
 {
@@ -1048,7 +1021,7 @@ PyInit__shim(void)
         PyModule_AddObject(m, "Pin", (PyObject *)&PinType) < 0 ||
         PyModule_AddObject(m, "LiveFunction", (PyObject *)&LiveFunctionType) < 0 ||
         PyModule_AddObject(m, "LiveCallable", (PyObject *)&LiveCallableType) < 0 ||
-        PyModule_AddFunctions(m, hotr_syscall_methods) < 0 || add_deferred(m) < 0) {
+        PyModule_AddFunctions(m, hotr_syscall_methods) < 0 || hotr_deferred_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -14,7 +14,7 @@ import _thread
 import os
 import sys
 
-from ._shim import main_thread, name_thread
+from ._shim import name_thread
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 else:
     Protocol = object  # the protocols are for the type checker (typing costs 3 ms)
 
-__all__ = ["Handle", "is_main", "start"]
+__all__ = ["Handle", "start"]
 
 # Ctrl-C, and what `kill` and service managers send: what a thread started with
 # hold_signals=True never takes.
@@ -104,9 +104,3 @@ def start(target: Callable[[], object], name: str, *, hold_signals: bool) -> Han
         if before is not None:
             _signal.pthread_sigmask(_signal.SIG_SETMASK, before)
     return thread
-
-
-def is_main() -> bool:
-    """True in the thread where Python runs signal handlers (the main thread; in a forked
-    child, the thread that forked)."""
-    return _thread.get_ident() == main_thread()
