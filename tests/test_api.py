@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
+import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import run_python
@@ -143,3 +146,52 @@ def test_every_public_name_is_listed_and_reachable_from_a_fresh_interpreter() ->
             raise AssertionError("hotr.Nonexistent did not raise AttributeError")
         """
     )
+
+
+@pytest.mark.every_python  # namedtuple's errors and methods differ between versions
+def test_version_info_behaves_as_the_named_tuple_it_stands_for() -> None:
+    """VersionInfo is made without collections; it answers as collections.namedtuple's class
+    with the same fields does on this version: errors, _replace/__replace__, repr, pickling."""
+    import collections
+    import copy
+
+    fields = hotr.VersionInfo._fields
+    defaults = list(hotr.VersionInfo._field_defaults.values())
+    make: Any = collections.namedtuple  # a class made at run time, as hotr's own is
+    twin = make("VersionInfo", fields, defaults=defaults)
+    values = (1, 2.0, "ab", 0.5, None, ("k.c",), False, (), (), "live")
+    ours, theirs = hotr.VersionInfo(*values), twin(*values)
+
+    def outcome(call: object, record: object) -> tuple[str, str]:
+        try:
+            result = call(record)  # type: ignore[operator]
+        except Exception as error:
+            return type(error).__name__, str(error)
+        return "ok", repr(tuple(result)) if isinstance(result, tuple) else repr(result)
+
+    calls = [
+        lambda t: t._replace(number=5),
+        lambda t: t._replace(nope=1),
+        lambda t: t._make(values[:3]),
+        lambda t: t._asdict(),
+        lambda t: type(t)(*values[:2]),
+        lambda t: repr(t).split("(", 1)[1],
+        lambda t: copy.copy(t),
+        lambda t: type(t).number.__doc__,
+        lambda t: type(type(t).number).__name__,
+        lambda t: [type(t).__dict__[name].__qualname__.split(".")[1] for name in ("_replace",)],
+    ]
+    if sys.version_info >= (3, 13):
+        calls.append(lambda t: copy.replace(t, status="retired"))  # type: ignore[attr-defined]
+        calls.append(lambda t: copy.replace(t, nope=1))  # type: ignore[attr-defined]
+    for index, call in enumerate(calls):
+        assert outcome(call, ours) == outcome(call, theirs), index
+    assert pickle.loads(pickle.dumps(ours)) == ours and type(
+        pickle.loads(pickle.dumps(ours))
+    ) is type(ours)
+    assert repr(ours).startswith("VersionInfo(number=1, loaded_at=2.0")
+    match ours:
+        case hotr.VersionInfo(number, _, sha):
+            assert (number, sha) == (1, "ab")
+        case _:
+            raise AssertionError("match did not take the positional fields")
