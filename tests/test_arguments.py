@@ -43,6 +43,21 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"build_timeout": "60"}, TypeError, "build_timeout must be a number of seconds, not str"),
     ({"debounce": -0.1}, ValueError, "debounce must be a number of seconds >= 0"),
     ({"debounce": float("nan")}, ValueError, "debounce must be a number of seconds >= 0"),
+    (
+        {"debounce": 10**400},
+        ValueError,
+        "debounce must be a finite number of seconds, not an integer of 401 digits",
+    ),
+    (
+        {"build_timeout": float("inf")},
+        ValueError,
+        "build_timeout must be a finite number of seconds, not inf",
+    ),
+    (
+        {"build_timeout": 10**400},
+        ValueError,
+        "build_timeout must be a finite number of seconds, not an",
+    ),
     ({"cc": 3}, TypeError, "cc must be a compiler's name"),
     ({"cc": ""}, ValueError, "cc is empty"),
     ({"keep_globals": "yes"}, TypeError, "keep_globals must be True or False"),
@@ -55,7 +70,7 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("options", "error", "message"), BAD, ids=[str(b[0]) for b in BAD])
+@pytest.mark.parametrize(("options", "error", "message"), BAD, ids=[str(b[0])[:50] for b in BAD])
 def test_bad_arguments_name_the_parameter(
     src: Path, options: dict[str, Any], error: type[Exception], message: str
 ) -> None:
@@ -75,6 +90,10 @@ def test_wait_timeouts_are_checked(src: Path) -> None:
             r.watch_for_changes("1")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="timeout must be a number of seconds >= 0"):
             asyncio.run(r.wait_for_change(-5))
+        with pytest.raises(ValueError, match="timeout must be a finite number of seconds"):
+            r.watch_for_changes(10**400)
+        with pytest.raises(ValueError, match="timeout must be a finite number of seconds"):
+            asyncio.run(r.wait_for_change(10**400))
         assert r.watch_for_changes(0) == 0
 
 

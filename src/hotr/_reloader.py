@@ -393,7 +393,16 @@ def _arguments(value: object, name: str) -> None:
 def _seconds(value: object, name: str, *, zero: bool) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not 0 <= value < _INF or (value == 0 and not zero):  # NaN is not either
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int past float's range: no clock waits that long
+        seconds = _INF
+    if seconds == _INF:
+        shown = repr(value)
+        if len(shown) > 30:  # only an int is that long
+            shown = f"an integer of {len(shown)} digits"
+        raise ValueError(f"{name} must be a finite number of seconds, not {shown}")
+    if not seconds >= 0 or (seconds == 0 and not zero):  # NaN is not either
         raise ValueError(
             f"{name} must be a number of seconds {'>=' if zero else '>'} 0, not {value!r}"
         )
