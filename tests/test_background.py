@@ -112,6 +112,45 @@ def test_a_program_that_never_imports_threading(builder: Builder) -> None:
     )
 
 
+def test_a_record_from_a_thread_started_before_threading_was_imported_names_it(
+    builder: Builder,
+) -> None:
+    """hotr.load's thread, started by _thread, logs a failed reload after the program imported
+    logging (and with it threading): the record's threadName is the thread's own name, not
+    the "Dummy-1" threading would give a thread it did not start."""
+    builder.rename(source(1))
+    run_python(
+        f"""
+        import os, sys, time
+
+        import hotr
+
+        lib = hotr.load({str(builder.lib)!r})
+        assert "threading" not in sys.modules
+        import logging
+
+        names = []
+
+        class Keep(logging.Handler):
+            def emit(self, record):
+                names.append(record.threadName)
+
+        logging.getLogger("hotr").addHandler(Keep())
+        with open({str(builder.lib)!r} + ".new", "wb") as f:
+            f.write(b"not an ELF file")
+        os.rename({str(builder.lib)!r} + ".new", {str(builder.lib)!r})
+        deadline = time.monotonic() + 10
+        while not names:
+            assert time.monotonic() < deadline, "no record of the failed reload"
+            time.sleep(0.01)
+        assert names[0] == "hotr:libhot.so", names
+        assert lib.value() == 1
+        print("ok")
+        """,
+        timeout=60,
+    )
+
+
 @pytest.mark.every_python  # how the main thread is known differs from 3.13 on (_deferred.c)
 def test_hotr_first_imported_in_a_thread_started_by_thread_module(builder: Builder) -> None:
     """The main thread is the interpreter's, whichever thread imported hotr: that thread loads

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 
+from ._threads import adopt
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
 def _logger() -> logging.Logger:
     import logging
 
+    adopt()  # imported by now: logging imports threading
     return logging.getLogger("hotr")  # logging keeps it: the same object on every call
 
 

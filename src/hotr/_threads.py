@@ -4,7 +4,9 @@
 `import hotr` may cost, and hotr.load must start a thread within its first 3 ms.  So a thread
 is a threading.Thread when the program has imported threading (it is then listed by
 threading.enumerate() under hotr's name), and otherwise one _thread starts, which only the
-kernel knows by name (top, gdb, /proc/PID/task/*/comm).  Both are daemon threads.
+kernel knows by name (top, gdb, /proc/PID/task/*/comm), and, once the program imports
+threading, threading too from the first record hotr logs there (see adopt()).  Both are daemon
+threads.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 else:
     Protocol = object  # the protocols are for the type checker (typing costs 3 ms)
 
-__all__ = ["Handle", "start"]
+__all__ = ["Handle", "adopt", "start"]
 
 # Ctrl-C, and what `kill` and service managers send: what a thread started with
 # hold_signals=True never takes.
@@ -63,10 +65,12 @@ class _Bare:
 
     def _run(self) -> None:
         self.ident = _thread.get_ident()
+        _bare_names[self.ident] = self._name
         try:
             name_thread(self._name)
             self._target()
         finally:
+            _bare_names.pop(self.ident, None)
             self._running.release()
 
     def join(self, timeout: float | None = None) -> None:
@@ -74,6 +78,19 @@ class _Bare:
             return
         if self._running.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
             self._running.release()
+
+
+_bare_names: dict[int, str] = {}  # ident -> name of each _Bare thread running
+
+
+def adopt() -> None:
+    """In a thread _thread started for hotr, once threading is imported: give the stand-in
+    threading makes for it (threading.current_thread(), "Dummy-1") the thread's name, so a log
+    record's threadName says which library's thread wrote it."""
+    name = _bare_names.get(_thread.get_ident())
+    module = sys.modules.get("threading")
+    if name is not None and module is not None:
+        module.current_thread().name = name
 
 
 def start(target: Callable[[], object], name: str, *, hold_signals: bool) -> Handle:
