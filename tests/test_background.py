@@ -202,6 +202,38 @@ def test_hotr_first_imported_in_a_thread_started_by_thread_module(builder: Build
     )
 
 
+@pytest.mark.every_python  # from 3.13 on the main thread is known by its ident (_deferred.c)
+def test_a_subinterpreter_in_the_main_thread_holds_no_signals_back() -> None:
+    """Only the main interpreter's main thread holds signals back: a subinterpreter running in
+    the main thread cannot set handlers (signal.signal raises ValueError there), so its
+    deferral leaves them alone, as _PyOS_IsMainThread has it before 3.13."""
+    pytest.importorskip("_testcapi")
+    sub = (
+        "import os\n"
+        "import hotr._shim\n"
+        "from hotr._signals import deferred\n"
+        "try:\n"
+        "    with deferred():\n"
+        "        pass\n"
+        "    os.write(1, b'sub: main=%d\\n' % hotr._shim.is_main_thread())\n"
+        "except BaseException as error:\n"
+        "    os.write(1, b'sub: ' + repr(error).encode() + b'\\n')\n"
+    )
+    proc = run_python(
+        f"""
+        import _testcapi, signal
+
+        import hotr._shim
+
+        assert hotr._shim.is_main_thread()
+        assert _testcapi.run_in_subinterp({sub!r}) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        """,
+        timeout=60,
+    )
+    assert proc.stdout == "sub: main=0\n", proc.stdout
+
+
 def test_manual_loads_at_the_chosen_point_with_builds_in_background(tmp_path: Path) -> None:
     slow_cc = tmp_path / "slow-cc"
     slow_cc.write_text('#!/bin/sh\nsleep 0.3\nexec cc "$@"\n')

@@ -36,9 +36,16 @@ static unsigned long opener;            /* PyThread_get_thread_ident() of who op
 
 #if PY_VERSION_HEX >= 0x030D0000
 /* 3.13 moved the interpreter's own answer out of the public headers; 3.12 added the ident of
- * the thread it calls main (_thread._get_main_thread_ident), kept here and after a fork. */
+ * the thread it calls main (_thread._get_main_thread_ident), kept here and after a fork.  As
+ * _PyOS_IsMainThread, only the main interpreter's: a subinterpreter running in the main thread
+ * cannot set signal handlers (signal.signal raises ValueError there). */
 static unsigned long main_ident;
-#define in_main_thread() (PyThread_get_thread_ident() == main_ident)
+static int
+in_main_thread(void)
+{
+    return PyThread_get_thread_ident() == main_ident
+           && PyInterpreterState_Get() == PyInterpreterState_Main();
+}
 #else
 #define in_main_thread() _PyOS_IsMainThread()
 #endif
