@@ -6,6 +6,8 @@ import asyncio
 import logging
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,11 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
         ValueError,
         "build_timeout must be a finite number of seconds, not an",
     ),
+    (
+        {"debounce": -(10**400)},
+        ValueError,
+        "debounce must be a number of seconds >= 0, not an integer of 401 digits",
+    ),
     ({"cc": 3}, TypeError, "cc must be a compiler's name"),
     ({"cc": ""}, ValueError, "cc is empty"),
     ({"keep_globals": "yes"}, TypeError, "keep_globals must be True or False"),
@@ -81,6 +88,15 @@ def test_bad_arguments_name_the_parameter(
         hotr.load(path, **options)
 
 
+def test_an_integer_too_long_for_repr_is_named_by_its_digits(src: Path) -> None:
+    # repr() of an int over 4300 digits raises ValueError (sys.get_int_max_str_digits)
+    message = "build_timeout must be a finite number of seconds, not an integer of 5001 digits"
+    with pytest.raises(ValueError, match=message):
+        hotr.HotReloader(src, build_timeout=10**5000)
+    with hotr.HotReloader(src) as r, pytest.raises(ValueError, match=">= 0, not an integer of"):
+        r.watch_for_changes(-(10**5000))
+
+
 def test_wait_timeouts_are_checked(src: Path) -> None:
     with hotr.HotReloader(src) as r:
         r.update()
@@ -95,6 +111,46 @@ def test_wait_timeouts_are_checked(src: Path) -> None:
         with pytest.raises(ValueError, match="timeout must be a finite number of seconds"):
             asyncio.run(r.wait_for_change(10**400))
         assert r.watch_for_changes(0) == 0
+
+
+def test_long_finite_waits_are_waited_for(tmp_path: Path, builder: Builder) -> None:
+    """Any finite number of seconds is accepted, so it must work: poll() takes at most 24.8
+    days and select() what fits a _PyTime_t, and a longer timeout (in a thread other than the
+    main one), debounce or build_timeout raised OverflowError, a debounce's in hotr's own thread,
+    which then watched nothing for anyone."""
+    builder.rename(source(1))
+    with hotr.HotReloader(builder.lib) as r:
+        r.update()
+        found: list[object] = []
+
+        def wait() -> None:
+            try:
+                found.append(r.watch_for_changes(1e300))
+            except BaseException as error:
+                found.append(error)
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        waiter.join(0.3)
+        assert not found, found
+        builder.rename(source(2))
+        waiter.join(10)
+        assert found == [1], found
+    held = tmp_path / "held.c"
+    held.write_text("int value(void) { return 1; }\n")
+    with hotr.HotReloader(held, debounce=3e6) as slow, hotr.HotReloader(builder.lib) as other:
+        slow.update()
+        other.update()
+        held.write_text("int value(void) { return 2; }\n")  # held back 35 days
+        time.sleep(0.3)
+        builder.rename(source(3))
+        assert other.watch_for_changes(timeout=10) == 1, "hotr's thread died"
+    out = tmp_path / "libbuilt.so"
+    c_file = tmp_path / "built.c"
+    c_file.write_text("int value(void) { return 7; }\n")
+    command = ["cc", "-shared", "-fPIC", str(c_file), "-o", str(out)]
+    with hotr.HotReloader(out, sources=[c_file], build=command, build_timeout=1e300) as built:
+        assert built.update().value() == 7
 
 
 def test_symbol_names_are_strings(src: Path) -> None:

@@ -41,6 +41,7 @@ from ._exceptions import BuildError
 from ._inputs import FRESH_NS, Stamp, headers_on_path, read_depfile, stamp
 from ._signals import deferred
 from ._source import absolute
+from ._threads import LONGEST_WAIT
 
 # hotr.h lives here; the default command puts it on the include path (`hotr --include` prints it).
 INCLUDE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
@@ -123,11 +124,15 @@ def _communicate(proc: subprocess.Popen[bytes], timeout: float) -> tuple[str, bo
     try:
         pidfd = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):  # no pidfd (Linux before 5.3)
-        try:
-            return _text(proc.communicate(timeout=timeout)[0]), False
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            return _text(proc.communicate()[0]), True
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return _text(proc.communicate(timeout=min(timeout, LONGEST_WAIT))[0]), False
+            except subprocess.TimeoutExpired:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    _kill(proc)
+                    return _text(proc.communicate()[0]), True
     out = proc.stdout.fileno()
     chunks: list[bytes] = []
     expired = False
@@ -141,7 +146,7 @@ def _communicate(proc: subprocess.Popen[bytes], timeout: float) -> tuple[str, bo
                 if remaining <= 0 and not expired:
                     expired = True
                     _kill(proc)  # then read to the end: the whole group is going
-                for key, _ in waiting.select(None if expired else remaining):
+                for key, _ in waiting.select(None if expired else min(remaining, LONGEST_WAIT)):
                     data = os.read(out, 65536) if key.fd == out else b""
                     if data:
                         chunks.append(data)

@@ -19,7 +19,7 @@ from ._log import logger
 from ._shim import is_main_thread
 from ._signals import deferred
 from ._source import ChangeSource
-from ._threads import Handle, start
+from ._threads import LONGEST_WAIT, Handle, start
 from ._tracker import ChangeTracker, Snapshot
 
 TYPE_CHECKING = False
@@ -120,6 +120,8 @@ class Doorbell:
             for fd in by_fd.keys() - self._polled:
                 self._poller.register(fd, select.POLLIN)
             self._polled = set(by_fd)
+        if timeout is not None:  # the caller's loop waits again for what is left
+            timeout = min(timeout, LONGEST_WAIT)
         ready = self._poller.poll(None if timeout is None else max(0, -int(-timeout * 1000 // 1)))
         synced = 0
         for fd, _ in ready:

@@ -26,7 +26,7 @@ from ._inotify import InotifyWatch, InotifyWatches
 from ._log import logger
 from ._polling import PollWatch, PollWatches
 from ._signals import deferred
-from ._threads import Handle, start
+from ._threads import LONGEST_WAIT, Handle, start
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -306,7 +306,8 @@ class Reactor:
         scan = self._polling.next_due()
         if scan is not None:
             due.append(scan)
-        return max(0.0, min(due) - self.clock()) if due else None
+        # The loop runs the timers that are due and waits again: a wait is at most a day.
+        return min(max(0.0, min(due) - self.clock()), LONGEST_WAIT) if due else None
 
     def _run_timers(self) -> None:
         now = self.clock()

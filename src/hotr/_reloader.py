@@ -390,21 +390,33 @@ def _arguments(value: object, name: str) -> None:
         raise TypeError(f"{name} must be a list of strings")
 
 
+def _shown(value: float) -> str:
+    """repr(value), but a long int by its number of digits: repr() of one over 4300 digits
+    raises ValueError (sys.get_int_max_str_digits)."""
+    if isinstance(value, float) or -(10**30) < value < 10**30:
+        return repr(value)
+    magnitude = abs(value)
+    digits = max(1, int(magnitude.bit_length() * 0.30102999566398120))  # log10(2): near it
+    while 10**digits <= magnitude:
+        digits += 1
+    while digits > 1 and 10 ** (digits - 1) > magnitude:
+        digits -= 1
+    return f"an integer of {digits} digits"
+
+
 def _seconds(value: object, name: str, *, zero: bool) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    shown = _shown(value)
     try:
         seconds = float(value)
     except OverflowError:  # an int past float's range: no clock waits that long
-        seconds = _INF
+        seconds = _INF if value > 0 else -_INF
     if seconds == _INF:
-        shown = repr(value)
-        if len(shown) > 30:  # only an int is that long
-            shown = f"an integer of {len(shown)} digits"
         raise ValueError(f"{name} must be a finite number of seconds, not {shown}")
     if not seconds >= 0 or (seconds == 0 and not zero):  # NaN is not either
         raise ValueError(
-            f"{name} must be a number of seconds {'>=' if zero else '>'} 0, not {value!r}"
+            f"{name} must be a number of seconds {'>=' if zero else '>'} 0, not {shown}"
         )
 
 

@@ -26,7 +26,12 @@ if TYPE_CHECKING:
 else:
     Protocol = object  # the protocols are for the type checker (typing costs 3 ms)
 
-__all__ = ["Handle", "adopt", "start"]
+__all__ = ["LONGEST_WAIT", "Handle", "adopt", "start"]
+
+# The longest one poll() or select() of hotr blocks: poll() takes at most 2**31 - 1 ms (24.8
+# days), select() a timeout that fits a _PyTime_t; a longer timeout, debounce or build_timeout
+# (any finite one is accepted) is waited for in several.
+LONGEST_WAIT = 86400.0
 
 # Ctrl-C, and what `kill` and service managers send: what a thread started with
 # hold_signals=True never takes.
