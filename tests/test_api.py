@@ -190,6 +190,14 @@ def test_version_info_behaves_as_the_named_tuple_it_stands_for() -> None:
         pickle.loads(pickle.dumps(ours))
     ) is type(ours)
     assert repr(ours).startswith("VersionInfo(number=1, loaded_at=2.0")
+    import inspect
+
+    for name, method in vars(twin).items():  # what help(VersionInfo) shows of each method
+        if callable(method) or isinstance(method, classmethod):
+            mine = getattr(vars(hotr.VersionInfo)[name], "__func__", vars(hotr.VersionInfo)[name])
+            twins = getattr(method, "__func__", method)
+            assert mine.__doc__ == twins.__doc__, name
+            assert inspect.signature(mine) == inspect.signature(twins), name
     match ours:
         case hotr.VersionInfo(number, _, sha):
             assert (number, sha) == (1, "ab")
