@@ -815,9 +815,46 @@ def test_a_save_runs_the_compiler_only_once(tmp_path: Path) -> None:
         sys.modules.pop(name, None)
 
 
+def test_a_module_of_a_package_is_named_in_full(tmp_path: Path) -> None:
+    # name="pkg.mod": its init is PyInit_mod, it is sys.modules["pkg.mod"] and, as an import
+    # makes it, the attribute mod of the package imported already.
+    package, name = new_name(), new_name()
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
+    src = tmp_path / f"{name}.c"
+    code = """
+#include <Python.h>
+static PyObject *value(PyObject *self, PyObject *unused) { return PyLong_FromLong(%(v)d); }
+static PyMethodDef methods[] = {{"value", value, METH_NOARGS, NULL}, {NULL}};
+static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "%(full)s", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_%(name)s(void) { return PyModule_Create(&def); }
+"""
+    full = f"{package}.{name}"
+    src.write_text(code % {"v": 1, "full": full, "name": name})
+    sys.path.insert(0, str(tmp_path))
+    try:
+        parent = importlib.import_module(package)
+        module = hotr.load_module(src, name=full, manual=True)
+        try:
+            assert sys.modules[full] is module and getattr(parent, name) is module
+            assert importlib.import_module(full) is module
+            assert (module.__name__, module.value()) == (full, 1)
+            src.write_text(code % {"v": 2, "full": full, "name": name})
+            reload_to(module, 2)
+            assert getattr(parent, name).value() == 2
+        finally:
+            hotr.reloader_of(module).close()
+            sys.modules.pop(full, None)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(package, None)
+
+
 def test_not_a_module_name() -> None:
     with pytest.raises(ValueError, match="not a module name"):
         hotr.load_module("x.c", name="no-dash")
+    with pytest.raises(ValueError, match="not a module name"):
+        hotr.load_module("x.c", name="pkg..x")
     with pytest.raises(TypeError, match="load_module"):
         hotr.reloader_of(sys)
 

@@ -132,7 +132,8 @@ def load_module(
 
     Args:
         name: the module's name, which its init function is named after (``PyInit_<name>``);
-            default: the file name up to its first dot.
+            default: the file name up to its first dot.  A package's module is named in full
+            (``"pkg._speedups"``: ``PyInit__speedups``).
 
     Raises:
         FileNotFoundError: `target` does not exist.
@@ -183,7 +184,8 @@ def _binding(
     first = os.fspath(paths[0]) if paths else ""
     if name is None:
         name = os.path.basename(first).split(".", 1)[0]
-    if not name.isidentifier():
+    # A module of a package ("pkg._speedups") is named in full; its init is PyInit_<last part>.
+    if not all(part.isidentifier() for part in name.split(".")):
         raise ValueError(f"name: {name!r} is not a module name; pass name= (PyInit_<name>)")
     # No prototypes: a module's functions are typed by the module itself, so reading them
     # (cc -E beside each compile) would only slow every save.
@@ -229,6 +231,10 @@ class ModuleBinding:
                 previous,
             )
         sys.modules[self.name] = self.module
+        # As an import of a package's module does: `import pkg.fast` then finds pkg.fast.
+        package, _, short = self.name.rpartition(".")
+        if package and package in sys.modules:
+            setattr(sys.modules[package], short, self.module)
         return self.module
 
     def init(self, version: Version) -> None:
