@@ -737,6 +737,38 @@ def test_aload_module_reloads_in_a_task_on_the_loop(tmp_path: Path) -> None:
         sys.modules.pop(name, None)
 
 
+def test_probe_runs_the_init_so_one_that_crashes_is_refused(tmp_path: Path) -> None:
+    # In a child: without the probe running PyInit, version 2's segfault ends the process.
+    run_child(
+        f"""
+        from pathlib import Path
+        from test_modules import SINGLE
+        src = Path({str(tmp_path)!r}) / "probed.c"
+        src.write_text(c_source(SINGLE, "probed", 1))
+        module = hotr.load_module(src, manual=True, probe=True)
+        r = hotr.reloader_of(module)
+        crash = c_source(SINGLE, "probed", 2).replace(
+            "PyObject *m = PyModule_Create", "*(volatile int *)0 = 1; PyObject *m = PyModule_Create"
+        )
+        for code, expected in ((crash, "crashed a probe process (SIGSEGV)"),
+                               (c_source(SINGLE, "probed", 3, fail=True), "version 3 refuses")):
+            src.write_text(code)
+            assert r.watch_for_changes(60)
+            try:
+                r.update()
+            except hotr.LoadError as exc:  # an exception in the init: the real one's
+                assert expected in str(exc), exc
+            else:
+                raise AssertionError("loaded")
+            assert (module.value(), r.version) == (1, 1)
+        src.write_text(c_source(SINGLE, "probed", 4))
+        reload_to(module, 2)
+        assert module.value() == 4
+        r.close()
+        """
+    )
+
+
 def test_rollback_runs_the_init_again(tmp_path: Path) -> None:
     name = new_name()
     src = tmp_path / f"{name}.c"

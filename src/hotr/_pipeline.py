@@ -64,6 +64,19 @@ _PROBE = (
     "except OSError as exc:\n"
     "    sys.exit(str(exc))\n"
 )
+# An extension module's probe also runs its init (argv: path, name, the parent's sys.path):
+# only a crash refuses the version; an exception is left for the real init to report (it may
+# need what only this process has, such as another hot-reloaded module).
+_PROBE_MODULE = (
+    _PROBE + "import importlib.machinery, importlib.util\n"
+    "sys.path[:] = sys.argv[3].split(os.pathsep)\n"
+    "loader = importlib.machinery.ExtensionFileLoader(sys.argv[2], sys.argv[1])\n"
+    "spec = importlib.util.spec_from_file_location(sys.argv[2], sys.argv[1], loader=loader)\n"
+    "try:\n"
+    "    loader.exec_module(importlib.util.module_from_spec(spec))\n"
+    "except BaseException:\n"
+    "    pass\n"
+)
 
 _PROBE_TIMEOUT = 10
 _MAP_ABOVE = 1 << 16  # files this large are mapped, not read, to be checked and compared
@@ -76,6 +89,8 @@ Spare = tuple[str, str, int]  # a private file made for a copy: name asked for, 
 
 class Extension(Protocol):
     """What a version is beyond a library: a Python extension module (_modules.py)."""
+
+    name: str  # the module's name (its init is PyInit_<last part>)
 
     def init(self, version: Version) -> None:
         """Run the module's initialisation in the mapped `version`; raises LoadError."""
@@ -418,13 +433,17 @@ class Loader:
                 raise LoadError(self._label, f"{name!r} is not in an executable segment")
 
     def _probe(self, path: str) -> None:
-        """Load `path` in a child process first: a constructor that crashes kills only it."""
+        """Load `path` in a child process first (an extension module's init too): a
+        constructor or init that crashes kills only it."""
         import signal  # probe=True only: not at import time
         import subprocess
 
+        argv = [sys.executable, "-S", "-c", _PROBE, path]
+        if self.extension is not None:
+            argv[3:] = [_PROBE_MODULE, path, self.extension.name, os.pathsep.join(sys.path)]
         try:
             proc = subprocess.run(
-                [sys.executable, "-S", "-c", _PROBE, path],
+                argv,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,

@@ -51,8 +51,9 @@ class HotReloader:
             version into the new one before its hotr_load runs (see hotr.h); r.history says what
             was carried and what was not.
         probe: load each new version in a child process first, so that a version whose
-            constructor crashes (abort, segfault) is refused instead of killing this process.
-            Costs a process start (about 20 ms) per reload; constructors run twice.
+            constructor crashes (abort, segfault) is refused instead of killing this process
+            (for hotr.load_module, its module init too).  Costs a process start (about 20 ms)
+            per reload; constructors run twice.
         ffi: a ``cffi.FFI`` whose ``cdef()`` declares the library's functions: they are then
             called through cffi (live cdata functions, same reload guarantees) instead of ctypes.
         prototypes: when hotr builds C sources with its default command, give each function the
