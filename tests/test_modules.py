@@ -18,6 +18,7 @@ import textwrap
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from conftest import CC, run_python
@@ -571,6 +572,30 @@ def _classes_state_hook(tmp_path: Path, *, unloaded: bool) -> None:
 
 def test_classes_state_and_hook(tmp_path: Path) -> None:
     _classes_state_hook(tmp_path, unloaded=False)
+
+
+def test_what_the_program_sets_on_the_module_reaches_the_hook(tmp_path: Path) -> None:
+    # examples/modules.py: `fastmath.calls += 1`, carried by __hotr_reload__, which reads the
+    # old version's own module: the program's set has to reach that module, not only hotr's.
+    name = new_name()
+    src = tmp_path / f"{name}.c"
+    src.write_text(c_source(MULTI, name, 1))
+    module: Any = hotr.load_module(src, manual=True)
+    try:
+        module.count += 41
+        module.note = "kept"
+        src.write_text(c_source(MULTI, name, 2))
+        reload_to(module, 2)
+        assert (module.count, module.note, module.value()) == (42, "kept", 2)
+        module.count = 7
+        src.write_text(c_source(MULTI, name, 3))
+        reload_to(module, 3)  # the note, which no version defines, stays
+        assert (module.count, module.note) == (8, "kept")
+        del module.note
+        assert not hasattr(module, "note")
+    finally:
+        hotr.reloader_of(module).close()
+        sys.modules.pop(name, None)
 
 
 def test_an_old_version_is_unloaded_once_nothing_of_it_is_left(tmp_path: Path) -> None:

@@ -209,7 +209,8 @@ class ModuleBinding:
     ) -> None:
         self.name = name
         self._on_crash = on_crash  # None: calls are not guarded
-        self.module = types.ModuleType(name)
+        self.module = _HeldModule(name)
+        object.__setattr__(self.module, "_hotr_binding", self)
         vars(self.module)[MODULE_KEY] = reloader
         self._label = label
         self.reloader = reloader
@@ -219,6 +220,11 @@ class ModuleBinding:
         self._state_type: type[_State] | None = None
         self._live: types.ModuleType | None = None  # the live version's own module
         self._next: types.ModuleType | None = None  # initialised, not yet switched to
+
+    @property
+    def live(self) -> types.ModuleType | None:
+        """The live version's own module (None before the first version is live)."""
+        return self._live
 
     def register(self) -> types.ModuleType:
         """Put the module in sys.modules (after its first version loaded) and return it."""
@@ -301,6 +307,8 @@ class ModuleBinding:
         public = vars(self.module)
         for key in self._defined - namespace.keys():  # what the last version had, this lacks
             public.pop(key, None)
+        for key in public.keys() - self._defined - namespace.keys() - {MODULE_KEY}:
+            vars(module)[key] = public[key]  # what the program set: the new code sees it too
         public.update(namespace)
         self._defined = set(namespace) - {MODULE_KEY}  # attributes the program set stay
         self._live = module
@@ -321,6 +329,28 @@ class ModuleBinding:
         if self._on_crash is not None:
             vars(state)[_ON_CRASH] = self._on_crash
         return state, function
+
+
+class _HeldModule(types.ModuleType):
+    """The module the program holds.  What the program sets on it (or deletes) is set on the
+    live version's own module too, as on a module it imported: that version's code reads its
+    own module, and the next version's __hotr_reload__ is handed it (``fastmath.calls += 1``
+    is carried over)."""
+
+    __slots__ = ("_hotr_binding",)  # its ModuleBinding, outside the namespace
+    _hotr_binding: ModuleBinding
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        super().__setattr__(key, value)
+        live = self._hotr_binding.live
+        if live is not None:
+            setattr(live, key, value)
+
+    def __delattr__(self, key: str) -> None:
+        super().__delattr__(key)
+        live = self._hotr_binding.live
+        if live is not None and key in vars(live):
+            delattr(live, key)
 
 
 class _State(LiveCallable):
