@@ -263,8 +263,12 @@ def _check_usage(
                 "put them in your build"
             )
         return
-    if len(targets) > 1 and not all(is_source(t) for t in targets):
-        run.error("give one .so library, or C sources, as TARGET (not several libraries)")
+    others = [t for t in targets if not is_source(t)]
+    if len(targets) > 1 and others:  # a header, say: it is watched through its sources
+        run.error(
+            f"{others[0]} is not a C source: give one .so library, or C sources, as TARGET "
+            "(the headers they include are watched)"
+        )
     if len(targets) == 1 and not is_source(targets[0]) and (options.cc or flags):
         run.error(f"--cc and compiler flags are for C sources, and {targets[0]} is a library")
 
