@@ -279,6 +279,26 @@ def test_several_sources_are_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert lib.third.restype is ctypes.c_double
 
 
+def test_a_parameter_of_arrays_of_rows_is_typed(tmp_path: Path) -> None:
+    # `double m[][2]` is a pointer to rows of doubles: it takes what a double * takes, and the
+    # function (its double result included) is typed, not left returning ctypes' int.
+    (tmp_path / "rows.c").write_text(
+        "double last(const double m[][2], int n) { return m[n - 1][1]; }\n"
+        "double first(double (*m)[3]) { return m[0][0]; }\n"
+    )
+    reloader = hotr.HotReloader(tmp_path / "rows.c")
+    try:
+        lib = reloader.update()
+        frozen = np.array([[1.0, 2.0], [3.0, 4.0]])
+        frozen.flags.writeable = False  # const rows take a read-only array
+        assert (lib.last(frozen, 2), lib.first(np.ones((2, 3)))) == (4.0, 1.0)
+        assert lib.last.restype is ctypes.c_double
+        with pytest.raises(ctypes.ArgumentError, match="8-byte floats"):
+            lib.last(np.zeros((2, 2), dtype=np.float32), 2)
+    finally:
+        reloader.close()
+
+
 def test_callbacks_and_const_arrays(tmp_path: Path) -> None:
     # A wrong conversion of a callback passes C a pointer to data, which it calls: a crash, so
     # in a child.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 from typing import Any
 
-from ._prototypes import CType, FunctionType, Opaque, Pointer, Prototype, Scalar
+from ._prototypes import Array, CType, FunctionType, Opaque, Pointer, Prototype, Scalar
 
 Signature = tuple[Any, tuple[Any, ...] | None]  # (restype, argtypes); argtypes None: untyped
 
@@ -75,11 +75,14 @@ def _param(ctype: CType) -> Any:
             raise LookupError(ctype)
         return _SCALARS[ctype.name]
     if isinstance(ctype, Pointer):
-        target = ctype.target
+        target, const = ctype.target, ctype.const
+        while isinstance(target, Array):  # double m[][2]: rows of doubles, passed as double *
+            row: Array = target
+            target, const = row.target, row.const
         if isinstance(target, Scalar) and target.name != "void":
-            return pointer_to(target.name, const=ctype.const)
+            return pointer_to(target.name, const=const)
         if isinstance(target, (Scalar, Opaque, Pointer, FunctionType)):
-            return void_pointer(const=ctype.const)
+            return void_pointer(const=const)
     raise LookupError(ctype)
 
 
