@@ -235,3 +235,26 @@ def test_changes_yields_versions_another_driver_loaded(builder: Builder) -> None
         return got
 
     assert asyncio.run(main()) == [2, 3]
+
+
+def test_a_new_task_is_not_told_of_a_change_loaded_before_it_began(builder: Builder) -> None:
+    # A task starts with a copy of its creator's context: the creator's look, taken before
+    # another task loaded a change, must not make every later task's first wait report it.
+    async def main() -> list[bool]:
+        with hotr.HotReloader(builder.lib) as r:
+            lib = r.update()
+
+            async def load_next(n: int) -> bool:
+                builder.rename(source(n))
+                changed = await r.wait_for_change(timeout=5)
+                r.update()
+                assert lib.value() == n
+                return changed
+
+            async def wait_briefly() -> bool:
+                return await r.wait_for_change(timeout=0.2)
+
+            assert await asyncio.create_task(load_next(2)) is True
+            return [await asyncio.create_task(wait_briefly()) for _ in range(2)]
+
+    assert asyncio.run(main()) == [False, False]

@@ -11,7 +11,9 @@ import _thread
 import itertools
 import os
 import select
+import sys
 import time
+from _weakref import ref
 
 from ._exceptions import HotReloadError
 from ._history import VersionInfo
@@ -200,14 +202,29 @@ class Cursor:
 
 
 # Each thread, and each asyncio task, has its own view of each reloader (a context variable),
-# so one thread's look never hides a change from another.
-_looks: ContextVar[dict[int, Snapshot]] = ContextVar("hotr_looks")
+# so one thread's look never hides a change from another.  A task starts with a copy of its
+# creator's context, so each look also names who took it (see `_looker`): a look inherited from
+# the creator is not the task's own, or every task's first wait would report again what the
+# creator had not seen when it made the task, however long ago another task loaded it.
+_looks: ContextVar[dict[int, tuple[object, Snapshot]]] = ContextVar("hotr_looks")
 _views = itertools.count()
 
 
+def _looker() -> object:
+    """Who is looking: a weak reference to the running asyncio task, else the thread's id."""
+    asyncio = sys.modules.get("asyncio")  # never imported here: a program without it has no task
+    # _get_running_loop() first: current_task() raises without a loop, which costs every poll()
+    # of a program that imported asyncio a microsecond.
+    if asyncio is not None and asyncio._get_running_loop() is not None:
+        task = asyncio.current_task()
+        if task is not None:
+            return ref(task)
+    return _thread.get_ident()
+
+
 class ProgramView:
-    """The View of the program: its own for each thread and task (see `_looks`); a thread's
-    first wait starts from the program's last update() or poll() in any thread."""
+    """The View of the program: its own for each thread and task (see `_looks`); a thread's or
+    task's first wait starts from the program's last update() or poll() in any of them."""
 
     def __init__(self, tracker: ChangeTracker, on_look: Callable[[], None]) -> None:
         self._tracker = tracker
@@ -216,13 +233,16 @@ class ProgramView:
         self.shared = tracker.snapshot()
 
     def seen(self) -> Snapshot:
-        return _looks.get({}).get(self._key, self.shared)
+        mine = _looks.get({}).get(self._key)
+        if mine is None or mine[0] != _looker():  # a weak reference equals one to the same task
+            return self.shared
+        return mine[1]
 
     def look(self, *, shared: bool = False, at: Snapshot | None = None) -> None:
         """This thread (task) has seen everything up to now (or up to `at`); with `shared`, so
         has the program (update() and poll() take changes in for everyone)."""
         now = self._tracker.snapshot() if at is None else at
-        _looks.set({**_looks.get({}), self._key: now})
+        _looks.set({**_looks.get({}), self._key: (_looker(), now)})
         if shared:
             self.shared = now
             self._on_look()
