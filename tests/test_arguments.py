@@ -70,6 +70,9 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"keep_globals": "yes"}, TypeError, "keep_globals must be True or False"),
     ({"probe": 1}, TypeError, "probe must be True or False"),
     ({"backend": "fsevents"}, ValueError, "unknown backend 'fsevents'"),
+    ({"backend": None}, TypeError, "backend must be 'auto', 'inotify', 'poll' or a hotr.testing"),
+    ({"prototypes": None}, TypeError, "prototypes must be True or False, not None"),
+    ({"ffi": 3}, TypeError, "ffi must be a cffi.FFI or None, not int"),
     ({"jobs": 1.5}, TypeError, "jobs must be a whole number or None"),
     ({"jobs": True}, TypeError, "jobs must be a whole number or None"),
     ({"jobs": 0}, ValueError, "jobs: expected a whole number, at least 1"),
@@ -86,6 +89,26 @@ def test_bad_arguments_name_the_parameter(
         hotr.HotReloader(path, **options)
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
         hotr.load(path, **options)
+
+
+def test_callbacks_and_the_background_options_are_checked(src: Path) -> None:
+    # Each of these was taken, and failed later (a callback at the first reload, logged) or
+    # never (manual=3 was taken as true), or raised AttributeError.
+    with hotr.HotReloader(src) as r:
+        with pytest.raises(TypeError, match="on_reload must be a callable, not int"):
+            r.on_reload(3)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="on_error must be a callable, not NoneType"):
+            r.on_error(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="on_reload must be a callable, not str"):
+        hotr.load(src, on_reload="print")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="manual must be True or False, not 3"):
+        hotr.load(src, manual=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="manual must be True or False, not 'yes'"):
+        hotr.Watcher(manual="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="backend must be 'auto', 'inotify' or 'poll', not None"):
+        hotr.Watcher(backend=None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="name must be a module name or None, not int"):
+        hotr.load_module(src, name=3)  # type: ignore[arg-type]
 
 
 def test_an_integer_too_long_for_repr_is_named_by_its_digits(src: Path) -> None:

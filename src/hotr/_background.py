@@ -66,8 +66,10 @@ def start(
 ) -> None:
     """Load the first version now (closing `reloader` if that fails), then reload in a
     background thread: hotr.load and hotr.load_module."""
-    _register(reloader, on_reload, on_error)
     try:
+        if not isinstance(manual, bool):
+            raise TypeError(f"manual must be True or False, not {manual!r}")
+        _register(reloader, on_reload, on_error)
         reloader.update()
     except BaseException:
         reloader.close()
@@ -112,8 +114,8 @@ async def astart(
     import asyncio  # here, not at import time: it costs ~20 ms
 
     loop = asyncio.get_running_loop()
-    _register(reloader, on_reload, on_error)
     try:
+        _register(reloader, on_reload, on_error)
         if core_of(reloader).builds is None:
             reloader.update()  # a load takes well under a millisecond: do it on the loop
         else:

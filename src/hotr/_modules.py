@@ -184,6 +184,8 @@ def _binding(
     first = os.fspath(paths[0]) if paths else ""
     if name is None:
         name = os.path.basename(first).split(".", 1)[0]
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a module name or None, not {type(name).__name__}")
     # A module of a package ("pkg._speedups") is named in full; its init is PyInit_<last part>.
     if not all(part.isidentifier() for part in name.split(".")):
         raise ValueError(f"name: {name!r} is not a module name; pass name= (PyInit_<name>)")

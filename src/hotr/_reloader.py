@@ -127,9 +127,15 @@ class HotReloader:
             raise TypeError(f"cc must be a compiler's name (e.g. cc='tcc') or None, not {cc!r}")
         if cc is not None and not cc.strip():
             raise ValueError("cc is empty: name a compiler (e.g. cc='tcc'), or None for $CC")
-        for flag, name in ((keep_globals, "keep_globals"), (probe, "probe")):
+        for flag, name in (
+            (keep_globals, "keep_globals"),
+            (probe, "probe"),
+            (prototypes, "prototypes"),
+        ):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False, not {flag!r}")
+        if ffi is not None and not callable(getattr(ffi, "dlopen", None)):
+            raise TypeError(f"ffi must be a cffi.FFI or None, not {type(ffi).__name__}")
         if build is None and all(is_source(p, module=self._module) for p in paths):
             inputs, library = paths + inputs, None  # compile into the private directory
         elif len(paths) == 1:
@@ -156,8 +162,15 @@ class HotReloader:
                 )
             watcher: ChangeSource = reactor()
             chosen = backend
-        else:
+        elif isinstance(getattr(backend, "name", None), str) and callable(
+            getattr(backend, "watch", None)
+        ):
             watcher, chosen = backend, backend.name
+        else:
+            raise TypeError(
+                "backend must be 'auto', 'inotify', 'poll' or a hotr.testing.ScriptedBackend, "
+                f"not {type(backend).__name__}"
+            )
         self._core = ReloadCore(
             owner=self,
             label=library or _sources_label(inputs),
@@ -304,6 +317,7 @@ class HotReloader:
         Runs in the thread that reloaded; an exception it raises is logged, not propagated.
         Returns `callback`, so it works as a decorator.
         """
+        _callable(callback, "on_reload")
         self._core.on_reload(callback)
         return callback
 
@@ -313,6 +327,7 @@ class HotReloader:
         Runs in the thread that reloaded; an exception it raises is logged, not propagated.
         Returns `callback`, so it works as a decorator.
         """
+        _callable(callback, "on_error")
         self._core.on_error(callback)
         return callback
 
@@ -403,6 +418,12 @@ def _shown(value: float) -> str:
     while digits > 1 and 10 ** (digits - 1) > magnitude:
         digits -= 1
     return f"an integer of {digits} digits"
+
+
+def _callable(value: object, name: str) -> None:
+    """A callback must be callable: one that is not would fail only at the first reload."""
+    if not callable(value):
+        raise TypeError(f"{name} must be a callable, not {type(value).__name__}")
 
 
 def _seconds(value: object, name: str, *, zero: bool) -> None:

@@ -39,6 +39,10 @@ class Watcher:
     """
 
     def __init__(self, *, backend: str = "auto", manual: bool = False) -> None:
+        if not isinstance(backend, str):
+            raise TypeError(f"backend must be 'auto', 'inotify' or 'poll', not {backend!r}")
+        if not isinstance(manual, bool):
+            raise TypeError(f"manual must be True or False, not {manual!r}")
         if backend not in _env.BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(_env.BACKENDS)}")
         self.manual = manual
