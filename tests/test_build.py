@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -144,6 +146,39 @@ def test_build_timeout_is_reported(tmp_path: Path, src: Path) -> None:
             r.update()
         assert time.monotonic() - started < 5
         assert info.value.returncode is None
+
+
+@pytest.mark.parametrize("then", ["builds", "hangs"])
+def test_a_process_the_build_leaves_in_a_session_of_its_own_holds_nothing(
+    tmp_path: Path, src: Path, then: str
+) -> None:
+    # A build server started by the build (its own session, so the timeout's kill of the
+    # build's group cannot reach it) keeps the build's output pipe open for as long as it runs.
+    # Waiting for that pipe's end held a build that had finished until the server exited
+    # (reported as a timeout), and held a timed-out one past its timeout just as long.
+    out, pid_file = tmp_path / "libk.so", tmp_path / "server.pid"
+    server = (
+        "import subprocess, sys\n"
+        "server = subprocess.Popen(['sleep', '20'], start_new_session=True)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(server.pid))\n"
+    )
+    if then == "builds":
+        server += f"subprocess.run(['cc', '-shared', '-fPIC', {str(src)!r}, '-o', {str(out)!r}])\n"
+    else:
+        server += "subprocess.run(['sleep', '20'])\n"
+    build = [sys.executable, "-c", server]
+    try:
+        with hotr.HotReloader(out, sources=[src], build=build, build_timeout=2) as r:
+            started = time.monotonic()
+            if then == "builds":
+                assert r.update().value() == 101
+            else:
+                with pytest.raises(hotr.BuildError, match=r"did not finish within 2 s"):
+                    r.update()
+            assert time.monotonic() - started < 10
+    finally:
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 def test_missing_build_tool_is_reported(tmp_path: Path, src: Path) -> None:

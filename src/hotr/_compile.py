@@ -141,22 +141,40 @@ def _communicate(proc: subprocess.Popen[bytes], timeout: float) -> tuple[str, bo
         with selectors.DefaultSelector() as waiting:
             waiting.register(out, selectors.EVENT_READ)
             waiting.register(pidfd, selectors.EVENT_READ)
-            while waiting.get_map():
+            while pidfd in waiting.get_map():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 and not expired:
                     expired = True
-                    _kill(proc)  # then read to the end: the whole group is going
+                    _kill(proc)  # then wait for its exit: the whole group is going
                 for key, _ in waiting.select(None if expired else min(remaining, LONGEST_WAIT)):
                     data = os.read(out, 65536) if key.fd == out else b""
                     if data:
                         chunks.append(data)
                     else:
                         waiting.unregister(key.fd)
+            if out in waiting.get_map():
+                chunks.extend(_printed(out))
     finally:
         os.close(pidfd)
     proc.wait()
     proc.stdout.close()
     return _text(b"".join(chunks)), expired
+
+
+def _printed(out: int) -> list[bytes]:
+    """What is in the pipe `out` of a process that has exited, without waiting for its end.
+
+    Everything the process printed is there by now.  A process it left running in a session
+    of its own (a build server, `setsid ... &`) may hold the pipe open for as long as it runs:
+    waiting for the end would hold the build (and a timeout's kill, which cannot reach that
+    session) until it exits.
+    """
+    os.set_blocking(out, False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while data := os.read(out, 65536):
+            chunks.append(data)
+    return chunks
 
 
 def _text(data: bytes | str | None) -> str:
