@@ -65,7 +65,7 @@ class Commands:
         try:
             with deferred():  # a Ctrl-C between starting it and owning it would leave it running
                 proc = self._start(argv)
-            output, expired = _communicate(proc, self.timeout)
+            output, expired = communicate(proc, self.timeout)
         except BaseException:  # Ctrl-C: the build is in its own session, so stop it here
             if proc is not None:
                 _kill(proc)
@@ -113,9 +113,10 @@ class Commands:
         return proc
 
 
-def _communicate(proc: subprocess.Popen[bytes], timeout: float) -> tuple[str, bool]:
+def communicate(proc: subprocess.Popen[bytes], timeout: float) -> tuple[str, bool]:
     """Read everything `proc` prints and wait for its exit, within `timeout` seconds (else kill
-    its process group); return (its output, whether it was killed for taking too long).
+    its process group: start it in a session of its own); return (its output, whether it was
+    killed for taking too long).  Also the probe's (_pipeline.py).
 
     The exit is waited for on a pidfd, beside the output: communicate(timeout=...) polls for
     it with growing sleeps, which adds milliseconds to every compiler run.

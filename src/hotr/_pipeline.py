@@ -438,27 +438,42 @@ class Loader:
         import signal  # probe=True only: not at import time
         import subprocess
 
+        from ._compile import communicate
+
+        # Waited for as a build is: done when the probe exits, though a process a constructor
+        # started (twice: here too) may hold its output open for long after; in a session of
+        # its own, so that a probe that hangs is killed with what it started.
         argv = [sys.executable, "-S", "-c", _PROBE, path]
         if self.extension is not None:
             argv[3:] = [_PROBE_MODULE, path, self.extension.name, os.pathsep.join(sys.path)]
+        proc = None
         try:
-            proc = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=_PROBE_TIMEOUT,
-            )
-        except subprocess.TimeoutExpired:
+            with _signals.deferred():  # a Ctrl-C between starting it and owning it: no orphan
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            printed, expired = communicate(proc, _PROBE_TIMEOUT)
+        except BaseException:  # Ctrl-C: end the probe, and what its constructors started
+            if proc is not None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+            raise
+        if expired:
             raise LoadError(
                 self._label, f"loading it in a probe process did not finish in {_PROBE_TIMEOUT} s"
-            ) from None
+            )
         if proc.returncode < 0:
             name = signal.Signals(-proc.returncode).name
             raise LoadError(self._label, f"loading it crashed a probe process ({name})")
         if proc.returncode != 0:
-            reason = proc.stderr.strip().replace(f"{path}: ", "") or f"exit {proc.returncode}"
+            reason = printed.strip().replace(f"{path}: ", "") or f"exit {proc.returncode}"
             raise LoadError(self._label, reason)
 
     def _call_hook(self, version: Version, name: str, *, reloading: int) -> int:

@@ -48,6 +48,42 @@ def test_probe_reports_loader_errors(builder: Builder) -> None:
             r.update()
 
 
+HELPER = r"""#include <fcntl.h>
+#include <unistd.h>
+/* A constructor that starts a helper process: it inherits the probe's output and outlives it. */
+__attribute__((constructor)) static void helper(void) {
+    if (fork() == 0) {
+        char digits[16], *p = digits + sizeof digits;
+        int fd = open("%s", O_WRONLY | O_APPEND | O_CREAT, 0600);
+        *--p = '\n';
+        for (pid_t pid = getpid(); pid; pid /= 10) *--p = (char)('0' + pid %% 10);
+        write(fd, p, (size_t)(digits + sizeof digits - p));
+        close(fd);
+        sleep(15);
+        _exit(0);
+    }
+}
+"""
+
+
+def test_probe_is_done_when_it_exits_though_a_helper_holds_its_output(builder: Builder) -> None:
+    # The probe waited for the end of its output pipe, which the helper held for 15 s: the
+    # version, which loads fine, was refused after 10 s ("did not finish").
+    pids = builder.dir / "helpers"
+    try:
+        with hotr.HotReloader(builder.lib, probe=True) as r:
+            lib = r.update()
+            builder.write_bytes(builder.compile(HELPER % pids + source(2)))
+            assert r.watch_for_changes(timeout=5) == 1
+            started = time.monotonic()
+            r.update()
+            assert lib.value() == 2
+            assert time.monotonic() - started < 5
+    finally:
+        for pid in pids.read_text().split() if pids.exists() else []:
+            os.kill(int(pid), signal.SIGKILL)
+
+
 def test_without_probe_a_crashing_constructor_kills_the_host(builder: Builder) -> None:
     # The documented limit: dlopen runs constructors in-process.
     include, statement, _ = CRASHES["abort"]
