@@ -7,7 +7,10 @@ import ctypes
 import logging
 import os
 import shutil
+import signal
+import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,6 +182,34 @@ def test_prototypes_false_leaves_functions_untyped(
     with hotr.HotReloader(src, prototypes=False) as r:
         f = r.update().f
         assert f.argtypes is None and f.restype is ctypes.c_int
+
+
+def test_a_compiler_wrapper_that_starts_a_server_holds_no_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server (its own session) holds the output pipe of each compiler run it was started
+    # from: the preprocessing for prototypes waited for that pipe's end, 15 s, in every build.
+    monkeypatch.setenv("HOTR_PRIVATE_DIR", str(tmp_path / "private"))
+    pids = tmp_path / "servers"
+    wrapper = tmp_path / "cc-with-server"
+    wrapper.write_text(
+        f"#!{sys.executable}\n"
+        "import os, subprocess, sys\n"
+        "server = subprocess.Popen(['sleep', '15'], start_new_session=True)\n"
+        f"open({str(pids)!r}, 'a').write(f'{{server.pid}}\\n')\n"
+        "os.execvp('cc', ['cc', *sys.argv[1:]])\n"
+    )
+    wrapper.chmod(0o755)
+    src = tmp_path / "k.c"
+    src.write_text("double half(double x) { return x / 2; }\n")
+    try:
+        started = time.monotonic()
+        with hotr.HotReloader(src, cc=str(wrapper)) as r:
+            assert r.update().half(3) == 1.5  # typed: the prototypes were read
+        assert time.monotonic() - started < 10
+    finally:
+        for pid in pids.read_text().split() if pids.exists() else []:
+            os.kill(int(pid), signal.SIGKILL)
 
 
 def test_unparsable_declarations_stay_untyped_and_never_fail_a_load(

@@ -20,6 +20,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 
+from ._compile import communicate
 from ._log import logger
 from ._prototypes import parse
 from ._record import Record
@@ -40,7 +41,7 @@ class Reading(Record):
     """Prototypes being read for one build: the preprocessor started beside the compile, or the
     earlier build's prototypes when the sources' outlines and headers are as they were (`key`)."""
 
-    running: list[subprocess.Popen[str]]
+    running: list[subprocess.Popen[bytes]]
     key: tuple[object, ...] | None
     reused: Built | None
 
@@ -70,7 +71,7 @@ class PrototypeCatalog:
         beside = len(self._sources) == 1 and self._jobs > 1
         return Reading(self._spawn(self._sources) if beside else [], key, None)
 
-    def _spawn(self, sources: list[str]) -> list[subprocess.Popen[str]]:
+    def _spawn(self, sources: list[str]) -> list[subprocess.Popen[bytes]]:
         running = []
         for source in sources:
             try:
@@ -80,8 +81,6 @@ class PrototypeCatalog:
                         stdin=subprocess.DEVNULL,
                         stdout=subprocess.PIPE,
                         stderr=subprocess.DEVNULL,
-                        text=True,
-                        errors="replace",
                         start_new_session=True,  # a session of its own: killed with its children
                     )
                 )
@@ -154,22 +153,24 @@ class PrototypeCatalog:
             return self._by_digest.get(digest)
 
 
-def _collect(running: list[subprocess.Popen[str]], *, wanted: bool) -> tuple[list[str], bool]:
+def _collect(running: list[subprocess.Popen[bytes]], *, wanted: bool) -> tuple[list[str], bool]:
     """The outputs of the preprocessors `running` (none if not `wanted`: they are ended), and
     whether every one of them succeeded."""
     texts: list[str] = []
     complete = len(running) > 0 or not wanted
     try:
         for proc in running if wanted else ():
-            text, _ = proc.communicate(timeout=_TIMEOUT)
+            # Done when it exits, as a build is (a server a compiler wrapper starts may hold
+            # the output open for long after).
+            text, expired = communicate(proc, _TIMEOUT)
+            if expired:
+                logger.debug("preprocessing for prototypes took over %s s; left untyped", _TIMEOUT)
+                return [], False
             if proc.returncode == 0:
                 texts.append(text)
             else:
                 complete = False
                 logger.debug("preprocessing for prototypes failed: %s", proc.args)
-    except subprocess.TimeoutExpired:
-        logger.debug("preprocessing for prototypes took over %s s; left untyped", _TIMEOUT)
-        return [], False
     finally:
         for proc in running:
             if proc.returncode is None:
