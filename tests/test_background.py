@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -31,6 +32,20 @@ def test_load_callbacks(builder: Builder) -> None:
         builder.rename(source(2))
         wait_until(lambda: reloads, "on_reload was not called")
         assert reloads == [(1, 2)] and lib.value() == 2
+
+
+def test_a_callback_that_raises_system_exit_leaves_the_thread_reloading(builder: Builder) -> None:
+    # SystemExit (sys.exit() in a callback) is no Exception: it ended hotr.load's thread, and
+    # the library silently never reloaded again.
+    def on_reload(old: int, new: int) -> None:
+        if new == 2:
+            sys.exit(1)
+
+    with hotr.load(builder.lib, on_reload=on_reload) as lib:
+        builder.rename(source(2))
+        wait_until(lambda: lib.value() == 2, "no reload to version 2")
+        builder.rename(source(3))
+        wait_until(lambda: lib.value() == 3, "the thread ended with the callback's SystemExit")
 
 
 def test_the_thread_unloads_the_old_version_by_itself_after_a_reload(builder: Builder) -> None:

@@ -499,7 +499,7 @@ class BackgroundDriver:
                             when = time.monotonic() + _HOUSEKEEP_AFTER_LOAD
                             with self._lock:  # loads in a row: the first one's time stands
                                 self._later.setdefault(id(core), (when, core))
-                    except Exception:
+                    except BaseException:  # a callback's sys.exit() too: it ended the thread
                         logger.exception(
                             "hotr's background reloader for %s failed; it carries on", core.label
                         )
