@@ -116,7 +116,8 @@ assert "IPython" not in sys.modules
 for line in ("%%hotr\\nint f(void) { return 1; }", "%%hotr 1bad\\nint f(void) { return 1; }",
              "%%hotr k --bogus\\nint f(void) { return 1; }", "%hotr frobnicate",
              "%hotr rollback nothing", "%hotr load", "%hotr load /no/such/file.c",
-             "%hotr rollback"):
+             "%hotr rollback", "%%hotr k --cc\\nint f(void) { return 1; }",
+             "%%hotr k --cc -- -O2\\nint f(void) { return 1; }", "%hotr load k.c --name"):
     result = run(line)
     assert not result.success, line
     print("refused:", line.splitlines()[0])
@@ -129,10 +130,13 @@ print("done")
 """,
         env={"HOTR_PRIVATE_DIR": str(tmp_path / "private")},
     )
-    assert out.stdout.count("refused:") == 8
+    assert out.stdout.count("refused:") == 11
     assert "%%hotr needs a NAME" in out.stdout + out.stderr
     assert "must be an identifier" in out.stdout + out.stderr
     assert "unknown option '--bogus'" in out.stdout + out.stderr
+    assert "unknown option '--cc'" not in out.stdout + out.stderr  # it needs a value
+    assert "%hotr: --cc needs a value (--cc CC)" in out.stdout + out.stderr
+    assert "%hotr: --name needs a value (--name NAME)" in out.stdout + out.stderr
     assert "no library named 'nothing'" in out.stdout + out.stderr
     assert "No such source file" in out.stdout + out.stderr
     assert "has no earlier version" in out.stdout + out.stderr

@@ -306,7 +306,11 @@ def _options(words: list[str], *, name_first: bool) -> tuple[str, Options]:
         if word == "--":
             options.flags = tuple(words[at + 1 :])
             break
-        if word in ("--cc", "--name") and at + 1 < len(words):
+        if word in ("--cc", "--name"):
+            if at + 1 == len(words) or words[at + 1] == "--":
+                raise UsageError(
+                    f"%hotr: {word} needs a value ({word} {word[2:].upper()})\n{USAGE}"
+                )
             if word == "--cc":
                 options.cc = words[at + 1]
             elif name_first:
