@@ -91,6 +91,19 @@ def test_bad_arguments_name_the_parameter(
         hotr.load(path, **options)
 
 
+def test_a_source_given_twice_is_refused(src: Path) -> None:
+    # Compiled twice, it failed every link with "multiple definition of `f'".
+    (src.parent / "other.c").write_text("int g(void) { return 2; }\n")
+    (src.parent / "link.c").symlink_to(src)
+    for twice in ([src, src.parent / "other.c", src], [src, src.parent / "." / "k.c"]):
+        with pytest.raises(ValueError, match="path names one source twice"):
+            hotr.HotReloader(twice)
+    with pytest.raises(ValueError, match=r"path names one source twice \(.*k\.c', .*link\.c'\)"):
+        hotr.load([src, src.parent / "link.c"])
+    with hotr.HotReloader([src, src.parent / "other.c"]) as r:
+        assert r.update().g() == 2
+
+
 def test_callbacks_and_the_background_options_are_checked(src: Path) -> None:
     # Each of these was taken, and failed later (a callback at the first reload, logged) or
     # never (manual=3 was taken as true), or raised AttributeError.

@@ -147,6 +147,16 @@ class HotReloader:
         for source in inputs:
             if not os.path.exists(source):
                 raise FileNotFoundError(2, "No such source file", source)
+        if library is None:  # a source compiled twice would fail every link ("multiple definition")
+            files: dict[tuple[int, int], str] = {}
+            for source in inputs:
+                info = os.stat(source)
+                first = files.get((info.st_dev, info.st_ino))
+                if first is not None:
+                    raise ValueError(
+                        f"path names one source twice ({first!r}, {source!r}): give it once"
+                    )
+                files[info.st_dev, info.st_ino] = source
         if library is not None and not inputs and not os.path.exists(library):
             raise FileNotFoundError(2, "No such shared library", library)
         if guard is None:
