@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import reload_next
+from conftest import reload_next, wait_until_blocked
 
 import hotr
 
@@ -243,6 +243,41 @@ def test_arguments_are_checked(tmp_path: Path, src: Path) -> None:
         hotr.HotReloader(tmp_path / "x.so", build=["make"])
     with pytest.raises(ValueError, match="one shared library"):
         hotr.HotReloader([tmp_path / "a.so", tmp_path / "b.so"])
+
+
+def test_update_during_another_threads_build_gets_what_was_saved_before_it(
+    tmp_path: Path, src: Path
+) -> None:
+    # It returned at once with the old version live (a build was running elsewhere), so a
+    # program that saved and then called update() did not get what it saved.
+    hold, started, gate = tmp_path / "hold", tmp_path / "started", tmp_path / "gate"
+    os.mkfifo(gate)
+    cc = tmp_path / "gated-cc"
+    cc.write_text(
+        f"#!/bin/sh\nif [ -e {hold} ]; then rm {hold}; touch {started}; read go < {gate}; fi\n"
+        'exec cc "$@"\n'
+    )
+    cc.chmod(0o755)
+    with hotr.HotReloader(src, cc=str(cc)) as r:
+        assert r.update().value() == 101
+        hold.touch()
+        save(src, "int value(void) { return 2; }\n")
+        other = threading.Thread(target=r.update)  # its build waits at the gate
+        other.start()
+        deadline = time.monotonic() + 10
+        while not started.exists():
+            assert time.monotonic() < deadline, "the other thread's build never started"
+            time.sleep(0.01)
+        save(src, "int value(void) { return 3; }\n")
+        seen: list[int] = []
+        mine = threading.Thread(target=lambda: seen.append(r.update().value()))
+        mine.start()
+        wait_until_blocked([mine])  # for the other build (it returned at once, stale)
+        with open(gate, "w") as f:
+            f.write("go\n")
+        other.join(10)
+        mine.join(10)
+        assert seen == [3]
 
 
 def test_close_during_a_build_ends_it_as_closed_not_failed(tmp_path: Path, src: Path) -> None:

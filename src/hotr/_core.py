@@ -225,7 +225,10 @@ class ReloadCore:
         """Build if the inputs changed, load if the library changed.  Raises HotReloadError.
 
         `view` (the program's, for its own calls) is told exactly what this call took in: a
-        change that came after that is still news to the program's next wait.
+        change that came after that is still news to the program's next wait.  The program's
+        update() also waits for a build another thread is running (hotr.load's, a cancelled
+        task's in an executor), then builds what changed since it started: it gets every change
+        made before it, where hotr's own drivers go on and load the build when it is done.
         """
         self.check_open()
         self._attempted = True
@@ -233,7 +236,7 @@ class ReloadCore:
         self.housekeep()
         took = self.tracker.snapshot()
         try:
-            self._update()
+            self._update(wait=view is not None)
         finally:
             if view is not None:
                 # What was taken in: the last load's and the last build's generations.
@@ -243,11 +246,12 @@ class ReloadCore:
                 )
                 view.look(shared=True, at=taken)
 
-    def _update(self) -> None:
+    def _update(self, *, wait: bool) -> None:
         live = self.versions.current is not None
         if self.builds is not None and (self.builds_on_update or not live):
             try:
-                self.builds.run(wait=not live, held=True)  # asked for: the debounce is no reason
+                # Asked for: the debounce is no reason to wait.
+                self.builds.run(wait=wait or not live, held=True)
             except BuildError as exc:
                 self.check_open()  # a close() killed the build: that is no build failure
                 exc.path = self.label
