@@ -226,9 +226,7 @@ class ReloadCore:
 
         `view` (the program's, for its own calls) is told exactly what this call took in: a
         change that came after that is still news to the program's next wait.  The program's
-        update() also waits for a build another thread is running (hotr.load's, a cancelled
-        task's in an executor), then builds what changed since it started: it gets every change
-        made before it, where hotr's own drivers go on and load the build when it is done.
+        update() waits for a build another thread runs, then builds what changed since.
         """
         self.check_open()
         self._attempted = True
