@@ -68,7 +68,7 @@ class Commands:
             output, expired = communicate(proc, self.timeout)
         except BaseException:  # Ctrl-C: the build is in its own session, so stop it here
             if proc is not None:
-                _kill(proc)
+                kill_group(proc)
                 proc.wait()
             raise
         finally:
@@ -85,7 +85,7 @@ class Commands:
         with self._lock:
             running = list(self._running)
         for proc in running:
-            _kill(proc)
+            kill_group(proc)
 
     def cancel(self) -> None:
         """Kill the processes running now and start no more (the reloader is closing)."""
@@ -98,19 +98,25 @@ class Commands:
             if self._cancelled:
                 raise BuildError(self.output, shlex.join(argv), None, "", reason="cancelled")
             try:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+                proc = start_in_session(argv)
             except OSError as exc:
                 raise BuildError(
                     self.output, shlex.join(argv), None, f"cannot run {argv[0]!r}: {exc.strerror}"
                 ) from exc
             self._running.add(proc)
         return proc
+
+
+def start_in_session(argv: list[str]) -> subprocess.Popen[bytes]:
+    """Start `argv` in a session of its own, its output (and errors) on one pipe: a kill of
+    its group (kill_group) then ends whatever it started.  Also the probe's (_pipeline.py)."""
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def communicate(proc: subprocess.Popen[bytes], timeout: float) -> tuple[str, bool]:
@@ -132,7 +138,7 @@ def communicate(proc: subprocess.Popen[bytes], timeout: float) -> tuple[str, boo
             except subprocess.TimeoutExpired:
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
-                    _kill(proc)
+                    kill_group(proc)
                     return _text(proc.communicate()[0]), True
     out = proc.stdout.fileno()
     chunks: list[bytes] = []
@@ -146,7 +152,7 @@ def communicate(proc: subprocess.Popen[bytes], timeout: float) -> tuple[str, boo
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 and not expired:
                     expired = True
-                    _kill(proc)  # then wait for its exit: the whole group is going
+                    kill_group(proc)  # then wait for its exit: the whole group is going
                 for key, _ in waiting.select(None if expired else min(remaining, LONGEST_WAIT)):
                     data = os.read(out, 65536) if key.fd == out else b""
                     if data:
@@ -184,7 +190,7 @@ def _text(data: bytes | str | None) -> str:
     return data or ""
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
     """Kill a process's whole group; it may have ended already."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)

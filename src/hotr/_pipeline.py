@@ -436,9 +436,8 @@ class Loader:
         """Load `path` in a child process first (an extension module's init too): a
         constructor or init that crashes kills only it."""
         import signal  # probe=True only: not at import time
-        import subprocess
 
-        from ._compile import communicate
+        from ._compile import communicate, kill_group, start_in_session
 
         # Waited for as a build is: done when the probe exits, though a process a constructor
         # started (twice: here too) may hold its output open for long after; in a session of
@@ -449,20 +448,11 @@ class Loader:
         proc = None
         try:
             with _signals.deferred():  # a Ctrl-C between starting it and owning it: no orphan
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+                proc = start_in_session(argv)
             printed, expired = communicate(proc, _PROBE_TIMEOUT)
         except BaseException:  # Ctrl-C: end the probe, and what its constructors started
             if proc is not None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                kill_group(proc)
                 proc.wait()
             raise
         if expired:
