@@ -19,6 +19,7 @@ import time
 
 from ._exceptions import BuildError
 from ._log import logger
+from ._signals import deferred
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -200,7 +201,10 @@ class BuildRunner:
         reading: Reading | None = None
         try:
             if self.catalog is not None:
-                reading = self.catalog.start(self.builder.headers())  # beside the compile
+                # Held back: a Ctrl-C between its preprocessor's start and `reading` would
+                # leave the process unreaped (a zombie), since nothing could then finish() it.
+                with deferred():
+                    reading = self.catalog.start(self.builder.headers())  # beside the compile
             seconds = self.builder.run()
         except BuildError as exc:
             self.failure = exc

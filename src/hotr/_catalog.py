@@ -24,6 +24,7 @@ from ._compile import communicate
 from ._log import logger
 from ._prototypes import parse
 from ._record import Record
+from ._signals import deferred
 from ._typed import Signature, signature
 
 _KEEP = 16  # builds remembered: more than rollback can go back (8)
@@ -88,6 +89,17 @@ class PrototypeCatalog:
                 logger.debug("cannot preprocess %s for its prototypes: %s", source, exc)
         return running
 
+    def _read_batch(self, sources: list[str]) -> tuple[list[str], bool]:
+        """Preprocess `sources` at once; what _collect() returns."""
+        running: list[subprocess.Popen[bytes]] = []
+        try:
+            with deferred():  # a Ctrl-C between starting them and owning them: no zombies
+                running = self._spawn(sources)
+        except BaseException:
+            _collect(running, wanted=False)
+            raise
+        return _collect(running, wanted=True)
+
     def _key(self, headers: Iterable[str]) -> tuple[object, ...] | None:
         """What the prototypes depend on: the sources' outlines, the headers' size and time."""
         parts: list[object] = []
@@ -125,7 +137,7 @@ class PrototypeCatalog:
             else:
                 texts, complete = [], True
                 for at in range(0, len(self._sources), self._jobs):
-                    batch = _collect(self._spawn(self._sources[at : at + self._jobs]), wanted=True)
+                    batch = self._read_batch(self._sources[at : at + self._jobs])
                     texts += batch[0]
                     complete = complete and batch[1]
             if not complete and not texts:
