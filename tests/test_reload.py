@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import WAYS, Builder, marks, reload_next, source
+from conftest import WAYS, Builder, marks, reload_next, run_python, source
 
 import hotr
 
@@ -306,3 +306,24 @@ def test_directory_removed_reports_error_then_recovers(tmp_path: Path, builder: 
         assert r.watch_for_changes(timeout=5) == 1
         r.update()
         assert lib.value() == 2
+
+
+def test_a_relative_private_directory_holds_after_chdir(builder: Builder) -> None:
+    # HOTR_PRIVATE_DIR=private, then the program changes directory: the next version's copy
+    # and the removal at exit still use the directory made at the start.
+    other = builder.dir / "elsewhere"
+    other.mkdir()
+    run_python(
+        f"""
+        import os, hotr
+        os.chdir({str(builder.dir)!r})
+        r = hotr.HotReloader({str(builder.lib)!r})
+        lib = r.update()
+        os.chdir({str(other)!r})
+        os.rename({builder.compile_to_file(source(2))!r}, {str(builder.lib)!r})
+        assert r.update().value() == 2
+        """,
+        env={"HOTR_PRIVATE_DIR": "private"},
+    )
+    assert list((builder.dir / "private").iterdir()) == []
+    assert list(other.iterdir()) == []

@@ -37,10 +37,10 @@ def poll_interval() -> float:
 
 def private_root() -> str:
     """``$HOTR_PRIVATE_DIR``: where the private copies live (default ``$TMPDIR/hotr-<uid>``,
-    ``/tmp/hotr-<uid>`` without TMPDIR)."""
+    ``/tmp/hotr-<uid>`` without TMPDIR), made absolute: the program may chdir later."""
     configured = os.environ.get("HOTR_PRIVATE_DIR", "")
     tmp = os.environ.get("TMPDIR") or "/tmp"
-    return configured or os.path.join(tmp, f"hotr-{os.getuid()}")
+    return os.path.abspath(configured or os.path.join(tmp, f"hotr-{os.getuid()}"))
 
 
 DEFAULT_CACHE_SIZE = 1 << 30  # bytes: a few thousand objects of a typical project
