@@ -567,6 +567,38 @@ def test_fork_while_a_thread_reloads_leaves_a_child_that_can_load(builder: Build
     )
 
 
+def test_a_watcher_made_before_a_fork_refuses_add_and_closes_in_the_child(
+    builder: Builder,
+) -> None:
+    # Forked right after add(), while the watcher's thread may hold its lock: the child's
+    # add() and close() never wait for a thread that is not in the child.
+    other = builder.compile_to_file(source(2))
+    child(
+        builder,
+        f"""
+        import faulthandler, os, hotr
+        for n in range(20):
+            watcher = hotr.Watcher()
+            lib = watcher.add({str(builder.lib)!r})
+            pid = os.fork()
+            if pid == 0:
+                faulthandler.dump_traceback_later(10, exit=True)  # a hang fails, not hangs
+                try:
+                    watcher.add({other!r})
+                except hotr.HotReloadError as exc:
+                    assert "belongs to the parent process" in str(exc), exc
+                else:
+                    os._exit(3)  # a library no thread in this child would ever reload
+                assert lib.value() == 1
+                watcher.close()
+                os._exit(0)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0, (n, status)
+            watcher.close()
+        """,
+    )
+
+
 @pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr")
 def test_a_copy_that_cannot_be_removed_never_stops_the_watcher(
     builder: Builder, caplog: pytest.LogCaptureFixture

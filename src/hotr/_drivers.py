@@ -416,11 +416,13 @@ class BackgroundDriver:
 
     Each reloader's tracker wakes the thread on every publication; the thread then steps the
     reloaders that were woken.  With `manual`, a step only builds: loads wait for the program's
-    update().  With `until_empty`, the thread ends when its last reloader ends.
+    update().  With `until_empty`, the thread ends when its last reloader ends.  In a forked
+    child it drives nothing and never takes its lock (the parent's thread may have held it).
     """
 
     def __init__(self, name: str, *, manual: bool, until_empty: bool) -> None:
         self.manual = manual
+        self._pid = os.getpid()
         self._name = name
         self._until_empty = until_empty
         self._lock = _thread.allocate_lock()
@@ -432,10 +434,19 @@ class BackgroundDriver:
         self._closed = False
         self._thread: Handle | None = None
 
+    @property
+    def inherited(self) -> bool:
+        """Whether this process is a child forked from the one that made the driver."""
+        return os.getpid() != self._pid
+
     def attach(self, core: Drivable, keepalive: object) -> None:
         """Drive `core` from now on; `keepalive` (its HotReloader) is held as long as it is."""
+        if self.inherited:
+            raise HotReloadError(f"{self._name} belongs to the parent process of this fork")
 
         def wake() -> None:
+            if self.inherited:
+                return
             with self._lock:
                 self._due[id(core)] = core
             self._bell.ring()
@@ -451,6 +462,8 @@ class BackgroundDriver:
 
     def detach(self, core: Drivable) -> None:
         """Stop driving `core`."""
+        if self.inherited:
+            return
         with self._lock:
             self._cores.pop(id(core), None)
             self._due.pop(id(core), None)
@@ -462,6 +475,8 @@ class BackgroundDriver:
 
     def close(self) -> None:
         """End the thread (after the step it is in)."""
+        if self.inherited:
+            return
         with self._lock:
             self._closed = True
             thread = self._thread

@@ -62,10 +62,14 @@ class Watcher:
 
         Raises:
             FileNotFoundError, LoadError: as HotReloader and update() do.
-            HotReloadError: the watcher is closed.
+            HotReloadError: the watcher is closed, or was made before this process forked.
         """
         if self._closed:
             raise HotReloadError("the watcher is closed")
+        if self._driver.inherited:
+            raise HotReloadError(
+                "the watcher belongs to the parent process; make a new hotr.Watcher in this child"
+            )
         options.setdefault("backend", self._backend)
         reloader = HotReloader(path, **options)
         core = core_of(reloader)
