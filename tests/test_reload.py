@@ -327,3 +327,19 @@ def test_a_relative_private_directory_holds_after_chdir(builder: Builder) -> Non
     )
     assert list((builder.dir / "private").iterdir()) == []
     assert list(other.iterdir()) == []
+
+
+def test_file_names_near_the_length_limit_load_and_reload(builder: Builder) -> None:
+    # A name of 255 bytes is valid; hotr's private names derived from it ("v1-", "0-", "lib",
+    # ".so.d") must still fit in one path component.
+    lib = builder.dir / ("x" * 252 + ".so")
+    lib.write_bytes(builder.compile(source(1)))
+    c = builder.dir / ("é" * 126 + ".c")  # 254 bytes
+    c.write_text("int value(void) { return 1; }\n")
+    with hotr.HotReloader(lib) as r, hotr.HotReloader(c) as built:
+        assert r.update().value() == 1
+        assert built.update().value() == 1
+        os.replace(builder.compile_to_file(source(2)), lib)
+        c.write_text("int value(void) { return 2; }\n")
+        assert r.update().value() == 2
+        assert built.update().value() == 2

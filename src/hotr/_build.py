@@ -20,6 +20,7 @@ import time
 from ._exceptions import BuildError
 from ._log import logger
 from ._signals import deferred
+from ._store import fitting
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def is_source(path: str, *, module: bool = False) -> bool:
 def library_name(source: str) -> str:
     """The name of the library built from `source`: ``kernel.c`` -> ``libkernel.so``."""
     stem = os.path.splitext(os.path.basename(source))[0]
-    return f"lib{stem}.so"
+    return fitting(f"lib{stem}.so")
 
 
 class Builder:

@@ -41,6 +41,7 @@ from ._exceptions import BuildError
 from ._inputs import FRESH_NS, Stamp, headers_on_path, read_depfile, stamp
 from ._signals import deferred
 from ._source import absolute
+from ._store import fitting
 from ._threads import LONGEST_WAIT
 
 # hotr.h lives here; the default command puts it on the include path (`hotr --include` prints it).
@@ -272,7 +273,7 @@ class NativeBuild:
             if cplusplus and pybind11 is not None:
                 flags = ["-isystem", pybind11, *flags]
             argv = _compile_argv(compiler, flags, cplusplus, single)
-            name = f"{i}-{os.path.basename(source)}"
+            name = fitting(f"{i}-{os.path.basename(source)}")
             tail = self._link_flags if single else []
             pyx = module and source.endswith(".pyx")
             translator = _toolchain.cython_identity() if pyx else ""

@@ -42,7 +42,7 @@ from ._history import Content, Contents, History, VersionInfo
 from ._library import FunctionTable
 from ._log import logger
 from ._shim import copy_file, same_bytes
-from ._store import PrivateStore
+from ._store import PrivateStore, fitting
 from ._tracker import ChangeTracker, Pending
 from ._versions import Version, VersionSet
 
@@ -268,10 +268,10 @@ class Loader:
     def _next_name(self) -> str:
         """The name of the next version's private copy: never that of one still mapped."""
         number, base = self._versions.loads + 1, os.path.basename(self._path)
-        name, tries = f"v{number}-{base}", 1
+        name, tries = fitting(f"v{number}-{base}"), 1
         while os.path.join(self._directory, name) in self._refused:
             tries += 1
-            name = f"v{number}.{tries}-{base}"
+            name = fitting(f"v{number}.{tries}-{base}")
         return name
 
     def _drop(self, spare: Spare) -> None:

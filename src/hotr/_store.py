@@ -23,6 +23,21 @@ from . import _env
 from ._exceptions import HotReloadError
 from ._log import logger
 
+_NAME_ROOM = 255 - 48  # bytes of a path component, less room for what hotr appends to a name
+
+
+def fitting(name: str) -> str:
+    """`name` for a file hotr derives from the user's file name, shortened when needed (its
+    start kept, a digest of it added) so that hotr's suffixes (``.d``, ``.so.new``, a temporary
+    file's pid and thread) still fit in one path component."""
+    encoded = os.fsencode(name)
+    if len(encoded) <= _NAME_ROOM:
+        return name
+    import hashlib  # only for names near the limit: not at import time
+
+    tag = hashlib.sha256(encoded).hexdigest()[:16]
+    return os.fsdecode(encoded[: _NAME_ROOM - len(tag) - 1]) + "~" + tag
+
 
 def ensure_private_directory(path: str, what: str, variable: str) -> None:
     """Create `path` (mode 0700) unless it exists, then make sure it is a directory of this
