@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -115,6 +117,48 @@ def test_close_gives_final_unload(counting: Builder) -> None:
     r.update().tick()
     r.close()
     assert marks(counting) == ["load 1 0", "unload 1 0"]
+
+
+BLOCKING = """
+#include <hotr.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+static volatile int busy;
+static void mark(const char *what) {
+    FILE *f = fopen(getenv("HOTR_TEST_MARK"), "a"); fprintf(f, "%s busy=%d\\n", what, busy);
+    fclose(f);
+}
+int hotr_unload(void **state, int version, int reloading) { mark("unload"); return 0; }
+void cleanup(void) { mark("cleanup"); }
+int is_busy(void) { return busy; }
+int read_one(int fd) { char c; busy = 1; int n = (int)read(fd, &c, 1); busy = 0; return n; }
+"""
+
+
+def test_close_during_a_call_unloads_when_it_returns(builder: Builder) -> None:
+    """close() while a call runs: hotr_unload(reloading=0), which frees the state, and cleanup()
+    wait for the call to return (it would use the state freed under it)."""
+    land(builder, BLOCKING)
+    r = hotr.HotReloader(builder.lib)
+    lib = r.update()
+    readable, writable = os.pipe()
+    call = threading.Thread(target=lib.read_one, args=(readable,))
+    call.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not lib.is_busy():
+            assert time.monotonic() < deadline, "the call did not start"
+            time.sleep(0.001)
+        r.close()
+        assert marks(builder) == []
+    finally:
+        os.write(writable, b"x")
+        call.join(10)
+        os.close(readable)
+        os.close(writable)
+    assert not call.is_alive()
+    assert marks(builder) == ["unload busy=0", "cleanup busy=0"]
 
 
 GLOBALS = """

@@ -220,9 +220,11 @@ class Loader:
         self.contents.drop(current)
 
     def final_unload(self) -> None:
-        """The live version's hotr_unload(reloading=0), before close() ends everything."""
-        if self._versions.current is not None:
-            self._call_hook(self._versions.current, "hotr_unload", reloading=0)
+        """The live version's hotr_unload(reloading=0) when close() ends it: at once, or when
+        the last call running in it returns (the hook frees state those calls use)."""
+        current = self._versions.current
+        if current is not None:
+            current.on_end = lambda: self._call_hook(current, "hotr_unload", reloading=0)
 
     # -- the steps ---------------------------------------------------------------------------
 

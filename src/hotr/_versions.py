@@ -84,6 +84,7 @@ class Version:
         self.hold: Callable[[], Hold] | None = None  # set for an extension module
         self.extra_handles = 0  # dlopen references its own code took (CPython's import)
         self.kept = ""  # why it ended still mapped ("": it was unmapped)
+        self.on_end: Callable[[], object] | None = None  # end() calls it first, while mapped
 
     def staying(self) -> str:
         """Why this version stays mapped for good, whatever the program drops; "" if it may be
@@ -184,6 +185,9 @@ class Version:
                 self.kept, self.handle = hold[1], None  # never dlclosed: its code stays
             if self.handle is not None and self.stage != "ending":
                 self.stage = "ending"
+                on_end, self.on_end = self.on_end, None
+                if on_end is not None:
+                    on_end()
                 cleanup = self.hook("cleanup")
                 if cleanup and self.is_code(cleanup):
                     _VOID_FN(cleanup)()
