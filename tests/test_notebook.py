@@ -333,6 +333,44 @@ print("done")
     assert out.stdout.rstrip().endswith("done")
 
 
+def test_the_namespace_follows_a_crashs_rollback_and_the_crash_is_shown_once(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "loaded.c"
+    source.write_text("int one(void) { return 1; }\nint boom(void) { return 0; }\n")
+    out = run_python(
+        SHELL
+        + f"""
+import hotr
+assert cell("kern", "int a(void) {{ return 1; }}").success
+crashing = "int a(void) {{ return 2; }}\\nint b(void) {{ return *(volatile int *)0; }}"
+assert cell("kern", crashing).success
+assert isinstance(run("b()").error_in_exec, hotr.CrashError)
+ok("assert a() == 1 and 'b' not in globals()")  # version 3 is the first cell's code: no b
+path = {str(source)!r}
+shell.run_line_magic("hotr", "load " + path)
+reloader = hotr.reloader_of(ns["loaded"])
+with open(path + ".tmp", "w") as f:
+    f.write("int two(void) {{ return 2; }}\\nint boom(void) {{ return *(volatile int *)0; }}\\n")
+os.replace(path + ".tmp", path)
+deadline = time.monotonic() + 30
+while not reloader.poll():
+    assert time.monotonic() < deadline, "the background build never finished"
+    time.sleep(0.01)
+ok("assert two() == 2 and 'one' not in globals()")
+assert isinstance(run("boom()").error_in_exec, hotr.CrashError)
+ok("assert one() == 1 and 'two' not in globals()")  # rolled back to the first version
+shell.run_line_magic("hotr", "")
+print("done")
+""",
+        env={"HOTR_PRIVATE_DIR": str(tmp_path / "private")},
+    )
+    rows = [line.split() for line in out.stdout.splitlines()]
+    assert ["kern", "3", "cell", "a"] in rows, out.stdout  # what %hotr lists follows it too
+    assert "crashed" not in out.stderr, out.stderr  # the cell raised it; not shown again
+    assert out.stdout.rstrip().endswith("done")
+
+
 def test_a_cell_function_never_replaces_a_variable_of_the_users(tmp_path: Path) -> None:
     out = run_python(
         SHELL

@@ -24,7 +24,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from ._background import load
-from ._exceptions import BuildError, HotReloadError
+from ._exceptions import BuildError, CrashError, HotReloadError
 from ._library import Function, reloader_of
 from ._pipeline import HOOKS
 from ._reloader import HotReloader, core_of
@@ -59,6 +59,7 @@ class Entry:
     text: str | None = None  # the cell last built (cells only)
     failure: str | None = None  # why `text` did not load, shown again when it is rerun
     functions: dict[str, Function] = field(default_factory=dict)  # what is in the namespace
+    shown: int = 0  # the version whose functions those are
     errors: list[HotReloadError] = field(default_factory=list)  # background failures, unseen
 
 
@@ -163,8 +164,10 @@ class HotrMagics(Magics):
         entry: Entry | None = None
 
         def failed(error: HotReloadError) -> None:
-            if entry is not None:
-                entry.errors.append(error)  # shown before the next cell (this is a thread)
+            # A crash was raised in its cell already; a background failure is shown before
+            # the next cell (this is a thread).
+            if entry is not None and not isinstance(error, CrashError):
+                entry.errors.append(error)
 
         try:
             library = load(
@@ -209,23 +212,28 @@ class HotrMagics(Magics):
     # -- between cells -----------------------------------------------------------------------
 
     def pre_run_cell(self, *_: Any) -> None:
-        """Before each cell: apply what changed on disk for %hotr load libraries."""
+        """Before each cell: apply what changed on disk for %hotr load libraries, and put
+        in the namespace the functions of a version a crash rolled back to."""
         for entry in list(self._entries.values()):
-            if entry.source == "cell" or entry.reloader.closed:
+            if entry.reloader.closed:
                 continue
-            while entry.errors:
-                error = entry.errors.pop(0)
-                print(_failure(entry.name, error, entry.reloader.version), file=sys.stderr)
-            before = entry.reloader.version
-            try:
-                if entry.reloader.poll():
-                    entry.reloader.update()
-            except HotReloadError as exc:
-                print(_failure(entry.name, exc, entry.reloader.version), file=sys.stderr)
-                continue
-            if entry.reloader.version != before:
+            if entry.source != "cell":
+                self._apply(entry)
+            if entry.reloader.version != entry.shown:
                 self._inject(entry)
-                self._report(entry)
+                if entry.source != "cell":
+                    self._report(entry)
+
+    def _apply(self, entry: Entry) -> None:
+        """Show the background failures of a %hotr load library, and load its new build."""
+        while entry.errors:
+            error = entry.errors.pop(0)
+            print(_failure(entry.name, error, entry.reloader.version), file=sys.stderr)
+        try:
+            if entry.reloader.poll():
+                entry.reloader.update()
+        except HotReloadError as exc:
+            print(_failure(entry.name, exc, entry.reloader.version), file=sys.stderr)
 
     def unload(self) -> None:
         """Close every library (their functions raise from now on) and remove the cells."""
@@ -262,6 +270,7 @@ class HotrMagics(Magics):
             if name not in functions and namespace.get(name) is function:
                 del namespace[name]
         entry.functions = functions
+        entry.shown = entry.reloader.version
 
     def _report(self, entry: Entry) -> None:
         info = entry.reloader.history[-1]
