@@ -293,6 +293,24 @@ def test_a_removed_header_is_never_built_around(private: Path) -> None:
         assert p.compiled() == ["link", "s2.c"]
 
 
+@pytest.mark.parametrize("count", [1, 3])
+def test_a_missing_header_created_after_the_failed_build_builds_again(
+    private: Path, count: int
+) -> None:
+    p = Project(private, count)
+    (private / "inc").mkdir()
+    with hotr.HotReloader(p.sources, cc=str(p.cc), flags=[f"-I{private / 'inc'}"]) as r:
+        lib = r.update()
+        save(p.sources[0], '#include "params.h"\nint f0(void) { return GAIN; }\n')
+        assert r.watch_for_changes(timeout=5) == 1
+        with pytest.raises(hotr.BuildError, match=r"params\.h"):
+            r.update()
+        (private / "inc" / "params.h").write_text("#define GAIN 9\n")  # in an -I directory
+        assert r.watch_for_changes(timeout=5) == 1, "creating the header was not a change"
+        r.update()
+        assert lib.f0() == 9 and r.version == 2
+
+
 def test_a_removed_source_is_a_clear_error_and_the_old_version_stays(private: Path) -> None:
     p = Project(private, 3)
     with hotr.HotReloader(p.sources, cc=str(p.cc)) as r:

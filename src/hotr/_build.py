@@ -120,8 +120,9 @@ class Builder:
 
     def inputs(self) -> set[str]:
         """Every file whose change calls for a new build: the sources and the headers they use."""
-        headers = self._native.headers() if self._native is not None else set()
-        return set(self.sources) | headers
+        if self._native is None:
+            return set(self.sources)
+        return set(self.sources) | self._native.headers() | self._native.awaited()
 
     def run(self) -> float:
         """Build; return the seconds it took.  Raises BuildError with the diagnostics."""

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from . import _toolchain
 from ._cache import ObjectCache, digest, file_digest
 from ._exceptions import BuildError
-from ._inputs import FRESH_NS, Stamp, headers_on_path, read_depfile, stamp
+from ._inputs import FRESH_NS, Stamp, awaited_headers, headers_on_path, read_depfile, stamp
 from ._signals import deferred
 from ._source import absolute
 from ._store import fitting
@@ -212,6 +212,8 @@ class _Unit:
     known: list[str] = field(default_factory=list)  # its inputs as of the last success
     stamps: dict[str, Stamp] = field(default_factory=dict)  # those inputs when `product` was
     # made; empty when there is no good product (never built, failed, being rebuilt)
+    awaited: list[str] = field(default_factory=list)  # where a missing header it includes
+    # would appear (its last compile failed): creating one builds it again
 
     def inputs_now(self) -> dict[str, Stamp]:
         return {path: stamp(path) for path in self.known or (self.source,)}
@@ -304,6 +306,10 @@ class NativeBuild:
         """The headers the last build used (from the compilers' dependency output)."""
         found = {path for unit in self._units for path in unit.known}
         return found - set(self._sources)
+
+    def awaited(self) -> set[str]:
+        """Where the headers that failed compiles include and that do not exist would appear."""
+        return {path for unit in self._units for path in unit.awaited}
 
     def cancel(self) -> None:
         """Kill the compilers running now and start no more (the reloader is closing)."""
@@ -481,7 +487,13 @@ class NativeBuild:
             compiled = self._translate(unit) if unit.generated else unit.source
             registry = self._registry if unit.every_build else []
             output = ["-o", out, unit.dep_flag, "-MF", depfile]
-            self.commands.run([*unit.argv, *registry, compiled, *output, *unit.tail])
+            try:
+                self.commands.run([*unit.argv, *registry, compiled, *output, *unit.tail])
+            except BuildError as exc:
+                if exc.returncode is not None:  # it ran, and failed: for want of a header?
+                    unit.awaited = self._missing(unit, compiled)
+                raise
+            unit.awaited = []
             named = read_depfile(depfile, one_per_line=unit.dep_flag == "-MD")
             if unit.generated:
                 named |= _cython_inputs(f"{unit.generated}.dep")
@@ -508,6 +520,16 @@ class NativeBuild:
             if out:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(out)
+
+    def _missing(self, unit: _Unit, compiled: str) -> list[str]:
+        """Where the headers `compiled` includes that exist nowhere would appear (none when
+        the compiler cannot say: tcc has no -MG)."""
+        depfile = f"{unit.product}.missing.d"
+        try:
+            self.commands.run([*unit.argv, "-E", "-M", "-MG", "-MF", depfile, compiled])
+        except BuildError:
+            return []
+        return awaited_headers(depfile, unit.source, unit.argv)
 
 
 def _cython_inputs(depfile: str) -> set[str]:

@@ -48,18 +48,41 @@ def read_depfile(path: str, *, one_per_line: bool) -> set[str]:
 _HEADER_SUFFIXES = (".h", ".hh", ".hpp", ".hxx", ".h++", ".inc", ".inl", ".def", ".tcc")
 
 
-def headers_on_path(source: str, argv: Sequence[str]) -> list[str]:
-    """The header names in the directories a compile of `source` searches first: the source's
-    own and every -I, -iquote and -isystem directory, each listed as it is now."""
+def search_directories(source: str, argv: Sequence[str], *, system: bool = True) -> list[str]:
+    """The directories a compile of `source` searches first for a header: the source's own
+    and every -I, -iquote and (with `system`) -isystem directory."""
+    flags = ("-I", "-iquote", "-isystem") if system else ("-I", "-iquote")
     directories = [os.path.dirname(source)]
     for i, arg in enumerate(argv):
-        for flag in ("-I", "-iquote", "-isystem"):
+        for flag in flags:
             if arg == flag and i + 1 < len(argv):
                 directories.append(argv[i + 1])
             elif arg.startswith(flag) and len(arg) > len(flag) and flag == "-I":
                 directories.append(arg[2:])
+    return directories
+
+
+def awaited_headers(depfile: str, source: str, argv: Sequence[str]) -> list[str]:
+    """Where the headers that a ``-M -MG`` dependency file names and that do not exist would
+    appear: a name it gives as written in every directory searched first but -isystem."""
+    here = os.getcwd() + os.sep  # read_depfile made the names as written absolute from here
+    directories = [d for d in search_directories(source, argv, system=False) if os.path.isdir(d)]
+    awaited: list[str] = []
+    for path in sorted(read_depfile(depfile, one_per_line=False)):
+        if os.path.exists(path):
+            continue
+        if path.startswith(here):
+            awaited += [os.path.join(d, path[len(here) :]) for d in directories]
+        else:
+            awaited.append(path)  # included by an absolute name
+    return awaited
+
+
+def headers_on_path(source: str, argv: Sequence[str]) -> list[str]:
+    """The header names in the directories a compile of `source` searches first, each
+    listed as it is now."""
     listed: list[str] = []
-    for directory in directories:
+    for directory in search_directories(source, argv):
         listed += [os.path.abspath(directory), *_header_names(directory), "\0"]
     return listed
 
