@@ -368,6 +368,52 @@ def test_functions_that_come_and_go(tmp_path: Path) -> None:
         sys.modules.pop(name, None)
 
 
+# Multi-phase, no types: version 1 has gone(), which later versions drop.
+DROPS = """
+#include <Python.h>
+static PyObject *value(PyObject *self, PyObject *unused) { return PyLong_FromLong(%(v)d); }
+static PyMethodDef methods[] = {{"value", value, METH_NOARGS, NULL}, %(extra)s {NULL}};
+static int exec(PyObject *m) { return 0; }
+static PyModuleDef_Slot slots[] = {{Py_mod_exec, exec}, {0, NULL}};
+static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "%(name)s", NULL, 0, methods, slots};
+PyMODINIT_FUNC PyInit_%(name)s(void) { return PyModuleDef_Init(&def); }
+"""
+
+
+def test_a_version_whose_function_the_next_one_drops_is_still_unloaded(tmp_path: Path) -> None:
+    # The live function of a dropped name held the old version's own function, and so its
+    # module: that version stayed "retired" for good, mapped, though nothing of it was used.
+    src = tmp_path / "drops.c"
+    extra = '{"gone", value, METH_NOARGS, NULL},'
+    src.write_text(DROPS % {"name": "drops", "v": 1, "extra": extra})
+    run_child(
+        f"""
+        src = {str(src)!r}
+        drops = hotr.load_module(src, manual=True)
+        gone = drops.gone
+        assert gone() == 1
+        with open(src, "w") as f:
+            f.write({DROPS!r} % {{"name": "drops", "v": 2, "extra": ""}})
+        reload_to(drops, 2)
+        r = hotr.reloader_of(drops)
+        deadline = time.monotonic() + 30
+        while r.history[0].status != "unloaded":
+            assert time.monotonic() < deadline, r.history
+            gc.collect()
+            r.poll()
+            time.sleep(0.01)
+        assert not any("v1-libdrops" in line for line in open("/proc/self/maps"))
+        try:
+            gone()
+        except hotr.SymbolNotFoundError:
+            pass
+        else:
+            raise AssertionError("a dropped function was called")
+        assert drops.value() == 2
+        """
+    )
+
+
 # Each version gives f() another calling convention (version 5 has none).
 CONVENTIONS = {
     1: ("METH_O", "static PyObject *f(PyObject *s, PyObject *x) { return Py_NewRef(x); }"),

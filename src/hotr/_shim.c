@@ -879,6 +879,8 @@ retarget(PyObject *module, PyObject *args)
             Py_XSETREF(f->pin, NULL);
             Py_INCREF(err);
             Py_XSETREF(f->missing, err);
+            if (takes_callable(f))
+                Py_CLEAR(f->cfunc);  /* an old version's function would keep it mapped */
         }
         else {
             if (takes_callable(f)) {
