@@ -253,7 +253,7 @@ class InotifyWatches:
             self._forget_directory(wd, directory, remove=not mask & (IN_IGNORED | IN_UNMOUNT))
             for watch in {w for ws in directory.names.values() for w in ws}:
                 watch.attached = {p for p in watch.attached if p[0] not in directory.paths}
-                self._refresh(watch)
+                self._refresh(watch, True)  # a file found there now is another file
             return
         watches = directory.names.get(name)
         if not watches:
@@ -331,7 +331,8 @@ class InotifyWatches:
 
     def _refresh(self, watch: InotifyWatch, created: bool = False) -> None:
         """Resolve `watch` again after a change on its way (a directory or symlink, or a
-        symlink in the file's place: `created`) and report what it means."""
+        symlink in the file's place or a watched directory gone: `created`) and report what it
+        means."""
         if watch not in self._watches:
             return
         before, named_before = watch.state, watch.final
