@@ -50,23 +50,22 @@ def test_a_library_recovers_when_its_directory_returns_deeper_down(
         assert lib.value() == 2
 
 
-@pytest.mark.parametrize("moved", ["out"])
+@pytest.mark.parametrize("moved", ["dist/out", "dist"])
 def test_a_directory_on_the_way_moved_aside_and_made_again(
     tmp_path: Path, builder: Builder, moved: str
 ) -> None:
-    lib_path = tmp_path / "build" / "out" / "libhot.so"
+    lib_path = tmp_path / "dist" / "out" / "libhot.so"
     lib_path.parent.mkdir(parents=True)
     lib_path.write_bytes(builder.compile(source(1)))
     new = builder.compile_to_file(source(2))
-    aside = tmp_path / "build" / moved if moved == "out" else tmp_path / moved
+    aside = shlex.quote(str(tmp_path / moved))
     with hotr.HotReloader(lib_path) as r:
         lib = r.update()
-        # mv build/out build/out.old && a fresh build, in one command run with the GIL held
-        # (PyDLL): hotr reads the events only once the new library is in place, as it does
-        # when the program is busy meanwhile.
+        # mv dist dist.old && a fresh build, in one command run with the GIL held (PyDLL):
+        # hotr reads the events only once the new library is in place, as it does when the
+        # program is busy meanwhile.
         command = (
-            f"mv {shlex.quote(str(aside))} {shlex.quote(str(aside))}.old"
-            f" && mkdir -p {shlex.quote(str(lib_path.parent))}"
+            f"mv {aside} {aside}.old && mkdir -p {shlex.quote(str(lib_path.parent))}"
             f" && cp {shlex.quote(new)} {shlex.quote(str(lib_path))}"
         )
         assert ctypes.PyDLL(None).system(command.encode()) == 0

@@ -7,7 +7,8 @@ into the entries that decide what it names: the file's own entry, the entry of e
 the way (a deploy that switches ``current -> releases/42`` is a rename in the directory holding
 ``current``), and, when a component is missing, the missing entry in the deepest directory that
 exists (so a directory removed and created again is seen the moment it is back).  Any event on
-one of those entries resolves the path again.
+one of those entries resolves the path again, as does every directory on the way moving or
+going (its own IN_MOVE_SELF: ``mv build build.old`` moves the watched directories with it).
 
 A change counts once its writer is done: IN_CLOSE_WRITE for a write in place or a new file,
 IN_MOVED_TO for a rename, a new resolution for a symlink or a directory moved into place (they
@@ -36,8 +37,9 @@ if TYPE_CHECKING:
     from ._source import Sink
 
     # What a watched directory entry is to the path being watched: the file itself (it may not
-    # exist yet), a symlink on the way to it, or a directory on the way that does not exist.
-    Role = Literal["file", "link", "missing"]
+    # exist yet), a symlink on the way to it, a directory on the way that does not exist, or
+    # (with the name "") a directory on the way, watched only for moving or going itself.
+    Role = Literal["file", "link", "missing", "dir"]
     Point = tuple[str, str, Role]  # (real directory, entry name, role)
     # "present": the path names an existing file; "absent": its directory exists, the file
     # does not; "unreachable": a directory on the way does not exist.
@@ -58,6 +60,7 @@ IN_IGNORED = 0x00008000
 IN_ONLYDIR = 0x01000000
 IN_DONT_FOLLOW = 0x02000000
 IN_EXCL_UNLINK = 0x04000000
+IN_MASK_ADD = 0x20000000
 
 _MASK = (
     IN_CLOSE_WRITE
@@ -71,6 +74,7 @@ _MASK = (
     | IN_DONT_FOLLOW
     | IN_EXCL_UNLINK
 )
+_SELF_MASK = IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_MASK_ADD
 _SELF_GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT
 _READ_SIZE = 64 * 1024  # many events a read; the kernel never splits one
 _MAX_LINKS = 40  # as the kernel's ELOOP limit
@@ -121,6 +125,7 @@ def resolve(path: str) -> tuple[tuple[Point, ...], str | None]:
             points.append((directory, name, "missing"))
             return tuple(points), None
         directory = entry
+        points.append((directory, "", "dir"))
     return tuple(points), None
 
 
@@ -143,11 +148,12 @@ class InotifyWatch:
 
 
 class _Directory:
-    __slots__ = ("names", "paths")
+    __slots__ = ("entries", "names", "paths")
 
     def __init__(self, paths: set[str]) -> None:
         self.paths = paths
         self.names: dict[str, set[InotifyWatch]] = {}
+        self.entries = False  # watched for its entries' events, not only its own
 
 
 class InotifyWatches:
@@ -251,8 +257,10 @@ class InotifyWatches:
             return
         if mask & _SELF_GONE:
             self._forget_directory(wd, directory, remove=not mask & (IN_IGNORED | IN_UNMOUNT))
-            for watch in {w for ws in directory.names.values() for w in ws}:
-                watch.attached = {p for p in watch.attached if p[0] not in directory.paths}
+            gone = [directory, *self._forget_below(directory.paths)]
+            paths = {path for d in gone for path in d.paths}
+            for watch in {w for d in gone for ws in d.names.values() for w in ws}:
+                watch.attached = {p for p in watch.attached if p[0] not in paths}
                 self._refresh(watch, True)  # a file found there now is another file
             return
         watches = directory.names.get(name)
@@ -380,12 +388,20 @@ class InotifyWatches:
                 return
 
     def _attach(self, watch: InotifyWatch, point: Point) -> None:
-        path, name, _ = point
+        path, name, role = point
+        entries = role != "dir"  # else only the directory's own move or removal matters
         wd = self._wds.get(path)
-        if wd is None:
-            wd = _libc.inotify_add_watch(self.fd, path, _MASK)
+        if wd is None or (entries and not self._by_wd[wd].entries):
+            try:
+                wd = _libc.inotify_add_watch(self.fd, path, _MASK if entries else _SELF_MASK)
+            except PermissionError:
+                if entries:
+                    raise
+                watch.attached.add(point)  # a directory one may pass but not read (0711)
+                return
             directory = self._by_wd.setdefault(wd, _Directory(set()))  # known: another alias
             directory.paths.add(path)
+            directory.entries |= entries
             self._wds[path] = wd
         self._by_wd[wd].names.setdefault(name, set()).add(watch)
         watch.attached.add(point)
@@ -411,6 +427,16 @@ class InotifyWatches:
         for point in list(watch.attached):
             self._detach(watch, point)
         watch.attached.clear()
+
+    def _forget_below(self, paths: set[str]) -> list[_Directory]:
+        """Stop watching the directories under `paths`, which moved or went with them."""
+        prefixes = tuple(path.rstrip("/") + "/" for path in paths)
+        below = [
+            (wd, d) for wd, d in self._by_wd.items() if any(p.startswith(prefixes) for p in d.paths)
+        ]
+        for wd, directory in below:
+            self._forget_directory(wd, directory, remove=True)
+        return [directory for _, directory in below]
 
     def _forget_directory(self, wd: int, directory: _Directory, *, remove: bool) -> None:
         self._by_wd.pop(wd, None)
