@@ -461,6 +461,8 @@ USAGE_ERRORS = {
     "negative timeout": (["run", "--timeout", "-1"], "'-1' is not a number of seconds > 0"),
     "bad debounce": (["run", "--debounce", "soon"], "'soon' is not a number of seconds >= 0"),
     "zero poll interval": (["run", "--poll-interval", "0"], "'0' is not a number of seconds > 0"),
+    "infinite timeout": (["run", "--timeout", "inf"], "'inf' is not a finite number of seconds"),
+    "empty call": (["run", "--call", ""], "argument --call: '' is not a function's name"),
     "quiet and verbose": (["run", "-q", "-v"], "not allowed with"),
     "no jobs": (["run", "--jobs", "0"], "'0' is not a whole number of at least 1"),
     "unbalanced quote": (

@@ -114,13 +114,22 @@ def _seconds(minimum: float, *, inclusive: bool) -> Callable[[str], float]:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+        if math.isinf(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds")
+        if math.isnan(value) or value < minimum or (value == minimum and not inclusive):
             raise argparse.ArgumentTypeError(
                 f"{text!r} is not a number of seconds {relation} {minimum:g}"
             )
         return value
 
     return parse
+
+
+def _symbol(text: str) -> str:
+    """An argparse type: a symbol's name, not empty."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a function's name")
+    return text
 
 
 def _count(text: str) -> int:
@@ -165,6 +174,7 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     run.add_argument(
         "--call",
         action="append",
+        type=_symbol,
         metavar="SYMBOL",
         help="a function taking no arguments to call after each load, as void SYMBOL(void) "
         f"(repeatable; its return value is ignored; default {DEFAULT_CALL} when the library "
