@@ -271,6 +271,25 @@ def test_a_build_failing_at_start_waits_for_the_fix(tmp_path: Path) -> None:
     assert sum("the build failed" in line for line in lines.seen) == 1
 
 
+def test_a_fix_back_to_the_live_version_says_so(tmp_path: Path) -> None:
+    src = tmp_path / "k.c"
+    good = '#include <stdio.h>\nvoid f(void) { puts("good"); }\n'
+    src.write_text(good)
+    with start(tmp_path, "run", str(src), "--call", "f") as proc:
+        try:
+            lines = Lines(proc)
+            lines.wait_for("loaded version 1")
+            save(src, "this is not C\n")
+            lines.wait_for("the build failed")
+            save(src, good)  # the same library as version 1: nothing to reload
+            lines.wait_for("k.c: fixed: the same as version 1, which stays live")
+            proc.send_signal(signal.SIGTERM)
+            lines.wait_for("stopped")
+            stopped_cleanly(proc, lines, tmp_path)
+        finally:
+            proc.kill()
+
+
 def test_keep_globals_status_line_says_what_was_carried(tmp_path: Path) -> None:
     src = tmp_path / "k.c"
     src.write_text('#include <stdio.h>\nint n;\nvoid tick(void) { printf("n=%d\\n", ++n); }\n')

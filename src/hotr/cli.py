@@ -387,6 +387,7 @@ class Session:
         self._out = out
         self._missing: set[str] = set()  # --call functions reported missing
         self._hinted = False
+        self._failed = False  # the last change was reported as failing
 
     def start(self) -> None:
         """The first load.  A library that cannot be loaded is a user error; sources that fail
@@ -418,19 +419,25 @@ class Session:
             return
         if self._reloader.version != before:
             self._loaded()
+        elif self._failed and before:
+            self._failed = False  # fixed, back to the live version's very bytes
+            self._out.status(f"{self._name}: fixed: the same as version {before}, which stays live")
 
     def _stays(self) -> str:
         version = self._reloader.version
         return f"version {version} stays live" if version else "nothing is loaded yet"
 
     def _build_failed(self, exc: BuildError) -> None:
+        self._failed = True
         self._out.error(f"{self._name}: {exc.reason}; {self._stays()}")
         self._out.diagnostics(f"$ {exc.command}\n{exc.diagnostics}")
 
     def _load_failed(self, exc: LoadError) -> None:
+        self._failed = True
         self._out.error(f"{exc}; {self._stays()}")
 
     def _loaded(self) -> None:
+        self._failed = False
         info = self._reloader.history[-1]
         what = ", ".join(os.path.basename(p) for p in info.changed) or self._name
         built = "" if info.build_ms is None else f"built in {info.build_ms:.1f} ms, "
