@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from conftest import Builder, source
+from conftest import CC, Builder, source
 
 import hotr
 
@@ -258,3 +259,37 @@ def test_a_new_task_is_not_told_of_a_change_loaded_before_it_began(builder: Buil
             return [await asyncio.create_task(wait_briefly()) for _ in range(2)]
 
     assert asyncio.run(main()) == [False, False]
+
+
+def test_changes_builds_a_save_made_during_another_threads_build(tmp_path: Path) -> None:
+    # A compiler that takes a second after writing its output while `slow` exists: the
+    # program's update() in a thread builds version 2 meanwhile, and the save of 3 that
+    # changes() is told of then is built once that build is over, not dropped.
+    compiler = tmp_path / "slowcc"
+    compiler.write_text(
+        f'#!/bin/sh\n{CC} "$@" || exit $?\n[ -e {tmp_path}/slow ] && sleep 1\nexit 0\n'
+    )
+    compiler.chmod(0o755)
+    src = tmp_path / "k.c"
+    src.write_text("int value(void) { return 1; }\n")
+
+    async def main() -> int:
+        with hotr.HotReloader(src, cc=str(compiler), debounce=0) as r:
+            lib = r.update()
+            task = asyncio.create_task(anext(aiter(r.changes()), None))
+            await asyncio.sleep(0.05)
+            (tmp_path / "slow").touch()
+            src.write_text("int value(void) { return 2; }\n")
+            thread = threading.Thread(target=r.update)
+            thread.start()
+            await asyncio.sleep(0.3)  # the thread's build is running
+            (tmp_path / "slow").unlink()
+            src.write_text("int value(void) { return 3; }\n")
+            deadline = time.monotonic() + 10
+            while lib.value() != 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            await asyncio.to_thread(thread.join, 10)
+            task.cancel()
+            return int(lib.value())
+
+    assert asyncio.run(main()) == 3

@@ -221,12 +221,12 @@ class ReloadCore:
         self._retrying = False
         self.tracker.poke()
 
-    def update(self, view: ProgramView | None = None) -> None:
+    def update(self, view: ProgramView | None = None, *, wait: bool = False) -> None:
         """Build if the inputs changed, load if the library changed.  Raises HotReloadError.
 
         `view` (the program's, for its own calls) is told exactly what this call took in: a
         change that came after that is still news to the program's next wait.  The program's
-        update() waits for a build another thread runs, then builds what changed since.
+        update() (and `wait`) waits for another thread's build, then builds what changed since.
         """
         self.check_open()
         self._attempted = True
@@ -234,7 +234,7 @@ class ReloadCore:
         self.housekeep()
         took = self.tracker.snapshot()
         try:
-            self._update(wait=view is not None)
+            self._update(wait=wait or view is not None)
         finally:
             if view is not None:
                 # What was taken in: the last load's and the last build's generations.

@@ -74,8 +74,9 @@ class Drivable(Protocol):
     def housekeep(self) -> None:
         """Unload drained versions (never raises)."""
 
-    def update(self) -> None:
-        """Build and load what changed (raises HotReloadError)."""
+    def update(self, *, wait: bool = False) -> None:
+        """Build and load what changed (raises HotReloadError); with `wait`, after a build
+        another thread is running."""
 
     def history(self) -> list[VersionInfo]:
         """The versions loaded so far."""
@@ -397,8 +398,8 @@ async def follow(core: Drivable, cursor: Cursor) -> AsyncIterator[VersionInfo]:
                 return
             continue  # a directory went away: the next wait blocks until it is back
         try:
-            if core.build_wanted():
-                await loop.run_in_executor(None, core.update)
+            if core.build_wanted():  # after another's build: the change it reported is built
+                await loop.run_in_executor(None, lambda: core.update(wait=True))
             else:
                 core.update()
         except HotReloadError as exc:
