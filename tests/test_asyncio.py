@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import threading
 import time
 from pathlib import Path
@@ -293,3 +294,19 @@ def test_changes_builds_a_save_made_during_another_threads_build(tmp_path: Path)
             return int(lib.value())
 
     assert asyncio.run(main()) == 3
+
+
+def test_changes_reports_a_change_made_before_it_began(builder: Builder) -> None:
+    # Like the waits, changes() reports changes since the version was loaded: a save that
+    # hotr has seen already (fileno() is readable) but nothing took in yet is loaded.
+    async def main() -> int:
+        with hotr.HotReloader(builder.lib) as r:
+            lib = r.update()
+            builder.rename(source(2))
+            assert select.select([r.fileno()], [], [], 5)[0], "the change was never seen"
+            async for version in r.changes():
+                assert version.number == 2
+                return int(lib.value())
+        return 0
+
+    assert asyncio.run(asyncio.wait_for(main(), 5)) == 2

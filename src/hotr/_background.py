@@ -124,7 +124,7 @@ async def astart(
         reloader.close()
         raise
     core = core_of(reloader)
-    cursor = Cursor(core.tracker)  # from now: a change before the task first runs counts
+    cursor = Cursor(core.tracker.snapshot())  # from now: a change before the task first runs counts
     _tasks.add(loop.create_task(_follow(reloader, cursor), name=f"hotr:{reloader.path}"))
 
 

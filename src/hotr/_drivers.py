@@ -189,11 +189,10 @@ class View(Protocol):
 
 
 class Cursor:
-    """The View of one of hotr's own drivers (changes())."""
+    """The View of one of hotr's own drivers (changes()), from the counters `seen`."""
 
-    def __init__(self, tracker: ChangeTracker) -> None:
-        self._tracker = tracker
-        self._seen = tracker.snapshot()
+    def __init__(self, seen: Snapshot) -> None:
+        self._seen = seen
 
     def seen(self) -> Snapshot:
         return self._seen

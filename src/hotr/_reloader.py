@@ -301,7 +301,7 @@ class HotReloader:
         (and passed to on_error callbacks) and the iteration goes on; it ends when the reloader
         is stopped or closed.  Builds run in the loop's default executor, loads on the loop.
         """
-        return _drivers.follow(self._core, _drivers.Cursor(self._core.tracker))
+        return _drivers.follow(self._core, _drivers.Cursor(self._core.view.seen()))
 
     def fileno(self) -> int:
         """A descriptor for select/selectors/event loops: readable while a change has
