@@ -148,6 +148,23 @@ def test_build_timeout_is_reported(tmp_path: Path, src: Path) -> None:
         assert info.value.returncode is None
 
 
+def test_a_build_killed_for_its_time_is_tried_again_by_update(tmp_path: Path, src: Path) -> None:
+    """A build killed by build_timeout (a machine busy for a while) is no verdict on the
+    sources: the next update() builds them again instead of keeping the old version quietly."""
+    slow = tmp_path / "slow"
+    wrapper = tmp_path / "cc.sh"
+    wrapper.write_text(f'#!/bin/sh\nif [ -e {slow} ]; then sleep 30; fi\nexec cc "$@"\n')
+    wrapper.chmod(0o755)
+    with hotr.HotReloader(src, cc=str(wrapper), build_timeout=1) as r:
+        assert r.update().value() == 101
+        slow.touch()
+        save(src, '#include "params.h"\nint value(void) { return BASE + 2; }\n')
+        with pytest.raises(hotr.BuildError, match="did not finish within 1 s"):
+            r.update()
+        slow.unlink()
+        assert r.update().value() == 102
+
+
 @pytest.mark.parametrize("then", ["builds", "hangs"])
 def test_a_process_the_build_leaves_in_a_session_of_its_own_holds_nothing(
     tmp_path: Path, src: Path, then: str

@@ -174,13 +174,14 @@ class BuildRunner:
         self._cond = threading.Condition()
         self._building = False
         self.started_from = 0  # the input generation the last build started from
+        self._timed_out = False  # the last build was killed for its time: update() tries again
 
     def wanted(self, *, held: bool = False) -> bool:
         """True if the inputs changed since the last build started (with `held`, also if a
-        change is still held back by the debounce)."""
+        change is still held back by the debounce, or the last build was killed for its time)."""
         if self._tracker.snapshot().inputs > self.started_from:
             return True
-        return held and self._tracker.inputs_held()
+        return held and (self._timed_out or self._tracker.inputs_held())
 
     def run(self, *, wait: bool, held: bool = False) -> None:
         """Build if wanted.  With `wait`, a build running in another thread is waited for
@@ -198,7 +199,7 @@ class BuildRunner:
                 return
             generation = self._tracker.take_inputs()
             previous, self.started_from = self.started_from, generation
-            self._building = True
+            self._building, self._timed_out = True, False
         seconds: float | None = None
         reading: Reading | None = None
         try:
@@ -210,6 +211,7 @@ class BuildRunner:
             seconds = self.builder.run()
         except BuildError as exc:
             self.failure = exc
+            self._timed_out = exc.timeout is not None  # a slow machine, not the sources
             raise
         except BaseException:
             with self._cond:
