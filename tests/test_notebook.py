@@ -385,3 +385,34 @@ print("done")
     )
     assert "'signal' already names your ndarray object; the function is not" in out.stdout
     assert out.stdout.rstrip().endswith("done")
+
+
+def test_a_cell_rerun_after_a_rollback_makes_its_code_live_again(tmp_path: Path) -> None:
+    out = run_python(
+        SHELL
+        + """
+assert cell("k", "int v(void) { return 1; }").success
+assert cell("k", "int v(void) { return 2; }").success
+shell.run_line_magic("hotr", "rollback k")
+ok("assert v() == 1")
+assert cell("k", "int v(void) { return 2; }").success  # the cell's code, not version 3's
+ok("assert v() == 2")
+assert cell("k", "int v(void) { return 2; }").success
+ok("assert v() == 2")
+
+# A crash's rollback, the same: running the cell again loads what it says.
+assert cell("c", "int w(int crash) { return 1; }").success
+crashing = "int w(int crash) { return crash ? *(volatile int *)0 : 2; }"
+assert cell("c", crashing).success
+assert isinstance(run("w(1)").error_in_exec, __import__("hotr").CrashError)
+ok("assert w(0) == 1")
+assert cell("c", crashing).success
+ok("assert w(0) == 2")
+print("done")
+""",
+        env={"HOTR_PRIVATE_DIR": str(tmp_path / "private")},
+    )
+    assert "k: version 4, built in" in out.stdout
+    assert "k: unchanged, version 4" in out.stdout
+    assert "c: version 4, built in" in out.stdout
+    assert out.stdout.rstrip().endswith("done")

@@ -57,6 +57,7 @@ class Entry:
     source: str  # "cell", or the path given to %hotr load
     options: Options
     text: str | None = None  # the cell last built (cells only)
+    built: int = 0  # the version built from `text` (a rollback makes another one live)
     failure: str | None = None  # why `text` did not load, shown again when it is rerun
     functions: dict[str, Function] = field(default_factory=dict)  # what is in the namespace
     shown: int = 0  # the version whose functions those are
@@ -105,12 +106,17 @@ class HotrMagics(Magics):
             print(f"{name}: new compiler options; a new library (old references now raise)")
             self._end(entry)
             entry = None
-        if entry is not None and entry.text == cell and not entry.reloader.poll():
+        if (
+            entry is not None
+            and entry.text == cell
+            and entry.built == entry.reloader.version
+            and not entry.reloader.poll()
+        ):
             if entry.failure is not None:
                 raise UsageError(entry.failure)
             self._inject(entry)
             print(f"{name}: unchanged, version {entry.reloader.version}")
-            return  # the same cell, and no header it includes changed: nothing to build
+            return  # the same cell, live, and no header it includes changed: nothing to build
         path = os.path.join(self._cells.name, f"{name}.c")
         _write(path, cell)
         if entry is None:
@@ -128,6 +134,7 @@ class HotrMagics(Magics):
             entry.failure = _failure(name, exc, entry.reloader.version)
             raise UsageError(entry.failure) from None
         entry.text = cell  # only now: an interrupted build is run again by a rerun
+        entry.built = entry.reloader.version
         entry.failure = None
         self._inject(entry)
         self._report(entry)
