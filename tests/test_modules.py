@@ -953,6 +953,62 @@ PyMODINIT_FUNC PyInit_%(name)s(void) { return PyModule_Create(&def); }
         sys.modules.pop(package, None)
 
 
+def test_a_module_of_a_package_not_imported_yet_is_imported_as_usual(tmp_path: Path) -> None:
+    # `import pkg.sub.mod` after load_module gave a pkg without sub (the import found the module
+    # in sys.modules, so it imported no parent): the packages are imported, and hold it.
+    package, name = new_name(), new_name()
+    (tmp_path / package / "sub").mkdir(parents=True)
+    (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / package / "sub" / "__init__.py").write_text(f"from .{name} import value\n")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "__init__.py").write_text("raise RuntimeError('broken package')\n")
+    src = tmp_path / f"{name}.c"
+    code = """
+#include <Python.h>
+static PyObject *value(PyObject *self, PyObject *unused) { return PyLong_FromLong(%(v)d); }
+static PyMethodDef methods[] = {{"value", value, METH_NOARGS, NULL}, {NULL}};
+static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "%(full)s", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_%(name)s(void) { return PyModule_Create(&def); }
+"""
+    full = f"{package}.sub.{name}"
+    run_python(
+        f"""
+import importlib, sys, time
+sys.path.insert(0, {str(tmp_path)!r})
+import hotr
+src, code, full = {str(src)!r}, {code!r}, {full!r}
+open(src, "w").write(code % {{"v": 1, "full": full, "name": {name!r}}})
+module = hotr.load_module(src, name=full, manual=True)
+import {full}
+assert {full} is module and {full}.value() == 1 and {package}.sub.value() == 1
+open(src, "w").write(code % {{"v": 2, "full": full, "name": {name!r}}})
+reloader = hotr.reloader_of(module)
+deadline = time.monotonic() + 60
+while reloader.version < 2:
+    assert time.monotonic() < deadline, reloader.history
+    reloader.watch_for_changes(0.5)
+    reloader.update()
+assert {full}.value() == 2 and {package}.sub.value() == 2
+
+# A package that does not exist is left alone; one whose __init__ raises raises, as an import.
+code_of = lambda full: code % {{"v": 1, "full": full, "name": {name!r}}}
+open(src, "w").write(code_of("nosuchpackage." + {name!r}))
+other = hotr.load_module(src, name="nosuchpackage." + {name!r}, manual=True)
+assert other.value() == 1 and "nosuchpackage" not in sys.modules
+hotr.reloader_of(other).close()
+open(src, "w").write(code_of("broken." + {name!r}))
+try:
+    hotr.load_module(src, name="broken." + {name!r}, manual=True)
+except RuntimeError as exc:
+    assert str(exc) == "broken package", exc
+else:
+    raise AssertionError("the broken package's error was not raised")
+assert "broken." + {name!r} not in sys.modules
+print("done")
+"""
+    )
+
+
 def test_not_a_module_name() -> None:
     with pytest.raises(ValueError, match="not a module name"):
         hotr.load_module("x.c", name="no-dash")

@@ -133,12 +133,14 @@ def load_module(
     Args:
         name: the module's name, which its init function is named after (``PyInit_<name>``);
             default: the file name up to its first dot.  A package's module is named in full
-            (``"pkg._speedups"``: ``PyInit__speedups``).
+            (``"pkg._speedups"``: ``PyInit__speedups``); the package is imported, as an
+            import of its module would, and holds the module as its attribute.
 
     Raises:
         FileNotFoundError: `target` does not exist.
         LoadError: the first version cannot be loaded (its init raised: the exception is the
             LoadError's ``__cause__``; BuildError: cannot be built).
+        Exception: what importing the package of a module named in full raised.
 
     Example::
 
@@ -239,10 +241,19 @@ class ModuleBinding:
                 previous,
             )
         sys.modules[self.name] = self.module
-        # As an import of a package's module does: `import pkg.fast` then finds pkg.fast.
+        # As an import of a package's module does: the package is imported (its __init__ finds
+        # this module in sys.modules) and holds it, so `import pkg.fast; pkg.fast.f()` works.
         package, _, short = self.name.rpartition(".")
-        if package and package in sys.modules:
-            setattr(sys.modules[package], short, self.module)
+        if package:
+            try:
+                parent = _package(package)
+            except BaseException:
+                self.reloader.close()
+                if sys.modules.get(self.name) is self.module:
+                    del sys.modules[self.name]
+                raise
+            if parent is not None:
+                setattr(parent, short, self.module)
         return self.module
 
     def init(self, version: Version) -> None:
@@ -511,6 +522,19 @@ def _forget_pybind11_module(name: str) -> None:
     cache = state.get("__pybind11_module_cache")
     if isinstance(cache, dict):
         cache.pop(name, None)
+
+
+def _package(name: str) -> types.ModuleType | None:
+    """The package `name`, imported if it is not yet; None if there is no such package (the
+    module's name is then only a name)."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(f"{exc.name}.")):
+            return None
+        raise
 
 
 def _no_init(version: Version, short: str) -> str:
