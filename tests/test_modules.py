@@ -673,6 +673,85 @@ def test_a_static_type_keeps_its_version_mapped_and_history_says_so(
         sys.modules.pop(name, None)
 
 
+# A module with a C API in a capsule, and a module that takes a pointer from it at its init.
+CAPSULE = """
+#include <Python.h>
+static long api_value(void) { return %(v)d; }
+static void *api[] = {(void *)api_value};
+static PyObject *value(PyObject *m, PyObject *u) { return PyLong_FromLong(%(v)d); }
+static PyMethodDef methods[] = {{"value", value, METH_NOARGS, NULL}, {NULL}};
+static int exec(PyObject *m) {
+    return PyModule_AddObject(m, "_C_API", PyCapsule_New(api, "%(name)s._C_API", NULL));
+}
+static PyModuleDef_Slot slots[] = {{Py_mod_exec, exec}, {0, NULL}};
+static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "%(name)s", NULL, 0, methods, slots};
+PyMODINIT_FUNC PyInit_%(name)s(void) { return PyModuleDef_Init(&def); }
+"""
+CAPSULE_USER = """
+#include <Python.h>
+static long (*api_value)(void);
+static PyObject *through(PyObject *m, PyObject *u) { return PyLong_FromLong(api_value()); }
+static PyMethodDef methods[] = {{"through", through, METH_NOARGS, NULL}, {NULL}};
+static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "%(name)s", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_%(name)s(void) {
+    void **api = PyCapsule_Import("%(api)s._C_API", 0);
+    if (api == NULL) return NULL;
+    api_value = (long (*)(void))api[0];
+    return PyModule_Create(&def);
+}
+"""
+
+
+def test_a_version_that_exports_a_capsule_stays_mapped(tmp_path: Path) -> None:
+    # Another module's pointer from PyCapsule_Import called an unloaded version: SIGSEGV.
+    api, user = new_name(), new_name()
+    (tmp_path / f"{user}.c").write_text(CAPSULE_USER % {"name": user, "api": api})
+    run_child(
+        f"""
+import os
+from test_modules import CAPSULE
+src = {str(tmp_path / f"{api}.c")!r}
+open(src, "w").write(CAPSULE % {{"name": {api!r}, "v": 1}})
+module = hotr.load_module(src, manual=True)
+user = hotr.load_module({str(tmp_path / f"{user}.c")!r}, manual=True)
+assert user.through() == 1
+open(src + ".tmp", "w").write(CAPSULE % {{"name": {api!r}, "v": 2}})
+os.replace(src + ".tmp", src)
+reload_to(module, 2)
+gc.collect()
+r = hotr.reloader_of(module)
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline and r.history[0].status == "retired":
+    r.poll()
+    time.sleep(0.01)
+kept = "kept mapped: _C_API is a capsule (other modules may hold pointers into it)"
+assert [v.status for v in r.history] == [kept, "live"], r.history
+assert (module.value(), user.through()) == (2, 1)  # its version's code, still there
+print("done")
+"""
+    )
+
+
+@pytest.mark.skipif(importlib.util.find_spec("Cython") is None, reason="Cython not installed")
+def test_a_cython_module_with_cdef_functions_to_cimport_stays_mapped(tmp_path: Path) -> None:
+    name = new_name()
+    (tmp_path / f"{name}.pxd").write_text("cdef int f()\n")
+    src = tmp_path / f"{name}.pyx"
+    src.write_text("cdef int f():\n    return 1\n")
+    module = hotr.load_module(src, manual=True)
+    try:
+        src.write_text("cdef int f():\n    return 2\n")
+        reload_to(module, 2)
+        gc.collect()
+        r = hotr.reloader_of(module)
+        r.update()
+        kept = "kept mapped: __pyx_capi__ holds capsules (other modules may hold pointers into it)"
+        assert [v.status for v in r.history] == [kept, "live"]
+    finally:
+        hotr.reloader_of(module).close()
+        sys.modules.pop(name, None)
+
+
 def test_an_unload_put_off_by_a_load_in_another_thread_still_happens(tmp_path: Path) -> None:
     """The last object of version 1 goes while another thread holds the reloader for a load:
     the unload that wake-up asked for is put off, never lost, with nothing else happening."""

@@ -489,6 +489,12 @@ def _never_unloadable(module: types.ModuleType, version: Version) -> str | None:
     if not address or not _ModuleDef.from_address(address).m_slots:
         return "a single-phase module (CPython keeps its functions)"
     for key, value in vars(module).items():
+        # A C API (PyCapsule_Import; Cython's cimport reads __pyx_capi__): other modules hold
+        # pointers into the version's code, in C, where nothing can count them.
+        if _is_capsule(value):
+            return f"{key} is a capsule (other modules may hold pointers into it)"
+        if key == "__pyx_capi__" and isinstance(value, dict):
+            return f"{key} holds capsules (other modules may hold pointers into it)"
         if isinstance(value, type) and _static_in(value, version):
             return f"{key} is a static type"
         if _static_in(type(value), version):
@@ -499,6 +505,11 @@ def _never_unloadable(module: types.ModuleType, version: Version) -> str | None:
         if kind.__module__ != module.__name__ and _code_in(kind, version):
             return f"the type {kind.__qualname__} of {key} is shared beyond the module"
     return None
+
+
+def _is_capsule(value: object) -> bool:
+    kind = type(value)
+    return kind.__module__ == "builtins" and kind.__qualname__ == "PyCapsule"
 
 
 def _static_in(kind: type, version: Version) -> bool:
