@@ -416,3 +416,22 @@ print("done")
     assert "k: unchanged, version 4" in out.stdout
     assert "c: version 4, built in" in out.stdout
     assert out.stdout.rstrip().endswith("done")
+
+
+def test_a_cells_compiler_warnings_are_shown(tmp_path: Path) -> None:
+    out = run_python(
+        SHELL
+        + """
+assert cell("w", "int q(void) { int unused; return 1; }", "-- -Wall").success
+print("rerun", file=sys.stderr)
+assert cell("w", "int q(void) { int unused; return 1; }", "-- -Wall").success
+assert cell("w", "int q(void) { return 2; }", "-- -Wall").success
+print("done")
+""",
+        env={"HOTR_PRIVATE_DIR": str(tmp_path / "private")},
+    )
+    first, rerun = out.stderr.split("rerun\n")
+    assert "warning: unused variable" in first and "[-Wunused-variable]" in first, out.stderr
+    assert "warning" not in rerun, out.stderr  # nothing was compiled, or nothing to say
+    assert "w: version 2, built in" in out.stdout
+    assert out.stdout.rstrip().endswith("done")

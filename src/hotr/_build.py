@@ -124,14 +124,17 @@ class Builder:
             return set(self.sources)
         return set(self.sources) | self._native.headers() | self._native.awaited()
 
-    def run(self) -> float:
-        """Build; return the seconds it took.  Raises BuildError with the diagnostics."""
+    def run(self) -> tuple[float, str]:
+        """Build; return the seconds it took and what the build printed (its warnings).
+        Raises BuildError with the diagnostics."""
         started = time.perf_counter()
+        printed = ""
         if self._native is not None:
             self._native.run()
+            printed = self._native.printed
         elif self.command is not None:
-            self._commands.run(self.command)
-        return time.perf_counter() - started
+            printed = self._commands.run(self.command)
+        return time.perf_counter() - started, printed
 
     def preprocessor(self) -> list[str] | None:
         """The C compiler and compile flags of the default build with ``-E``: how prototypes
@@ -168,6 +171,7 @@ class BuildRunner:
         self.catalog = catalog
         self._label = label
         self.failure: BuildError | None = None  # the last build's error, until one succeeds
+        self.printed = ""  # what the last build that succeeded printed (warnings)
         self._tracker = tracker
         import threading  # here: `import hotr` need not import it (see _threads.py)
 
@@ -208,7 +212,7 @@ class BuildRunner:
                 # leave the process unreaped (a zombie), since nothing could then finish() it.
                 with deferred():
                     reading = self.catalog.start(self.builder.headers())  # beside the compile
-            seconds = self.builder.run()
+            seconds, printed = self.builder.run()
         except BuildError as exc:
             self.failure = exc
             self._timed_out = exc.timeout is not None  # a slow machine, not the sources
@@ -229,6 +233,7 @@ class BuildRunner:
                 self._tracker.watch_inputs(self.builder.inputs())
                 self._tracker.build_done(seconds)
         self.failure = None
+        self.printed = printed
         logger.info("built %s in %.1f ms", self._label, seconds * 1000)
 
     def cancel(self) -> None:

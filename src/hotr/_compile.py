@@ -60,8 +60,9 @@ class Commands:
         self._lock = threading.Lock()
         self._cancelled = False
 
-    def run(self, argv: list[str]) -> None:
-        """Run `argv` to the end; raise BuildError with its output unless it succeeded."""
+    def run(self, argv: list[str]) -> str:
+        """Run `argv` to the end; return what it printed (its warnings), or raise BuildError
+        with its output unless it succeeded."""
         proc = None
         try:
             with deferred():  # a Ctrl-C between starting it and owning it would leave it running
@@ -80,6 +81,7 @@ class Commands:
             raise BuildError(self.output, shlex.join(argv), None, output, timeout=self.timeout)
         if proc.returncode != 0:
             raise BuildError(self.output, shlex.join(argv), proc.returncode, output)
+        return output
 
     def kill_running(self) -> None:
         """Kill the processes running now (their process groups); they fail with BuildError."""
@@ -214,6 +216,7 @@ class _Unit:
     # made; empty when there is no good product (never built, failed, being rebuilt)
     awaited: list[str] = field(default_factory=list)  # where a missing header it includes
     # would appear (its last compile failed): creating one builds it again
+    printed: str = ""  # what its last compile printed (warnings)
 
     def inputs_now(self) -> dict[str, Stamp]:
         return {path: stamp(path) for path in self.known or (self.source,)}
@@ -258,6 +261,7 @@ class NativeBuild:
         self._sources = list(sources)
         self._link_flags = [*link_flags, *shlex.split(os.environ.get("LDFLAGS", ""))]
         self._registry: list[str] = []  # this build's pybind11 registry define, if any
+        self.printed = ""  # what the last run()'s compilers and linker printed (warnings)
         c = _toolchain.c_compiler(cc)
         cplusplus = any(_toolchain.is_cxx(s) for s in sources)
         cxx_argv = _toolchain.cxx_compiler(cxx) if cplusplus else []
@@ -345,10 +349,11 @@ class NativeBuild:
             if not unit.stamps:
                 todo.append((unit, now, key))
         self._compile_all(todo)
+        printed = "".join(unit.printed for unit, _, _ in todo)
         if len(self._units) == 1:
             _install(self._units[0].product, self.output, keep=True)
         else:
-            self.commands.run(
+            printed += self.commands.run(
                 [
                     *self._linker,
                     "-shared",
@@ -359,6 +364,7 @@ class NativeBuild:
                     *self._link_flags,
                 ]
             )
+        self.printed = printed
 
     def _from_cache(
         self, unit: _Unit, now: dict[str, Stamp], digests: dict[str, tuple[Stamp, str | None]]
@@ -469,7 +475,7 @@ class NativeBuild:
                 f"{unit.source}: Cython is not installed in {sys.executable}",
                 reason="a .pyx source needs Cython (pip install cython)",
             )
-        self.commands.run(argv)
+        unit.printed = self.commands.run(argv)
         return unit.generated
 
     def _compile(self, unit: _Unit, before: dict[str, Stamp], key: str | None) -> None:
@@ -484,11 +490,14 @@ class NativeBuild:
                 cache = None  # the cache directory went away: build without it
         depfile = f"{unit.product}.d"
         try:
+            unit.printed = ""
             compiled = self._translate(unit) if unit.generated else unit.source
             registry = self._registry if unit.every_build else []
             output = ["-o", out, unit.dep_flag, "-MF", depfile]
             try:
-                self.commands.run([*unit.argv, *registry, compiled, *output, *unit.tail])
+                unit.printed += self.commands.run(
+                    [*unit.argv, *registry, compiled, *output, *unit.tail]
+                )
             except BuildError as exc:
                 if exc.returncode is not None:  # it ran, and failed: for want of a header?
                     unit.awaited = self._missing(unit, compiled)

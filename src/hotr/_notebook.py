@@ -127,6 +127,8 @@ class HotrMagics(Magics):
                 path, cc=options.cc, flags=flags, debounce=0, guard=options.guard
             )
             entry = self._entries[name] = Entry(name, reloader, "cell", options)
+        builds = core_of(entry.reloader).builds
+        started = builds.started_from if builds is not None else None
         try:
             entry.reloader.update()
         except HotReloadError as exc:
@@ -138,6 +140,8 @@ class HotrMagics(Magics):
         entry.failure = None
         self._inject(entry)
         self._report(entry)
+        if builds is not None and builds.started_from != started and builds.printed:
+            print(builds.printed.rstrip(), file=sys.stderr)  # the compiler's warnings
 
     # -- %hotr commands ----------------------------------------------------------------------
 
