@@ -372,6 +372,8 @@ print("done")
 
 
 def test_a_cell_function_never_replaces_a_variable_of_the_users(tmp_path: Path) -> None:
+    source = tmp_path / "signal.c"
+    source.write_text("int filtered(void) { return 3; }\n")
     out = run_python(
         SHELL
         + """
@@ -379,11 +381,20 @@ ok("signal = np.arange(4.0)")
 assert cell("sg", "int signal(void) { return 1; }\\nint other(void) { return 2; }").success
 ok("assert isinstance(signal, np.ndarray) and signal.tolist() == [0, 1, 2, 3]")
 ok("assert other() == 2")
+# %hotr load binds the library to its NAME: not over the user's variable either.
+assert not run("%hotr load " + sys.argv[1]).success
+ok("assert isinstance(signal, np.ndarray) and signal.tolist() == [0, 1, 2, 3]")
+shell.run_line_magic("hotr", "")
 print("done")
 """,
+        argv=[str(source)],
         env={"HOTR_PRIVATE_DIR": str(tmp_path / "private")},
     )
     assert "'signal' already names your ndarray object; the function is not" in out.stdout
+    assert "'signal' already names your ndarray object: load it under another name" in (
+        out.stdout + out.stderr
+    )
+    assert str(source) not in out.stdout  # %hotr lists no library loaded from it
     assert out.stdout.rstrip().endswith("done")
 
 

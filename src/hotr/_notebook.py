@@ -25,7 +25,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from ._background import load
 from ._exceptions import BuildError, CrashError, HotReloadError
-from ._library import Function, reloader_of
+from ._library import Function, Library, reloader_of
 from ._pipeline import HOOKS
 from ._reloader import HotReloader, core_of
 
@@ -172,6 +172,12 @@ class HotrMagics(Magics):
         name = name or _default_name(path)
         if name in self._entries:
             raise UsageError(f"{name!r} is loaded already: %hotr close {name}, or --name")
+        taken = self._shell.user_ns.get(name)
+        if taken is not None and not isinstance(taken, Library):
+            raise UsageError(
+                f"{name!r} already names your {type(taken).__name__} object: load it under "
+                "another name (--name NAME)"
+            )
         entry: Entry | None = None
 
         def failed(error: HotReloadError) -> None:
