@@ -395,6 +395,8 @@ print("done")
         out.stdout + out.stderr
     )
     assert str(source) not in out.stdout  # %hotr lists no library loaded from it
+    assert "sg: version 1, built in" in out.stdout and ": other\n" in out.stdout, out.stdout
+    assert "sg    1        cell    other\n" in out.stdout  # what is in the namespace
     assert out.stdout.rstrip().endswith("done")
 
 

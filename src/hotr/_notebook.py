@@ -271,7 +271,7 @@ class HotrMagics(Magics):
             if name in HOOKS:
                 continue
             try:
-                functions[name] = entry.reloader.library[name]
+                function = entry.reloader.library[name]
             except HotReloadError:
                 continue  # not exported (an inline function the compiler did not emit)
             taken = namespace.get(name)
@@ -282,7 +282,7 @@ class HotrMagics(Magics):
                     "run the cell again"
                 )
                 continue
-            namespace[name] = functions[name]
+            namespace[name] = functions[name] = function
         for name, function in entry.functions.items():
             if name not in functions and namespace.get(name) is function:
                 del namespace[name]
