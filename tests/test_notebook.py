@@ -448,3 +448,26 @@ print("done")
     assert "warning" not in rerun, out.stderr  # nothing was compiled, or nothing to say
     assert "w: version 2, built in" in out.stdout
     assert out.stdout.rstrip().endswith("done")
+
+
+def test_two_cells_defining_one_function_the_last_run_holds_the_name(tmp_path: Path) -> None:
+    out = run_python(
+        SHELL
+        + """
+import hotr
+assert cell("a", "int same(void) { return 1; }\\nint boom(int c) { return 0; }").success
+crashing = "int same(void) { return 1; }\\nint boom(int c) { return c ? *(volatile int *)0 : 0; }"
+assert cell("a", crashing).success
+assert cell("b", "int same(void) { return 2; }").success
+ok("assert same() == 2")
+assert isinstance(run("boom(1)").error_in_exec, hotr.CrashError)
+ok("assert same() == 2 and boom(0) == 0")  # a's rollback took the name back: same() was 1
+assert cell("a", "int same(void) { return 3; }").success  # running a cell takes it
+ok("assert same() == 3")
+print("done")
+""",
+        env={"HOTR_PRIVATE_DIR": str(tmp_path / "private")},
+    )
+    assert "b: 'same' is b's function now, no longer a's" in out.stdout
+    assert "a: 'same' is a's function now, no longer b's" in out.stdout
+    assert out.stdout.rstrip().endswith("done")

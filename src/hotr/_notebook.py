@@ -237,7 +237,8 @@ class HotrMagics(Magics):
             if entry.source != "cell":
                 self._apply(entry)
             if entry.reloader.version != entry.shown:
-                self._inject(entry)
+                # A crash's rollback takes back no name another cell's function holds now.
+                self._inject(entry, claim=not entry.reloader.history[-1].rollback)
                 if entry.source != "cell":
                     self._report(entry)
 
@@ -260,10 +261,11 @@ class HotrMagics(Magics):
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _inject(self, entry: Entry) -> None:
+    def _inject(self, entry: Entry, *, claim: bool = True) -> None:
         """Put the functions the live version defines into the namespace (the same Function
         objects every time); take out the ones it no longer defines, if still ours there.  A
-        name the user bound to something else (an array, a module) is left alone, and said so."""
+        name the user bound to something else (an array, a module) is left alone, and said so;
+        one bound to another library's function is taken (and said so) only if `claim`."""
         defined = core_of(entry.reloader).defined() or ()
         namespace = self._shell.user_ns
         functions: dict[str, Function] = {}
@@ -282,6 +284,13 @@ class HotrMagics(Magics):
                     "run the cell again"
                 )
                 continue
+            if isinstance(taken, Function) and taken is not function:
+                if not claim:
+                    continue
+                for other in self._entries.values():
+                    if other is not entry and other.functions.get(name) is taken:
+                        owner = f"{entry.name}: {name!r} is {entry.name}'s function now"
+                        print(f"{owner}, no longer {other.name}'s")
             namespace[name] = functions[name] = function
         for name, function in entry.functions.items():
             if name not in functions and namespace.get(name) is function:
