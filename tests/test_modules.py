@@ -1138,6 +1138,29 @@ def test_cython(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("Cython") is None, reason="Cython not installed")
+def test_a_cython_module_of_a_package_leaves_no_stale_module_under_its_full_name(
+    tmp_path: Path,
+) -> None:
+    # Cython put each version's own module in sys.modules["pkg.mod"] (the full name it is
+    # compiled with) when hotr loaded it as "mod": `import pkg.mod` then gave version 1 forever.
+    package, name = new_name(), new_name()
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
+    src = tmp_path / package / f"{name}.pyx"
+    src.write_text("VERSION = 1\n")
+    module = hotr.load_module(src, manual=True)
+    try:
+        src.write_text("VERSION = 2\n")
+        reload_to(module, 2)
+        assert module.VERSION == 2
+        assert f"{package}.{name}" not in sys.modules
+    finally:
+        hotr.reloader_of(module).close()
+        sys.modules.pop(name, None)
+        sys.modules.pop(f"{package}.{name}", None)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("Cython") is None, reason="Cython not installed")
 def test_cython_cdef_class_instances_of_the_live_version_pickle(tmp_path: Path) -> None:
     """Cython pickles a cdef class through a module function of its own (__pyx_unpickle_Acc),
     which pickle finds by name: the namespace has to hold that very function."""

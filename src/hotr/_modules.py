@@ -284,6 +284,7 @@ class ModuleBinding:
         assert spec is not None
         with _IMPORT_LOCK:
             before = sys.modules.get(self.name)
+            names = set(sys.modules)
             try:
                 module = importlib.util.module_from_spec(spec)
                 loader.exec_module(module)
@@ -296,6 +297,11 @@ class ModuleBinding:
                     sys.modules.pop(self.name, None)
                 else:
                     sys.modules[self.name] = before
+                # Cython also puts it under the full name it was compiled with (a .pyx in a
+                # package): there it would stay this version's, stale after the next reload.
+                for added in set(sys.modules) - names:
+                    if getattr(sys.modules[added], "__file__", None) == version.path:
+                        del sys.modules[added]
         return module
 
     def switch(self, version: Version) -> None:
