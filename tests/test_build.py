@@ -243,6 +243,21 @@ def test_tcc_as_compiler(src: Path) -> None:
         assert lib.value() == 2
 
 
+@pytest.mark.skipif(shutil.which("tcc") is None, reason="tcc is not installed")
+def test_tcc_behind_a_compiler_wrapper_is_known_as_tcc(tmp_path: Path, src: Path) -> None:
+    # A stand-in for ccache: it runs the command after it, as ccache and distcc do.
+    wrapper = tmp_path / "bin" / "ccache"
+    wrapper.parent.mkdir()
+    wrapper.write_text('#!/bin/sh\nexec "$@"\n')
+    wrapper.chmod(0o755)
+    with hotr.HotReloader(src, cc=f"{wrapper} tcc") as r:  # tcc refuses gcc's -MMD
+        lib = r.update()
+        assert lib.value() == 101
+        (src.parent / "params.h").write_text("#define BASE 1\n")  # -MD named it
+        reload_next(r)
+        assert lib.value() == 2
+
+
 def test_load_rebuilds_in_background(src: Path) -> None:
     with hotr.load(src) as lib:
         assert lib.value() == 101

@@ -90,16 +90,30 @@ def cxx_compiler(cxx: str | None) -> list[str]:
     return shlex.split(cxx or os.environ.get("CXX") or "c++")
 
 
+# Programs that run the compiler named after them (``ccache gcc``, ``distcc tcc``): hotr
+# looks through them to the compiler.
+_WRAPPERS = frozenset({"ccache", "sccache", "distcc", "icecc", "buildcache"})
+
+
+def unwrapped(compiler: Sequence[str]) -> Sequence[str]:
+    """The compiler's argv without the wrappers in front (``ccache tcc -g`` -> ``tcc -g``)."""
+    start = 0
+    while start < len(compiler) - 1 and os.path.basename(compiler[start]) in _WRAPPERS:
+        start += 1
+    return compiler[start:]
+
+
 def is_tcc(compiler: Sequence[str]) -> bool:
-    """True for tcc, which wants ``-MD`` for dependency output and knows no colour flag."""
-    return os.path.basename(compiler[0]).startswith("tcc")
+    """True for tcc, which wants ``-MD`` for dependency output and has no ``-M -MG``."""
+    return os.path.basename(unwrapped(compiler)[0]).startswith("tcc")
 
 
 def identity(compiler: Sequence[str]) -> str:
     """What identifies a compiler in cache keys: its resolved path, size and modification
-    time (an upgrade changes them), and the argv words.  A wrapper script is identified as
-    itself: what it calls is not seen."""
-    found = shutil.which(compiler[0])
+    time (an upgrade changes them), and the argv words.  A wrapper (ccache...) is seen
+    through to the compiler it runs; a wrapper script is identified as itself: what it
+    calls is not seen."""
+    found = shutil.which(unwrapped(compiler)[0])
     if found is None:
         return shlex.join(compiler)
     real = os.path.realpath(found)
@@ -112,7 +126,7 @@ def identity(compiler: Sequence[str]) -> str:
 
 def is_gcc(compiler: Sequence[str]) -> bool:
     """True if the compiler is GCC (g++ needs ``-fno-gnu-unique`` for reloads to work)."""
-    return _says_gcc(identity(compiler), tuple(compiler))
+    return _says_gcc(identity(compiler), tuple(unwrapped(compiler)))
 
 
 @functools.lru_cache(maxsize=16)
