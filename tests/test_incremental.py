@@ -311,6 +311,25 @@ def test_a_missing_header_created_after_the_failed_build_builds_again(
         assert lib.f0() == 9 and r.version == 2
 
 
+@pytest.mark.parametrize("compiler", ["gcc", "tcc"])
+def test_a_syntax_error_costs_no_extra_compiler_run(
+    private: Path, monkeypatch: pytest.MonkeyPatch, compiler: str
+) -> None:
+    if shutil.which(compiler) is None:
+        pytest.skip(f"{compiler} is not installed")
+    monkeypatch.setenv("LC_ALL", "C")  # messages hotr can read: no look for a header just in case
+    p = Project(private, 1, real=compiler)
+    with hotr.HotReloader(p.sources, cc=str(p.cc), prototypes=False) as r:
+        r.update()
+        p.log.unlink()
+        save(p.sources[0], "int f0(void) { return 1 +; }\n")
+        assert r.watch_for_changes(timeout=5) == 1
+        with pytest.raises(hotr.BuildError):
+            r.update()
+        starts = [line for line in p.log.read_text().splitlines() if line.startswith("start ")]
+        assert len(starts) == 1, starts  # the compile, and no -M -MG run after it
+
+
 def test_a_removed_source_is_a_clear_error_and_the_old_version_stays(private: Path) -> None:
     p = Project(private, 3)
     with hotr.HotReloader(p.sources, cc=str(p.cc)) as r:

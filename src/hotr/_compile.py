@@ -500,7 +500,9 @@ class NativeBuild:
                 )
             except BuildError as exc:
                 if exc.returncode is not None:  # it ran, and failed: for want of a header?
-                    unit.awaited = self._missing(unit, compiled)
+                    # Asked only when it may be: the question is one more compiler run.
+                    wanting = _toolchain.may_want_header(unit.argv, exc.diagnostics)
+                    unit.awaited = self._missing(unit, compiled) if wanting else []
                 raise
             unit.awaited = []
             named = read_depfile(depfile, one_per_line=unit.dep_flag == "-MD")
@@ -532,7 +534,7 @@ class NativeBuild:
 
     def _missing(self, unit: _Unit, compiled: str) -> list[str]:
         """Where the headers `compiled` includes that exist nowhere would appear (none when
-        the compiler cannot say: tcc has no -MG)."""
+        the compiler cannot say)."""
         depfile = f"{unit.product}.missing.d"
         try:
             self.commands.run([*unit.argv, "-E", "-M", "-MG", "-MF", depfile, compiled])

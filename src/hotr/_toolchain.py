@@ -108,6 +108,33 @@ def is_tcc(compiler: Sequence[str]) -> bool:
     return os.path.basename(unwrapped(compiler)[0]).startswith("tcc")
 
 
+# How compilers say that an #include names no file: gcc gives strerror(ENOENT) ("fatal error:
+# params.h: No such file or directory"), clang "fatal error: 'params.h' file not found".
+_NO_SUCH_FILE = ("No such file or directory", "file not found")
+
+
+def may_want_header(compiler: Sequence[str], diagnostics: str) -> bool:
+    """True if a compile that failed with `diagnostics` may have failed for want of a header,
+    so that asking the compiler which headers are missing (``-M -MG``) is worth its run: the
+    diagnostics say a file was not found, or they may be in a language other than English.
+    Never for tcc, which has no ``-MG``."""
+    if is_tcc(compiler):
+        return False
+    return any(words in diagnostics for words in _NO_SUCH_FILE) or not _english_messages()
+
+
+def _english_messages() -> bool:
+    """True if the compilers hotr starts write their messages in English: gettext (and glibc's
+    strerror) follow ``$LANGUAGE`` under any locale but C, then ``$LC_ALL``, ``$LC_MESSAGES``,
+    ``$LANG``."""
+    env = os.environ
+    locale = env.get("LC_ALL") or env.get("LC_MESSAGES") or env.get("LANG") or "C"
+    if locale in ("C", "POSIX") or locale.startswith("C."):
+        return True
+    languages = env.get("LANGUAGE") or locale
+    return all(name.startswith("en") for name in languages.split(":") if name)
+
+
 def identity(compiler: Sequence[str]) -> str:
     """What identifies a compiler in cache keys: its resolved path, size and modification
     time (an upgrade changes them), and the argv words.  A wrapper (ccache...) is seen
