@@ -258,6 +258,20 @@ def test_tcc_behind_a_compiler_wrapper_is_known_as_tcc(tmp_path: Path, src: Path
         assert lib.value() == 2
 
 
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+def test_a_c_function_compiled_as_cxx_is_missing_with_the_reason(src: Path) -> None:
+    with hotr.HotReloader(src, cc="g++") as r:  # g++ compiles kernel.c as C++
+        lib = r.update()
+        with pytest.raises(hotr.SymbolNotFoundError) as info:
+            lib.value()
+        message = str(info.value)
+        assert "'value'" in message and "'_Z5valuev'" in message, message
+        assert "compiled as C++" in message and 'extern "C"' in message, message
+        save(src, '#include "params.h"\nextern "C" int value(void) { return BASE + 2; }\n')
+        reload_next(r)
+        assert lib.value() == 102
+
+
 def test_load_rebuilds_in_background(src: Path) -> None:
     with hotr.load(src) as lib:
         assert lib.value() == 101

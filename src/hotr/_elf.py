@@ -14,6 +14,7 @@ from ._shim import check_elf, check_elf_file
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import mmap
+    from collections.abc import Iterator
     from typing import BinaryIO
 
     Buffer = bytes | mmap.mmap  # what the checks read: the file's bytes or a mapping of them
@@ -297,6 +298,27 @@ def unique_symbols(data: Buffer) -> list[str]:
     """
     if data[7] != ELFOSABI_GNU:
         return []  # the linker marks a file with such symbols as GNU's: no scan for the rest
+    size = len(data)
+    found = [
+        _c_string(data, at, size)
+        for at, info, _ in _dynamic_symbols(data)
+        if info >> 4 == STB_GNU_UNIQUE
+    ]
+    return sorted(set(found))
+
+
+def cxx_names(data: Buffer, name: str) -> list[str]:
+    """The C++ (mangled) names of a function `name` at namespace scope that the library
+    defines (``_Z5valuev`` for ``value``): what a C function compiled as C++ is called.  `data`
+    must have passed check_shared_object()."""
+    prefix, size = f"_Z{len(name)}{name}", len(data)
+    defined = (_c_string(data, at, size) for at, _, section in _dynamic_symbols(data) if section)
+    return sorted({n for n in defined if n.startswith(prefix)})
+
+
+def _dynamic_symbols(data: Buffer) -> Iterator[tuple[int, int, int]]:
+    """(where its name starts, st_info, st_shndx) of each entry of the dynamic symbol tables
+    (SHT_DYNSYM)."""
     endian = "<" if data[5] == 1 else ">"
     wide = data[4] == 2
     if wide:
@@ -309,9 +331,8 @@ def unique_symbols(data: Buffer) -> list[str]:
         shdr, sym = struct.Struct(endian + "IIIIIIIIII"), struct.Struct(endian + "IIIBBH")
     size = len(data)
     if e_shoff == 0 or e_shoff + e_shnum * e_shentsize > size:
-        return []
+        return
     sections = [shdr.unpack_from(data, e_shoff + i * e_shentsize) for i in range(e_shnum)]
-    found: list[str] = []
     for table in (s for s in sections if s[1] == SHT_DYNSYM):
         offset, length, link = table[4], table[5], table[6]
         if link >= e_shnum or offset + length > size:
@@ -319,7 +340,7 @@ def unique_symbols(data: Buffer) -> list[str]:
         strings = sections[link][4]
         length -= length % sym.size
         for entry in struct.iter_unpack(sym.format, data[offset : offset + length]):
-            st_name, st_info = (entry[0], entry[1]) if wide else (entry[0], entry[3])
-            if st_info >> 4 == STB_GNU_UNIQUE:
-                found.append(_c_string(data, strings + st_name, size))
-    return sorted(set(found))
+            st_name, st_info, st_shndx = (
+                (entry[0], entry[1], entry[3]) if wide else (entry[0], entry[3], entry[5])
+            )
+            yield strings + st_name, st_info, st_shndx

@@ -36,16 +36,19 @@ class LoadError(HotReloadError):
 
 
 class SymbolNotFoundError(HotReloadError, AttributeError):
-    """The live version of a library does not export the symbol asked for."""
+    """The live version of a library does not export the symbol asked for.  `hint` says why,
+    when hotr can tell (a C function compiled as C++ has a mangled name)."""
 
-    def __init__(self, path: str, name: str, version: int) -> None:
-        super().__init__(f"{path!r} (version {version}) has no symbol {name!r}")
+    def __init__(self, path: str, name: str, version: int, hint: str = "") -> None:
+        because = f"; {hint}" if hint else ""
+        super().__init__(f"{path!r} (version {version}) has no symbol {name!r}{because}")
         self.path = path
         self.name = name
         self.version = version
+        self._hint = hint
 
     def __reduce__(self) -> tuple[object, ...]:
-        return type(self), (self.path, self.name, self.version)  # pickles (process pools)
+        return type(self), (self.path, self.name, self.version, self._hint)  # pickles (pools)
 
 
 class BuildError(LoadError):

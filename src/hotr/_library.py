@@ -120,7 +120,7 @@ class FunctionTable:
             raise HotReloadError(f"{self._label!r} is not loaded: call update() first")
         address = version.symbol(name)
         if address is None:
-            raise SymbolNotFoundError(self._label, name, version.number)
+            raise _not_found(self._label, name, version)
         if not version.callable(address):
             raise HotReloadError(
                 f"{name!r} in {self._label!r} is not a function (not in executable code)"
@@ -161,15 +161,10 @@ class FunctionTable:
             if address:
                 continue
             name = names[i]
-            missing[i] = SymbolNotFoundError(self._label, name, version.number)
+            error = missing[i] = _not_found(self._label, name, version)
             if name not in self._missing:
                 self._missing.add(name)
-                logger.warning(
-                    "version %d of %s has no %r; calling it raises until a version provides it",
-                    version.number,
-                    self._label,
-                    name,
-                )
+                logger.warning("%s; calling it raises until a version provides it", error)
         if self._missing:  # reported once until a version brings them back
             self._missing.intersection_update(n for n, e in zip(names, missing, strict=True) if e)
         if self._catalog is not None:
@@ -233,6 +228,24 @@ class FunctionTable:
                     self._ffi.dlclose(declared)
             self._cffi_types[name] = ctype
         return self._ffi.cast(ctype, address)
+
+
+def _not_found(label: str, name: str, version: Version) -> SymbolNotFoundError:
+    """The error for a function `name` that `version` lacks, saying why when it is clear: a C
+    function compiled as C++ has only a mangled name."""
+    mangled = version.cxx_names(name)
+    if not mangled:
+        return SymbolNotFoundError(label, name, version.number)
+    return SymbolNotFoundError(
+        label,
+        name,
+        version.number,
+        (
+            f"it has only the C++ (mangled) name {mangled[0]!r}, so its source was compiled "
+            "as C++ (a C++ compiler such as g++ or clang++ compiles .c files as C++ too): "
+            "declare it extern \"C\", or build .c sources with a C compiler (cc='gcc')"
+        ),
+    )
 
 
 _PARTS = "hotr.parts"  # where a Library keeps its reloader, lookup and handle

@@ -21,7 +21,7 @@ import ctypes
 import os
 
 from . import _dl, _signals
-from ._elf import ElfInfo, Globals, map_read, read_globals
+from ._elf import ElfInfo, Globals, cxx_names, map_read, read_globals
 from ._log import logger
 from ._shim import Pin
 from ._store import PrivateStore
@@ -153,6 +153,17 @@ class Version:
                 ):
                     self._globals = read_globals(mapped, self.info.relro)
         return self._globals
+
+    def cxx_names(self, name: str) -> list[str]:
+        """The C++ (mangled) names this version has for a function `name`, read from the
+        copy's symbol table (a missing function is explained by them)."""
+        if self.content is not None:
+            return cxx_names(self.content, name)
+        try:
+            with open(self.path, "rb") as f, map_read(f) as mapped:
+                return cxx_names(mapped, name)
+        except OSError:
+            return []
 
     def sha256(self) -> str:
         """SHA-256 of the version's content, hex, computed when first asked for: from its bytes
