@@ -28,6 +28,7 @@ TYPES = textwrap.dedent(
     #include <stddef.h>
     #include <stdint.h>
     #include <string.h>
+    #include <wchar.h>
     struct handle;
     typedef struct { double x, y; } point;
     double half(double x) { return x / 2; }
@@ -60,6 +61,10 @@ TYPES = textwrap.dedent(
     int apply(int (*fp)(int), int a) { return fp(a); }
     double sum3(const double v[3]) { return v[0] + v[1] + v[2]; }
     size_t chars(const char s[]) { return strlen(s); }
+    size_t wlength(const wchar_t *s) { return wcslen(s); }
+    wchar_t wfirst(const wchar_t *s) { return s[0]; }
+    const wchar_t *wgreeting(void) { return L"h\u00e9llo"; }
+    wchar_t *wupcase(wchar_t *s) { for (wchar_t *p = s; *p; p++) *p -= 32; return s; }
     """
 )
 
@@ -103,6 +108,16 @@ def test_strings(lib: hotr.Library) -> None:
         lib.upcase(b"read-only")  # C would write into an immutable bytes object
     with pytest.raises(ctypes.ArgumentError, match=r"not str: pass text.encode\(\)"):
         lib.length("text")
+
+
+def test_wide_strings_are_typed_as_ctypes_types_them(lib: hotr.Library) -> None:
+    assert lib.wlength.argtypes == (ctypes.c_wchar_p,)  # not int *: wchar_t is a typedef of int
+    assert lib.wlength("h\u00e9llo") == 5
+    assert lib.wfirst("\u00e9t\u00e9") == "\u00e9"
+    assert lib.wfirst.restype is ctypes.c_wchar
+    assert lib.wgreeting() == "h\u00e9llo"
+    buffer = ctypes.create_unicode_buffer("abc")
+    assert lib.wupcase(buffer) == "ABC" and buffer.value == "ABC"
 
 
 def test_pointers_take_numpy_arrays_ctypes_arrays_and_buffers(lib: hotr.Library) -> None:

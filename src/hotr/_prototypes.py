@@ -284,6 +284,8 @@ class _Parser:
             while self._peek() in _SKIP_PARENS:
                 self._skip_parens_after_keyword()
             if "typedef" in flags:
+                if name == "wchar_t" and isinstance(ctype, Scalar):
+                    ctype = Scalar(name)  # a typedef of int, but ctypes has c_wchar for it
                 if name:
                     self._typedefs[name] = ctype
             elif isinstance(ctype, FunctionType) and name and "static" not in flags:

@@ -33,6 +33,7 @@ _SCALARS: dict[str, Any] = {
     "float": ctypes.c_float,
     "double": ctypes.c_double,
     "long double": ctypes.c_longdouble,
+    "wchar_t": ctypes.c_wchar,  # a one-character str, as ctypes has it
 }
 _FLOATS = frozenset(("float", "double", "long double"))
 _INTEGER_FORMATS = frozenset("bBhHiIlLqQnN?c")
@@ -63,6 +64,8 @@ def _result(ctype: CType) -> Any:
         target = ctype.target
         if isinstance(target, Scalar) and target.name == "char":
             return ctypes.c_char_p  # bytes (None for NULL)
+        if isinstance(target, Scalar) and target.name == "wchar_t":
+            return ctypes.c_wchar_p  # str (None for NULL)
         if isinstance(target, Scalar) and target.name not in ("void", "bool"):
             return ctypes.POINTER(_SCALARS[target.name])  # result[i] reads the items
         return ctypes.c_void_p
@@ -76,6 +79,8 @@ def _param(ctype: CType) -> Any:
         return _SCALARS[ctype.name]
     if isinstance(ctype, Pointer):
         target, const = ctype.target, ctype.const
+        if target == Scalar("wchar_t"):
+            return ctypes.c_wchar_p  # a str, None, a create_unicode_buffer(), as ctypes has it
         while isinstance(target, Array):  # double m[][2]: rows of doubles, passed as double *
             row: Array = target
             target, const = row.target, row.const
