@@ -124,6 +124,18 @@ def test_callbacks_and_the_background_options_are_checked(src: Path) -> None:
         hotr.load_module(src, name=3)  # type: ignore[arg-type]
 
 
+def test_watcher_remove_names_itself_in_its_errors() -> None:
+    # It said "reloader_of() takes a hotr.Library ...": a function the caller never called.
+    with hotr.Watcher() as watcher:
+        for wrong in (3, None, "libk.so"):
+            with pytest.raises(TypeError) as info:
+                watcher.remove(wrong)  # type: ignore[arg-type]
+            assert str(info.value) == (
+                "Watcher.remove(library): library must be the hotr.Library that "
+                f"Watcher.add() returned, not {type(wrong).__name__}"
+            )
+
+
 def test_an_integer_too_long_for_repr_is_named_by_its_digits(src: Path) -> None:
     # repr() of an int over 4300 digits raises ValueError (sys.get_int_max_str_digits)
     message = "build_timeout must be a finite number of seconds, not an integer of 5001 digits"

@@ -86,6 +86,11 @@ class Watcher:
 
     def remove(self, library: Library) -> None:
         """Stop watching `library` and close it (cleanup hooks run, private copies go)."""
+        if not isinstance(library, Library):
+            raise TypeError(
+                "Watcher.remove(library): library must be the hotr.Library that "
+                f"Watcher.add() returned, not {type(library).__name__}"
+            )
         reloader = reloader_of(library)
         with self._lock:
             if reloader in self._reloaders:
