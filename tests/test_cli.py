@@ -490,6 +490,8 @@ USAGE_ERRORS = {
     ),
     "empty build": (["run", "k.c", "--build", "", "--output", "l.so"], "--build is empty"),
     "unknown option": (["run", "--bogus"], "unrecognized arguments: --bogus"),
+    "a source twice": (["run", "v.c", "v.c"], "v.c is given twice: give each TARGET once"),
+    "two spellings": (["run", "v.c", "./v.c"], "v.c and ./v.c are the same file: give each"),
 }
 
 
@@ -501,6 +503,19 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], case: str) -> N
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: hotr run") and message in err, err
+
+
+def test_one_source_by_two_names_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "v.c").write_text("int value(void) { return 1; }\n")
+    (tmp_path / "link.c").symlink_to(tmp_path / "v.c")
+    for other in (tmp_path / "link.c", tmp_path / "sub" / ".." / "v.c"):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        with pytest.raises(SystemExit) as info:
+            main(["run", str(tmp_path / "v.c"), str(other)])
+        assert info.value.code == 2  # it was 1, from the reloader's check
+        assert f"v.c and {other} are the same file" in capsys.readouterr().err
 
 
 def test_usage_errors_from_the_command(tmp_path: Path) -> None:

@@ -250,6 +250,14 @@ def _check_usage(
 ) -> None:
     """Refuse option combinations that would be ignored or mean something else (exit 2)."""
     targets: list[str] = options.targets
+    seen: dict[object, str] = {}
+    for target in targets:  # one file twice: compiled twice, every link would fail
+        first = seen.get(key := _file_key(target))
+        if first == target:
+            run.error(f"{target} is given twice: give each TARGET once")
+        if first is not None:
+            run.error(f"{first} and {target} are the same file: give each TARGET once")
+        seen[key] = target
     if options.build is not None:
         try:
             command = shlex.split(options.build)
@@ -281,6 +289,16 @@ def _check_usage(
         )
     if len(targets) == 1 and not is_source(targets[0]) and (options.cc or flags):
         run.error(f"--cc and compiler flags are for C sources, and {targets[0]} is a library")
+
+
+def _file_key(path: str) -> object:
+    """What is the same for two spellings of one file (``v.c``, ``./v.c``, a symlink to it):
+    its device and inode, or for a path that names nothing (yet), the absolute path."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return os.path.abspath(path)
+    return (info.st_dev, info.st_ino)
 
 
 def _run(options: argparse.Namespace, compiler_flags: list[str], out: Output) -> int:
