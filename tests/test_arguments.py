@@ -136,6 +136,33 @@ def test_watcher_remove_names_itself_in_its_errors() -> None:
             )
 
 
+def test_every_entry_point_names_its_own_parameter_of_a_wrong_type(builder: Builder) -> None:
+    # hot_reload_init(123) raised "path must be ..." from HotReloader, naming a parameter it
+    # does not have; the seed API's other functions raised AttributeError ('int' object has no
+    # attribute 'update'), load_module(123) "'int' object is not iterable".
+    api: Any = hotr  # the calls are wrong on purpose
+    expected: list[tuple[Any, str]] = [
+        (lambda: api.hot_reload_init(123), "hot_reload_init(lib_path): lib_path must be the "),
+        (lambda: api.hot_reload_init(None), "os.PathLike), not NoneType"),
+        (lambda: api.hot_reload_init(b"libhot.so"), "not bytes: decode it, os.fsdecode"),
+        (lambda: api.hot_reload_update(3), "hot_reload_update(reloader): reloader must be "),
+        (lambda: api.hot_reload_update(None), "not NoneType (hot_reload_init() returned None"),
+        (lambda: api.watch_for_changes("x"), "watch_for_changes(reloader): reloader must be"),
+        (lambda: api.hot_reload_cleanup(3), "hot_reload_cleanup(reloader): reloader must be"),
+        (lambda: api.load_module(123), "target must be a path or a list of paths, not int"),
+        (lambda: api.load_module(None), "target must be a path or a list of paths, not None"),
+        (lambda: api.load_module(b"m.c"), "not bytes: decode it, os.fsdecode(target)"),
+        (lambda: api.load(None), "path must be a path or a list of paths, not NoneType"),
+        (lambda: api.HotReloader(b"libhot.so"), "not bytes: decode it, os.fsdecode(path)"),
+    ]
+    for call, message in expected:
+        with pytest.raises(TypeError) as info:
+            call()
+        assert message in str(info.value), (message, str(info.value))
+    with hotr.Watcher() as watcher, pytest.raises(TypeError, match="path must be a path or a"):
+        watcher.add(123)  # type: ignore[arg-type]
+
+
 def test_an_integer_too_long_for_repr_is_named_by_its_digits(src: Path) -> None:
     # repr() of an int over 4300 digits raises ValueError (sys.get_int_max_str_digits)
     message = "build_timeout must be a finite number of seconds, not an integer of 5001 digits"

@@ -32,6 +32,7 @@ import os
 import sys
 import types
 import weakref
+from collections.abc import Sequence
 
 from ._background import astart, start
 from ._exceptions import HotReloadError, LoadError, SymbolNotFoundError
@@ -43,7 +44,7 @@ from ._versions import Hold, Version
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
     from typing import Any
 
     from ._library import CrashHandler
@@ -182,6 +183,12 @@ def _binding(
     options: dict[str, Any],
 ) -> ModuleBinding:
     """The checked arguments' reloader, with the module binding it loads through."""
+    encoded = isinstance(target, (bytes, bytearray))
+    if encoded or not isinstance(target, (str, os.PathLike, Sequence)):
+        fix = ": decode it, os.fsdecode(target)" if encoded else ""
+        raise TypeError(
+            f"target must be a path or a list of paths, not {type(target).__name__}{fix}"
+        )
     paths = [target] if isinstance(target, (str, os.PathLike)) else list(target)
     first = os.fspath(paths[0]) if paths else ""
     if name is None:

@@ -390,12 +390,15 @@ def _paths(value: object, name: str) -> list[str]:
     """Absolute paths from one path or a list of them; TypeError/ValueError name `name`."""
     items = [value] if isinstance(value, (str, os.PathLike)) else value
     if isinstance(items, (bytes, bytearray)) or not isinstance(items, Sequence):
-        raise TypeError(f"{name} must be a path or a list of paths, not {type(value).__name__}")
+        fix = ": decode it, os.fsdecode(path)" if isinstance(value, (bytes, bytearray)) else ""
+        raise TypeError(
+            f"{name} must be a path or a list of paths, not {type(value).__name__}{fix}"
+        )
     paths = []
     for item in items:
-        if not isinstance(item, (str, os.PathLike)):
-            raise TypeError(f"{name} must hold paths, not {type(item).__name__} ({item!r})")
-        text = os.fspath(item)
+        text = os.fspath(item) if isinstance(item, (str, os.PathLike)) else item
+        if not isinstance(text, str):
+            raise TypeError(f"{name} must hold paths, not {type(text).__name__} ({text!r})")
         if not text:
             raise ValueError(f"{name} is an empty path")
         paths.append(absolute(text))
