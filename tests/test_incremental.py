@@ -569,3 +569,50 @@ def test_close_during_a_parallel_build_stops_it_and_starts_no_more_compilers(
     assert type(error) is hotr.HotReloadError and "closed" in str(error), repr(error)
     time.sleep(0.2)  # a compiler started after close() would have logged by now
     assert len(p.runs()) == 2
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_builds_run_where_the_reloader_was_made_after_a_chdir(
+    private: Path, monkeypatch: pytest.MonkeyPatch, count: int
+) -> None:
+    root = private / "project"
+    (root / "inc").mkdir(parents=True)
+    (root / "inc" / "k.h").write_text("#define K 2\ndouble half(double x);\n")
+    save(root / "a.c", '#include "k.h"\ndouble half(double x) { return x / K; }\n')
+    save(root / "b.c", "int other(void) { return 7; }\n")
+    elsewhere = private / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(root)
+    with hotr.HotReloader(["a.c", "b.c"][:count], flags=["-Iinc", "-O2"]) as r:
+        lib = r.update()
+        assert lib.half(3.0) == 1.5  # typed from the prototype in inc/k.h
+        monkeypatch.chdir(elsewhere)  # relative flags still mean what they meant
+        save(root / "inc" / "k.h", "#define K 4\ndouble half(double x);\n")
+        reload_next(r)
+        assert lib.half(3.0) == 0.75
+        save(
+            root / "a.c",
+            '#include "k.h"\n#include "extra.h"\ndouble half(double x) { return x / E; }\n',
+        )
+        with pytest.raises(hotr.BuildError, match=r"extra\.h"):
+            reload_next(r)
+        (root / "inc" / "extra.h").write_text("#define E 8\n")  # builds again when it appears
+        reload_next(r)
+        assert lib.half(4.0) == 0.5
+
+
+def test_a_custom_build_runs_where_the_reloader_was_made(
+    private: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (private / "k.c").write_text("int value(void) { return 1; }\n")
+    (private / "build.sh").write_text("cc -shared -fPIC k.c -o libk.so\n")
+    elsewhere = private / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(private)
+    with hotr.HotReloader("libk.so", sources=["k.c"], build=["sh", "build.sh"]) as r:
+        lib = r.update()
+        assert lib.value() == 1
+        monkeypatch.chdir(elsewhere)
+        save(private / "k.c", "int value(void) { return 2; }\n")
+        reload_next(r)
+        assert lib.value() == 2

@@ -116,7 +116,7 @@ class Builder:
             )
             self._commands = self._native.commands
         else:
-            self._commands = Commands(output, timeout)
+            self._commands = Commands(output, timeout, os.getcwd())
 
     def inputs(self) -> set[str]:
         """Every file whose change calls for a new build: the sources and the headers they use."""
@@ -140,6 +140,10 @@ class Builder:
         """The C compiler and compile flags of the default build with ``-E``: how prototypes
         are read (None for a custom command, whose flags hotr does not know)."""
         return self._preprocessor
+
+    def cwd(self) -> str:
+        """The directory every build step runs in: the working directory when it was made."""
+        return self._commands.cwd
 
     def jobs(self) -> int:
         """Most compilers the default build runs at once."""

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from ._compile import communicate
 from ._log import logger
@@ -56,8 +56,11 @@ class PrototypeCatalog:
     build, at most `jobs` at once, so that the compilers never run more than `jobs` at once.
     """
 
-    def __init__(self, preprocessor: list[str], sources: list[str], jobs: int) -> None:
+    def __init__(
+        self, preprocessor: list[str], sources: Sequence[str], jobs: int, cwd: str
+    ) -> None:
         self._argv = preprocessor
+        self._cwd = cwd  # where the preprocessor runs, as the compiles do
         self._sources = [s for s in sources if s.endswith(".c")]  # C++ names are mangled
         self._jobs = max(1, jobs)
         self._lock = threading.Lock()
@@ -79,6 +82,7 @@ class PrototypeCatalog:
                 running.append(
                     subprocess.Popen(
                         [*self._argv, source],
+                        cwd=self._cwd,
                         stdin=subprocess.DEVNULL,
                         stdout=subprocess.PIPE,
                         stderr=subprocess.DEVNULL,

@@ -50,12 +50,13 @@ _UNKNOWN: Stamp = (-1, -1, -1, -1)  # no file has this stamp: the unit is compil
 
 
 class Commands:
-    """Runs one build's processes, each in a session of its own so that a timeout, Ctrl-C or
-    cancel() kills what it started (make, a compiler driver's children)."""
+    """Runs one build's processes in the directory `cwd`, each in a session of its own so that
+    a timeout, Ctrl-C or cancel() kills what it started (make, a compiler driver's children)."""
 
-    def __init__(self, output: str, timeout: float) -> None:
+    def __init__(self, output: str, timeout: float, cwd: str) -> None:
         self.output = output
         self.timeout = timeout
+        self.cwd = cwd
         self._running: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
         self._cancelled = False
@@ -101,7 +102,7 @@ class Commands:
             if self._cancelled:
                 raise BuildError(self.output, shlex.join(argv), None, "", reason="cancelled")
             try:
-                proc = start_in_session(argv)
+                proc = start_in_session(argv, self.cwd)
             except OSError as exc:
                 raise BuildError(
                     self.output, shlex.join(argv), None, f"cannot run {argv[0]!r}: {exc.strerror}"
@@ -110,11 +111,13 @@ class Commands:
         return proc
 
 
-def start_in_session(argv: list[str]) -> subprocess.Popen[bytes]:
-    """Start `argv` in a session of its own, its output (and errors) on one pipe: a kill of
-    its group (kill_group) then ends whatever it started.  Also the probe's (_pipeline.py)."""
+def start_in_session(argv: list[str], cwd: str | None = None) -> subprocess.Popen[bytes]:
+    """Start `argv` (in the directory `cwd`, default this process's) in a session of its own,
+    its output (and errors) on one pipe: a kill of its group (kill_group) then ends whatever
+    it started.  Also the probe's (_pipeline.py)."""
     return subprocess.Popen(
         argv,
+        cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -256,7 +259,10 @@ class NativeBuild:
     ) -> None:
         self.output = output
         self.jobs = jobs or os.cpu_count() or 1
-        self.commands = Commands(output, timeout)
+        # Every compile runs here, where the reloader was made: relative flags (-Iinc) and
+        # the names in dependency files mean the same after the program's chdir().
+        self.cwd = os.getcwd()
+        self.commands = Commands(output, timeout, self.cwd)
         self._cache = cache
         self._sources = list(sources)
         self._link_flags = [*link_flags, *shlex.split(os.environ.get("LDFLAGS", ""))]
@@ -291,7 +297,7 @@ class NativeBuild:
                         "hotr-unit-1",
                         _toolchain.identity(compiler),
                         *argv,
-                        os.getcwd(),
+                        self.cwd,
                         source,
                         "\0",
                         *tail,
@@ -380,7 +386,7 @@ class NativeBuild:
             return None
         # The headers found on the include path are keyed by their content; which ones are
         # found, by the names in its directories (a header added in front shadows another).
-        key = digest(unit.key, content, *headers_on_path(unit.source, unit.argv))
+        key = digest(unit.key, content, *headers_on_path(unit.source, unit.argv, self.cwd))
 
         def header_digest(path: str) -> str | None:
             if path not in digests:
@@ -505,10 +511,10 @@ class NativeBuild:
                     unit.awaited = self._missing(unit, compiled) if wanting else []
                 raise
             unit.awaited = []
-            named = read_depfile(depfile, one_per_line=unit.dep_flag == "-MD")
+            named = read_depfile(depfile, one_per_line=unit.dep_flag == "-MD", base=self.cwd)
             if unit.generated:
-                named |= _cython_inputs(f"{unit.generated}.dep")
-            paths = [unit.source, *sorted(named - {unit.source, absolute(compiled)})]
+                named |= _cython_inputs(f"{unit.generated}.dep", self.cwd)
+            paths = [unit.source, *sorted(named - {unit.source, absolute(compiled, self.cwd)})]
             stamps: dict[str, Stamp] = {}
             stable = True
             for path in paths:
@@ -540,15 +546,15 @@ class NativeBuild:
             self.commands.run([*unit.argv, "-E", "-M", "-MG", "-MF", depfile, compiled])
         except BuildError:
             return []
-        return awaited_headers(depfile, unit.source, unit.argv)
+        return awaited_headers(depfile, unit.source, unit.argv, self.cwd)
 
 
-def _cython_inputs(depfile: str) -> set[str]:
+def _cython_inputs(depfile: str, cwd: str) -> set[str]:
     """The files Cython's dependency file names, but Cython's own ``.pxd`` files.  Cython
-    names them relative to the working directory (whose path has no symlinks: normpath is
-    exact)."""
+    names them relative to the directory it ran in, `cwd` (whose path has no symlinks:
+    normpath is exact)."""
     own = _toolchain.cython_includes()
-    found = {os.path.normpath(p) for p in read_depfile(depfile, one_per_line=False)}
+    found = {os.path.normpath(p) for p in read_depfile(depfile, one_per_line=False, base=cwd)}
     return {p for p in found if own is None or not p.startswith(own + os.sep)}
 
 

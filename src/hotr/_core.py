@@ -99,7 +99,7 @@ class ReloadCore:
             )
             preprocessor = builder.preprocessor()
             if prototypes and ffi is None and preprocessor is not None:
-                catalog = PrototypeCatalog(preprocessor, list(inputs), builder.jobs())
+                catalog = PrototypeCatalog(preprocessor, inputs, builder.jobs(), builder.cwd())
             self.builds = BuildRunner(builder, self.tracker, label, catalog)
         assert library is not None  # HotReloader gives a library, or sources to build one
         self.path = library

@@ -23,9 +23,10 @@ def stamp(path: str) -> Stamp:
     return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
-def read_depfile(path: str, *, one_per_line: bool) -> set[str]:
-    """The files named in a make-style dependency file (absolute paths).  gcc and clang
-    escape a space in a name (``\\ ``); tcc does not, but writes one name per line."""
+def read_depfile(path: str, *, one_per_line: bool, base: str) -> set[str]:
+    """The files named in a make-style dependency file, made absolute from `base` (the
+    directory the compiler ran in).  gcc and clang escape a space in a name (``\\ ``); tcc
+    does not, but writes one name per line."""
     try:
         with open(path) as f:
             text = f.read()
@@ -36,39 +37,43 @@ def read_depfile(path: str, *, one_per_line: bool) -> set[str]:
         for line in text.splitlines():
             name = line.strip().removesuffix("\\").strip()
             if name and not line.rstrip().removesuffix("\\").rstrip().endswith(":"):
-                found.add(absolute(name))
+                found.add(absolute(name, base))
         return found
     for rule in text.replace("\\\n", " ").splitlines():
         _, _, deps = rule.partition(": ")
         words = deps.replace("\\ ", "\0").split()
-        found.update(absolute(w.replace("\0", " ")) for w in words)
+        found.update(absolute(w.replace("\0", " "), base) for w in words)
     return found
 
 
 _HEADER_SUFFIXES = (".h", ".hh", ".hpp", ".hxx", ".h++", ".inc", ".inl", ".def", ".tcc")
 
 
-def search_directories(source: str, argv: Sequence[str], *, system: bool = True) -> list[str]:
-    """The directories a compile of `source` searches first for a header: the source's own
-    and every -I, -iquote and (with `system`) -isystem directory."""
+def search_directories(
+    source: str, argv: Sequence[str], base: str, *, system: bool = True
+) -> list[str]:
+    """The directories a compile of `source` run in `base` searches first for a header: the
+    source's own and every -I, -iquote and (with `system`) -isystem directory (absolute)."""
     flags = ("-I", "-iquote", "-isystem") if system else ("-I", "-iquote")
     directories = [os.path.dirname(source)]
     for i, arg in enumerate(argv):
         for flag in flags:
             if arg == flag and i + 1 < len(argv):
-                directories.append(argv[i + 1])
+                directories.append(absolute(argv[i + 1], base))
             elif arg.startswith(flag) and len(arg) > len(flag) and flag == "-I":
-                directories.append(arg[2:])
+                directories.append(absolute(arg[2:], base))
     return directories
 
 
-def awaited_headers(depfile: str, source: str, argv: Sequence[str]) -> list[str]:
-    """Where the headers that a ``-M -MG`` dependency file names and that do not exist would
-    appear: a name it gives as written in every directory searched first but -isystem."""
-    here = os.getcwd() + os.sep  # read_depfile made the names as written absolute from here
-    directories = [d for d in search_directories(source, argv, system=False) if os.path.isdir(d)]
+def awaited_headers(depfile: str, source: str, argv: Sequence[str], base: str) -> list[str]:
+    """Where the headers that a ``-M -MG`` dependency file (of a compile run in `base`) names
+    and that do not exist would appear: a name it gives as written in every directory searched
+    first but -isystem."""
+    here = base + os.sep  # read_depfile made the names as written absolute from here
+    searched = search_directories(source, argv, base, system=False)
+    directories = [d for d in searched if os.path.isdir(d)]
     awaited: list[str] = []
-    for path in sorted(read_depfile(depfile, one_per_line=False)):
+    for path in sorted(read_depfile(depfile, one_per_line=False, base=base)):
         if os.path.exists(path):
             continue
         if path.startswith(here):
@@ -78,11 +83,11 @@ def awaited_headers(depfile: str, source: str, argv: Sequence[str]) -> list[str]
     return awaited
 
 
-def headers_on_path(source: str, argv: Sequence[str]) -> list[str]:
-    """The header names in the directories a compile of `source` searches first, each
-    listed as it is now."""
+def headers_on_path(source: str, argv: Sequence[str], base: str) -> list[str]:
+    """The header names in the directories a compile of `source` run in `base` searches
+    first, each listed as it is now."""
     listed: list[str] = []
-    for directory in search_directories(source, argv):
+    for directory in search_directories(source, argv, base):
         listed += [os.path.abspath(directory), *_header_names(directory), "\0"]
     return listed
 

@@ -24,11 +24,11 @@ else:
     Protocol = object  # the protocols below are for the type checker (typing costs 3 ms)
 
 
-def absolute(path: str) -> str:
-    """`path` made absolute against the working directory, its `..` left for the kernel to
-    resolve (os.path.abspath would drop `dir/..` even when `dir` is a symlink elsewhere, and
-    name another file than open() and dlopen() do)."""
-    return path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
+def absolute(path: str, base: str | None = None) -> str:
+    """`path` made absolute against `base` (default: the working directory), its `..` left for
+    the kernel to resolve (os.path.abspath would drop `dir/..` even when `dir` is a symlink
+    elsewhere, and name another file than open() and dlopen() do)."""
+    return path if os.path.isabs(path) else os.path.join(base or os.getcwd(), path)
 
 
 class Watch(Protocol):
