@@ -136,6 +136,21 @@ def test_watcher_remove_names_itself_in_its_errors() -> None:
             )
 
 
+def test_watcher_remove_leaves_a_library_it_never_added_alone(builder: Builder) -> None:
+    # It closed any hotr.Library without a word: one from hotr.load, or another Watcher's.
+    lib = hotr.load(builder.lib)
+    with hotr.Watcher() as watcher, hotr.Watcher() as other:
+        theirs = other.add(builder.lib)
+        for foreign in (lib, theirs):
+            with pytest.raises(ValueError, match=r"Watcher.remove\(library\): .* not one this "):
+                watcher.remove(foreign)
+            assert foreign.value() == 1  # still open, still answering
+        assert other.libraries == [theirs]
+        other.remove(theirs)
+        other.remove(theirs)  # removed already: nothing to do, as close() twice
+    hotr.reloader_of(lib).close()
+
+
 def test_every_entry_point_names_its_own_parameter_of_a_wrong_type(builder: Builder) -> None:
     # hot_reload_init(123) raised "path must be ..." from HotReloader, naming a parameter it
     # does not have; the seed API's other functions raised AttributeError ('int' object has no

@@ -85,7 +85,10 @@ class Watcher:
         return reloader.library
 
     def remove(self, library: Library) -> None:
-        """Stop watching `library` and close it (cleanup hooks run, private copies go)."""
+        """Stop watching `library` and close it (cleanup hooks run, private copies go).
+
+        ValueError if this Watcher did not add it; a library removed already is left as it is.
+        """
         if not isinstance(library, Library):
             raise TypeError(
                 "Watcher.remove(library): library must be the hotr.Library that "
@@ -95,6 +98,13 @@ class Watcher:
         with self._lock:
             if reloader in self._reloaders:
                 self._reloaders.remove(reloader)
+            elif reloader.closed:
+                return  # removed already (or closed): nothing left to do
+            else:
+                raise ValueError(
+                    f"Watcher.remove(library): {reloader.path!r} is not one this Watcher "
+                    "added (hotr.load's, or another Watcher's): close it where it was made"
+                )
         self._driver.detach(core_of(reloader))
         reloader.close()
 
