@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ._catalog import PrototypeCatalog, Reading
-    from ._compile import Commands, NativeBuild
+    from ._commands import Commands
+    from ._compile import NativeBuild
     from ._tracker import ChangeTracker
 
 SOURCE_SUFFIXES = (".c", ".cc", ".cpp", ".cxx", ".C", ".c++")
@@ -86,7 +87,8 @@ class Builder:
         import shlex
 
         from ._cache import open_cache
-        from ._compile import INCLUDE_DIR, Commands, NativeBuild
+        from ._commands import Commands
+        from ._compile import INCLUDE_DIR, NativeBuild
         from ._toolchain import c_compiler, split_flags
 
         self._native: NativeBuild | None = None

@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
-from ._compile import communicate
+from ._commands import communicate
 from ._log import logger
 from ._prototypes import parse
 from ._record import Record

@@ -439,7 +439,7 @@ class Loader:
         constructor or init that crashes kills only it."""
         import signal  # probe=True only: not at import time
 
-        from ._compile import communicate, kill_group, start_in_session
+        from ._commands import communicate, kill_group, start_in_session
 
         # Waited for as a build is: done when the probe exits, though a process a constructor
         # started (twice: here too) may hold its output open for long after; in a session of
