@@ -154,7 +154,8 @@ def test_watcher_remove_leaves_a_library_it_never_added_alone(builder: Builder) 
 def test_every_entry_point_names_its_own_parameter_of_a_wrong_type(builder: Builder) -> None:
     # hot_reload_init(123) raised "path must be ..." from HotReloader, naming a parameter it
     # does not have; the seed API's other functions raised AttributeError ('int' object has no
-    # attribute 'update'), load_module(123) "'int' object is not iterable".
+    # attribute 'update'), load_module(123) "'int' object is not iterable", and
+    # load_module([b"m.c"]) "a bytes-like object is required, not 'str'".
     api: Any = hotr  # the calls are wrong on purpose
     expected: list[tuple[Any, str]] = [
         (lambda: api.hot_reload_init(123), "hot_reload_init(lib_path): lib_path must be the "),
@@ -167,6 +168,8 @@ def test_every_entry_point_names_its_own_parameter_of_a_wrong_type(builder: Buil
         (lambda: api.load_module(123), "target must be a path or a list of paths, not int"),
         (lambda: api.load_module(None), "target must be a path or a list of paths, not None"),
         (lambda: api.load_module(b"m.c"), "not bytes: decode it, os.fsdecode(target)"),
+        (lambda: api.load_module([b"m.c"]), "target must hold paths, not bytes (b'm.c'): decode"),
+        (lambda: api.load_module(["m.c", 5]), "target must hold paths, not int (5)"),
         (lambda: api.load(None), "path must be a path or a list of paths, not NoneType"),
         (lambda: api.HotReloader(b"libhot.so"), "not bytes: decode it, os.fsdecode(path)"),
     ]
@@ -176,6 +179,8 @@ def test_every_entry_point_names_its_own_parameter_of_a_wrong_type(builder: Buil
         assert message in str(info.value), (message, str(info.value))
     with hotr.Watcher() as watcher, pytest.raises(TypeError, match="path must be a path or a"):
         watcher.add(123)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="target is an empty list"):
+        hotr.load_module([])
 
 
 def test_an_integer_too_long_for_repr_is_named_by_its_digits(src: Path) -> None:

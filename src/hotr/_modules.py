@@ -38,7 +38,7 @@ from ._background import astart, start
 from ._exceptions import HotReloadError, LoadError, SymbolNotFoundError
 from ._library import MODULE_KEY
 from ._log import logger
-from ._reloader import HotReloader, core_of
+from ._reloader import HotReloader, checked_paths, core_of
 from ._shim import LiveCallable, live_builtin, retarget
 from ._versions import Hold, Version
 
@@ -183,14 +183,7 @@ def _binding(
     options: dict[str, Any],
 ) -> ModuleBinding:
     """The checked arguments' reloader, with the module binding it loads through."""
-    encoded = isinstance(target, (bytes, bytearray))
-    if encoded or not isinstance(target, (str, os.PathLike, Sequence)):
-        fix = ": decode it, os.fsdecode(target)" if encoded else ""
-        raise TypeError(
-            f"target must be a path or a list of paths, not {type(target).__name__}{fix}"
-        )
-    paths = [target] if isinstance(target, (str, os.PathLike)) else list(target)
-    first = os.fspath(paths[0]) if paths else ""
+    first = checked_paths(target, "target")[0]
     if name is None:
         name = os.path.basename(first).split(".", 1)[0]
     if not isinstance(name, str):

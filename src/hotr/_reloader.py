@@ -109,8 +109,8 @@ class HotReloader:
         backend: str | ScriptedBackend = "auto",
         debounce: float = 0.02,
     ) -> None:
-        paths = _paths(path, "path")
-        inputs = _paths(sources, "sources") if sources else []
+        paths = checked_paths(path, "path")
+        inputs = checked_paths(sources, "sources") if sources else []
         _arguments(build, "build")
         _arguments(flags, "flags")
         _arguments(compile_flags, "compile_flags")
@@ -386,11 +386,12 @@ def core_of(reloader: HotReloader) -> ReloadCore:
     return reloader._core
 
 
-def _paths(value: object, name: str) -> list[str]:
-    """Absolute paths from one path or a list of them; TypeError/ValueError name `name`."""
+def checked_paths(value: object, name: str) -> list[str]:
+    """Absolute paths from one path or a list of them; TypeError/ValueError name `name`, the
+    parameter they came in as."""
     items = [value] if isinstance(value, (str, os.PathLike)) else value
     if isinstance(items, (bytes, bytearray)) or not isinstance(items, Sequence):
-        fix = ": decode it, os.fsdecode(path)" if isinstance(value, (bytes, bytearray)) else ""
+        fix = f": decode it, os.fsdecode({name})" if isinstance(value, (bytes, bytearray)) else ""
         raise TypeError(
             f"{name} must be a path or a list of paths, not {type(value).__name__}{fix}"
         )
@@ -398,7 +399,8 @@ def _paths(value: object, name: str) -> list[str]:
     for item in items:
         text = os.fspath(item) if isinstance(item, (str, os.PathLike)) else item
         if not isinstance(text, str):
-            raise TypeError(f"{name} must hold paths, not {type(text).__name__} ({text!r})")
+            fix = ": decode each, os.fsdecode()" if isinstance(text, (bytes, bytearray)) else ""
+            raise TypeError(f"{name} must hold paths, not {type(text).__name__} ({text!r}){fix}")
         if not text:
             raise ValueError(f"{name} is an empty path")
         paths.append(absolute(text))
