@@ -220,6 +220,30 @@ def test_run_calls_named_functions_and_reports_a_missing_one_once(tmp_path: Path
     assert sum("no function 'nope'" in line for line in lines.seen) == 1
 
 
+def test_a_called_function_a_new_version_drops_is_reported_once(tmp_path: Path) -> None:
+    # hotr run --call tick ended with a SymbolNotFoundError traceback when a save removed
+    # tick (or renamed it): only a name no version ever had was reported.
+    src = tmp_path / "k.c"
+    src.write_text('#include <stdio.h>\nvoid tick(void) { puts("tick 1"); }\n')
+    with start(tmp_path, "run", str(src), "--call", "tick") as proc:
+        try:
+            lines = Lines(proc)
+            lines.wait_for("tick 1")
+            save(src, "void tock(void) { }\n")
+            lines.wait_for("hotr: k.c (version 2) has no function 'tick': check --call tick")
+            save(src, "void tock(void) { }\nint x;\n")
+            lines.wait_for("loaded version 3")
+            save(src, '#include <stdio.h>\nvoid tick(void) { puts("tick 4"); }\n')
+            lines.wait_for("tick 4")
+            save(src, "void tock(void) { }\n")
+            lines.wait_for("hotr: k.c (version 5) has no function 'tick'")
+            interrupted_cleanly(proc, lines, tmp_path)
+        finally:
+            proc.kill()
+    assert sum("has no function 'tick'" in line for line in lines.seen) == 2, lines.seen
+    assert "Traceback" not in "\n".join(lines.seen)
+
+
 def test_call_of_a_function_that_takes_arguments_is_an_error_not_a_crash(tmp_path: Path) -> None:
     src = tmp_path / "k.c"
     src.write_text("int twice(int x) { return 2 * x; }\nint count = 3;\n")

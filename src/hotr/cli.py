@@ -25,7 +25,7 @@ from types import FrameType
 from . import __version__, _env
 from ._build import SOURCE_SUFFIXES, is_source
 from ._compile import INCLUDE_DIR
-from ._exceptions import BuildError, CrashError, HotReloadError, LoadError
+from ._exceptions import BuildError, CrashError, HotReloadError, LoadError, SymbolNotFoundError
 from ._library import GUARD_SUPPORTED
 from ._reloader import HotReloader
 from ._store import ensure_private_directory
@@ -485,24 +485,21 @@ class Session:
             try:
                 function = library[name]
             except AttributeError:
-                if name not in self._missing:  # once, until a version has it again
-                    self._missing.add(name)
-                    self._out.error(
-                        f"{self._name} (version {self._reloader.version}) has no function "
-                        f"{name!r}: check --call {name}"
-                    )
+                self._no_function(name)
                 continue
             except HotReloadError as exc:  # a variable, not a function
                 if name not in self._missing:
                     self._missing.add(name)
                     self._out.error(f"{exc}: check --call {name}")
                 continue
-            self._missing.discard(name)
             function.restype = None
             try:
                 function()
             except CrashError as exc:
                 self._out.error(str(exc))
+            except SymbolNotFoundError:  # an earlier version had it, this one does not
+                self._no_function(name)
+                continue
             except (TypeError, ctypes.ArgumentError) as exc:  # its prototype takes arguments
                 if name not in self._missing:
                     self._missing.add(name)
@@ -510,7 +507,17 @@ class Session:
                         f"{self._name}: --call {name} calls it with no arguments, but {exc}; "
                         "call functions that take arguments from Python (hotr.load)"
                     )
+                continue
+            self._missing.discard(name)  # it ran: a version without it is reported again
         _libc.fflush(None)  # C stdio buffers a pipe: show what the functions printed now
+
+    def _no_function(self, name: str) -> None:
+        if name not in self._missing:  # once, until a version has it again
+            self._missing.add(name)
+            self._out.error(
+                f"{self._name} (version {self._reloader.version}) has no function "
+                f"{name!r}: check --call {name}"
+            )
 
 
 class Output:
