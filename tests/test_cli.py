@@ -276,6 +276,37 @@ def test_no_default_function_hints_at_call_once(tmp_path: Path) -> None:
     assert sum("--call NAME" in line for line in lines.seen) == 1
 
 
+def test_a_builds_warnings_are_shown_after_its_load(tmp_path: Path) -> None:
+    # hotr run -- -Wall printed no warning: the builder kept them to itself.
+    src = tmp_path / "k.c"
+    unused = '#include <stdio.h>\nvoid f(void) { int unused; puts("ran"); }\n'
+    src.write_text(unused)
+    with start(tmp_path, "run", str(src), "--call", "f", "--", "-Wall") as proc:
+        try:
+            lines = Lines(proc)
+            lines.wait_for("ran")
+            save(src, '#include <stdio.h>\nint g(int a) { if (a = 2) puts("g"); return 0; }\n')
+            lines.wait_for("loaded version 2")
+            lines.wait_for("warning: suggest parentheses")
+            interrupted_cleanly(proc, lines, tmp_path)
+        finally:
+            proc.kill()
+    warned = [i for i, line in enumerate(lines.seen) if "warning: unused variable" in line]
+    loaded = [i for i, line in enumerate(lines.seen) if "loaded version 1" in line]
+    assert warned and loaded and loaded[0] < warned[0] < lines.seen.index("ran"), lines.seen
+    assert sum("unused" in line for line in lines.seen) == 2, lines.seen  # shown once
+    src.write_text(unused)
+    with start(tmp_path, "run", str(src), "--call", "f", "--quiet", "--", "-Wall") as proc:
+        try:
+            lines = Lines(proc)
+            lines.wait_for("ran")
+            proc.send_signal(signal.SIGINT)
+            stopped_cleanly(proc, lines, tmp_path)
+        finally:
+            proc.kill()
+    assert not any("warning" in line for line in lines.seen), lines.seen
+
+
 def test_a_build_failing_at_start_waits_for_the_fix(tmp_path: Path) -> None:
     src = tmp_path / "k.c"
     src.write_text("this is not C\n")

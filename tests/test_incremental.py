@@ -616,3 +616,26 @@ def test_a_custom_build_runs_where_the_reloader_was_made(
         save(private / "k.c", "int value(void) { return 2; }\n")
         reload_next(r)
         assert lib.value() == 2
+
+
+def test_a_versions_build_output_holds_the_warnings_of_what_was_compiled(private: Path) -> None:
+    # Warnings were kept inside the builder: hotr run, %hotr load and r.history never showed
+    # them.  As make does, a build shows the warnings of the files it compiled; as ccache
+    # does, an object taken from the cache shows the warnings of its compile again.
+    p = Project(private, 3)
+    unused = "int f2(void) { int unused; return 2; }\n"
+    p.sources[2].write_text(unused)
+    with hotr.HotReloader(p.sources, cc=str(p.cc), flags=["-Wall"]) as r:
+        r.update()
+        first = r.history[-1].build_output
+        assert "s2.c" in first and "warning: unused variable" in first, first
+        assert "s0.c" not in first
+        save(p.sources[0], Project.text(0, 5))
+        reload_next(r)
+        assert r.library.f0() == 105
+        assert r.history[-1].build_output == ""  # s0.c compiled cleanly; s2.c was not compiled
+    p.runs()
+    with hotr.HotReloader(p.sources, cc=str(p.cc), flags=["-Wall"]) as again:
+        again.update()
+        assert p.compiled() == ["link"]  # every object from the cache
+        assert again.history[-1].build_output == first

@@ -450,6 +450,37 @@ print("done")
     assert out.stdout.rstrip().endswith("done")
 
 
+def test_hotr_load_shows_the_compiler_warnings_of_each_build(tmp_path: Path) -> None:
+    # %hotr load showed the warnings of no build, first or later (%%hotr cells did).
+    source = tmp_path / "w.c"
+    source.write_text("int q(void) { int unused; return 1; }\n")
+    out = run_python(
+        SHELL
+        + f"""
+import hotr
+path = {str(source)!r}
+shell.run_line_magic("hotr", "load " + path + " -- -Wall")
+print("saved", file=sys.stderr)
+with open(path + ".tmp", "w") as f:
+    f.write("int q(int a) {{ if (a = 2) return 1; return 0; }}\\n")
+os.replace(path + ".tmp", path)
+reloader = hotr.reloader_of(ns["w"])
+deadline = time.monotonic() + 30
+while not reloader.poll():
+    assert time.monotonic() < deadline, "the background build never finished"
+    time.sleep(0.01)
+ok("assert q(0) == 1")
+print("done")
+""",
+        env={"HOTR_PRIVATE_DIR": str(tmp_path / "private")},
+    )
+    first, later = out.stderr.split("saved\n")
+    assert "warning: unused variable" in first, out.stderr
+    assert "warning: suggest parentheses" in later and "unused" not in later, out.stderr
+    assert "w: version 2, built in" in out.stdout
+    assert out.stdout.rstrip().endswith("done")
+
+
 def test_two_cells_defining_one_function_the_last_run_holds_the_name(tmp_path: Path) -> None:
     out = run_python(
         SHELL

@@ -211,6 +211,7 @@ class BuildRunner:
             previous, self.started_from = self.started_from, generation
             self._building, self._timed_out = True, False
         seconds: float | None = None
+        printed = ""
         reading: Reading | None = None
         try:
             if self.catalog is not None:
@@ -237,7 +238,7 @@ class BuildRunner:
                     self._building = False
                     self._cond.notify_all()
                 self._tracker.watch_inputs(self.builder.inputs())
-                self._tracker.build_done(seconds)
+                self._tracker.build_done(seconds, printed)
         self.failure = None
         self.printed = printed
         logger.info("built %s in %.1f ms", self._label, seconds * 1000)

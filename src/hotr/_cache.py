@@ -4,6 +4,7 @@ Layout under the cache directory (``$HOTR_CACHE_DIR``, else ``$XDG_CACHE_HOME/ho
 ``~/.cache/hotr``; mode 0700, checked like the private directory)::
 
     manifests/<unit key>.json   which headers (path, sha256) the unit used, each set's object
+                                and what its compile printed (warnings, shown again on a hit)
     objects/<object key>.o      an object file, written once and never changed
     tmp/                        compiler output on its way into objects/
     lock                        flock, held to update a manifest and to evict
@@ -81,7 +82,7 @@ class ObjectCache:
         self._lock = threading.Lock()
         self._added = 0  # bytes stored by this process since its last eviction pass
         self._checked = False  # an eviction pass ran in this process
-        self._pending: list[tuple[str, dict[str, str], str]] = []  # for store_later()
+        self._pending: list[tuple[str, dict[str, str], str, str]] = []  # for store_later()
         self._changed = threading.Condition(self._lock)  # pending work came, or was done
         self._storing = False  # objects given to store_later() are not all stored yet
         self._worker: Handle | None = None  # stores them; started on first use
@@ -101,13 +102,14 @@ class ObjectCache:
 
     def lookup(
         self, unit: str, header_digest: Callable[[str], str | None]
-    ) -> tuple[list[str], str] | None:
+    ) -> tuple[list[str], str, str] | None:
         """A stored object of unit key `unit` whose headers have the content `header_digest`
-        gives now: (its headers, its object key); None if there is none."""
+        gives now: (its headers, its object key, what its compile printed); None if there is
+        none."""
         for entry in self._entries(unit):
             headers: dict[str, str] = entry["headers"]
             if all(header_digest(path) == sha for path, sha in headers.items()):
-                return list(headers), entry["object"]
+                return list(headers), entry["object"], entry.get("printed", "")
         return None
 
     def fetch(self, key: str, dest: str) -> bool:
@@ -135,9 +137,10 @@ class ObjectCache:
             os.utime(source)
         return True
 
-    def store(self, unit: str, headers: dict[str, str], produced: str) -> str:
+    def store(self, unit: str, headers: dict[str, str], produced: str, printed: str = "") -> str:
         """Move the compiler's output `produced` (from temp_path()) into the cache as the
-        object of `unit` with these header digests; return its object key."""
+        object of `unit` with these header digests, and what the compile `printed`; return its
+        object key."""
         key = object_key(unit, headers)
         size = os.path.getsize(produced)
         target = os.path.join(self.root, "objects", f"{key}.o")
@@ -146,6 +149,8 @@ class ObjectCache:
         else:
             os.rename(produced, target)
         entry: dict[str, Any] = {"headers": headers, "object": key}
+        if printed:
+            entry["printed"] = printed
         with self._locked():
             entries = [e for e in self._entries(unit) if e["object"] != key]
             self._write_manifest(unit, [entry, *entries][:_ENTRIES])
@@ -153,13 +158,13 @@ class ObjectCache:
             self._added += size
         return key
 
-    def store_later(self, unit: str, headers: dict[str, str], produced: str) -> None:
+    def store_later(self, unit: str, headers: dict[str, str], produced: str, printed: str) -> None:
         """store() in a thread of the cache's own, so that the build does not wait for the
         cache's renames and manifest (they cost milliseconds on a busy disk); then trim().
         The thread lives on, waiting for the next object: starting one per save cost the
         build a tenth of a millisecond.  A process waits for the stores at exit (flush())."""
         with self._lock:
-            self._pending.append((unit, headers, produced))
+            self._pending.append((unit, headers, produced, printed))
             self._storing = True
             if self._worker is None:
                 self._worker = start(self._work, "hotr-cache", hold_signals=True)
@@ -170,9 +175,9 @@ class ObjectCache:
         while True:
             with self._lock:
                 self._changed.wait_for(lambda: bool(self._pending))
-                unit, headers, produced = self._pending.pop(0)
+                unit, headers, produced, printed = self._pending.pop(0)
             try:
-                self.store(unit, headers, produced)
+                self.store(unit, headers, produced, printed)
             except OSError as exc:
                 logger.debug("not caching %s: %s", produced, exc)
                 with contextlib.suppress(OSError):
@@ -287,6 +292,8 @@ def object_key(unit: str, headers: dict[str, str]) -> str:
 
 def _well_formed(entry: object) -> bool:
     if not isinstance(entry, dict) or not isinstance(entry.get("object"), str):
+        return False
+    if not isinstance(entry.get("printed", ""), str):
         return False
     headers = entry.get("headers")
     return isinstance(headers, dict) and all(

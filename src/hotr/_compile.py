@@ -184,6 +184,7 @@ class NativeBuild:
             self._cache.flush(5.0)  # the last build's objects, so that this one finds them
         digests: dict[str, tuple[Stamp, str | None]] = {}
         todo: list[tuple[_Unit, dict[str, Stamp], str | None]] = []
+        fresh: list[_Unit] = []  # compiled now or taken from the cache: their warnings show
         every = any(unit.every_build for unit in self._units)
         self._registry = [_toolchain.pybind11_registry()] if every else []
         for unit in self._units:
@@ -191,14 +192,16 @@ class NativeBuild:
             if unit.every_build:
                 unit.stamps = {}
                 todo.append((unit, now, None))
+                fresh.append(unit)
                 continue
             if unit.stamps and now == unit.stamps:  # its product is in the private directory
                 continue
             key = self._from_cache(unit, now, digests)
             if not unit.stamps:
                 todo.append((unit, now, key))
+            fresh.append(unit)
         self._compile_all(todo)
-        printed = "".join(unit.printed for unit, _, _ in todo)
+        printed = "".join(unit.printed for unit in fresh)
         if len(self._units) == 1:
             _install(self._units[0].product, self.output, keep=True)
         else:
@@ -242,6 +245,7 @@ class NativeBuild:
             return key
         unit.stamps = {unit.source: now[unit.source]}
         unit.stamps.update((path, digests[path][0]) for path in found[0])
+        unit.printed = found[2]  # its warnings, as if compiled again (as ccache does)
         unit.known = list(unit.stamps)
         return None
 
@@ -371,7 +375,7 @@ class NativeBuild:
                     stamps[path], stable = _UNKNOWN, False
             if cache is not None and key is not None and stable:
                 _install(out, unit.product, keep=True)
-                if _store(cache, key, stamps, out):
+                if _store(cache, key, stamps, out, unit.printed):
                     out = ""  # the cache's now
             else:
                 _install(out, unit.product)
@@ -413,9 +417,12 @@ def _compile_argv(
     return [*compiler, *step, "-fPIC", f"-I{INCLUDE_DIR}", *env, *unique, *flags]
 
 
-def _store(cache: ObjectCache, key: str, stamps: dict[str, Stamp], produced: str) -> bool:
+def _store(
+    cache: ObjectCache, key: str, stamps: dict[str, Stamp], produced: str, printed: str
+) -> bool:
     """Give a compile's product to the cache with the digests of its headers (`stamps` but
-    the first, the source), unless a header changed since it was stamped or cannot be read."""
+    the first, the source) and what the compile printed, unless a header changed since it was
+    stamped or cannot be read."""
     headers = list(stamps)[1:]
     contents = {path: file_digest(path) for path in headers}
     if any(stamp(path) != stamps[path] for path in headers):
@@ -423,7 +430,7 @@ def _store(cache: ObjectCache, key: str, stamps: dict[str, Stamp], produced: str
     found = {path: sha for path, sha in contents.items() if sha is not None}
     if len(found) != len(contents):
         return False
-    cache.store_later(key, found, produced)
+    cache.store_later(key, found, produced, printed)
     return True
 
 

@@ -37,6 +37,8 @@ class VersionInfo(Record):
             return, or, for an extension module, until no object of it is left), ``"unloaded"``,
             or ``"kept mapped: <why>"`` (an extension module that can never be unloaded
             safely, from the moment it is replaced).
+        build_output: what the build it came from printed: the compiler's warnings (or a
+            custom build command's output); empty when it printed nothing or no build ran.
     """
 
     number: int
@@ -49,6 +51,7 @@ class VersionInfo(Record):
     carried: tuple[str, ...] = ()
     not_carried: tuple[tuple[str, str], ...] = ()
     status: str = ""
+    build_output: str = ""
 
 
 class History:

@@ -308,6 +308,8 @@ class HotrMagics(Magics):
             "no functions" if entry.source == "cell" else f"call its functions as {entry.name}.f()"
         )
         print(f"{entry.name}: version {info.number}{built}: {names}")
+        if entry.source != "cell" and info.build_output:  # a cell's: see _run_cell
+            print(info.build_output.rstrip(), file=sys.stderr)  # the compiler's warnings
 
     def _end(self, entry: Entry) -> None:
         namespace = self._shell.user_ns

@@ -360,6 +360,7 @@ class Loader:
                 taken is None,
                 carried,
                 skipped,
+                build_output=taken.build_output if taken is not None else "",
             ),
         )
         self.contents.keep(path, content)

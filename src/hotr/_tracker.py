@@ -49,6 +49,7 @@ class Pending(Record):
     library: int
     changed: frozenset[str]
     build_seconds: float | None
+    build_output: str  # what that build printed (its warnings)
 
 
 class ChangeTracker:
@@ -90,6 +91,7 @@ class ChangeTracker:
         self._raw: set[str] = set()  # changed, not yet published
         self._changed: set[str] = set()  # published, not yet loaded
         self._build_seconds: float | None = None
+        self._build_output = ""
         self._lost: set[str] = set()  # watched paths whose directory is gone
         self._building = False  # between take_inputs() and build_done()
         self._last_library = self._last_inputs = -float("inf")  # last publications
@@ -290,8 +292,9 @@ class ChangeTracker:
 
     # -- what the reloader tells it ----------------------------------------------------------
 
-    def build_done(self, seconds: float | None) -> None:
-        """The build take_inputs() began has ended (`seconds` None: it failed).
+    def build_done(self, seconds: float | None, output: str = "") -> None:
+        """The build take_inputs() began has ended (`seconds` None: it failed; `output`: what
+        a build that succeeded printed).
 
         What it wrote to a watched library (a custom build's output) is its own doing: those
         events are read now and folded into it, not reported afterwards as another change.
@@ -306,7 +309,7 @@ class ChangeTracker:
             if seconds is not None:
                 self._library += 1
                 self._built += 1
-                self._build_seconds = seconds
+                self._build_seconds, self._build_output = seconds, output
                 listeners = self._bump()
         if listeners:
             _call(listeners)
@@ -337,7 +340,9 @@ class ChangeTracker:
             if self._library_path is not None:
                 self._signatures[self._library_path] = signature(self._library_path)
             self.taken, self.taken_built = self._library, self._built
-            return Pending(self._library, frozenset(self._changed), self._build_seconds)
+            return Pending(
+                self._library, frozenset(self._changed), self._build_seconds, self._build_output
+            )
 
     def take_inputs(self) -> int:
         """The input generation a build starting now takes in (it reads the sources after
@@ -364,7 +369,7 @@ class ChangeTracker:
             self._consumed = max(self._consumed, taken.library)
             self._changed -= taken.changed
             if taken.build_seconds is not None and self._build_seconds == taken.build_seconds:
-                self._build_seconds = None
+                self._build_seconds, self._build_output = None, ""
 
     def library_pending(self, *, held: bool = False) -> bool:
         """True if the library changed (or was built) since the last load took it in; with

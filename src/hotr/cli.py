@@ -465,6 +465,8 @@ class Session:
             if info.not_carried:
                 line += "; not carried: " + ", ".join(f"{n} ({why})" for n, why in info.not_carried)
         self._out.status(line)
+        if info.build_output and not self._out.quiet:
+            self._out.diagnostics(info.build_output)  # the compiler's warnings
         self._call()
 
     def _call(self) -> None:
