@@ -453,6 +453,40 @@ def test_an_unusable_cache_is_reported_and_builds_go_on(
         hotr.HotReloader(p.sources)
 
 
+def test_a_damaged_object_in_the_cache_is_compiled_again(
+    private: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Objects are renamed into the cache unflushed: after a crash one may be cut short.  Every
+    # later build linked it and failed ("file truncated"), until the cache was removed by hand.
+    cache = private / "cache"
+    monkeypatch.setenv("HOTR_CACHE_DIR", str(cache))
+    p = Project(private, 2)
+    with hotr.HotReloader(p.sources, cc=str(p.cc)) as r:
+        assert r.update().f1() == 101
+    with hotr.HotReloader(p.sources[0], cc=str(p.cc)) as r:  # a single source's library
+        assert r.update().f0() == 100
+    deadline = time.monotonic() + 10  # a thread of hotr's stores the objects
+    while len(list((cache / "manifests").iterdir())) < 3:
+        assert time.monotonic() < deadline, "the objects were never stored"
+        time.sleep(0.05)
+    objects = list((cache / "objects").iterdir())
+    assert len(objects) == 3
+    for damaged, length in zip(objects, (0, 100, 7), strict=True):
+        with damaged.open("r+b") as f:
+            f.truncate(length)
+    p.runs()
+    with caplog.at_level(logging.WARNING, logger="hotr"):
+        with hotr.HotReloader(p.sources, cc=str(p.cc)) as r:
+            assert r.update().f1() == 101
+        with hotr.HotReloader(p.sources[0], cc=str(p.cc)) as r:
+            assert r.update().f0() == 100
+    assert p.compiled() == ["link", "link", "s0.c", "s1.c"]  # a single source: one run
+    assert caplog.text.count("removing a damaged object from the object cache") == 3
+    with hotr.HotReloader(p.sources, cc=str(p.cc)) as r:  # the new objects are cached
+        assert r.update().f0() == 100
+    assert p.compiled() == ["link"]
+
+
 def test_jobs_is_checked(private: Path) -> None:
     p = Project(private, 1)
     with pytest.raises(ValueError, match="jobs"):

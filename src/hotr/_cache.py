@@ -102,20 +102,23 @@ class ObjectCache:
 
     def lookup(
         self, unit: str, header_digest: Callable[[str], str | None]
-    ) -> tuple[list[str], str, str] | None:
+    ) -> tuple[list[str], str, str, int | None] | None:
         """A stored object of unit key `unit` whose headers have the content `header_digest`
-        gives now: (its headers, its object key, what its compile printed); None if there is
-        none."""
+        gives now: (its headers, its object key, what its compile printed, its size in bytes
+        when stored, None if the entry does not say); None if there is none."""
         for entry in self._entries(unit):
             headers: dict[str, str] = entry["headers"]
             if all(header_digest(path) == sha for path, sha in headers.items()):
-                return list(headers), entry["object"], entry.get("printed", "")
+                found = entry["object"], entry.get("printed", ""), entry.get("size")
+                return list(headers), *found
         return None
 
-    def fetch(self, key: str, dest: str) -> bool:
+    def fetch(self, key: str, dest: str, size: int | None = None) -> bool:
         """Put the object `key` at `dest`, a file only the caller reads (a hard link, or a copy
         across file systems), and mark it used.  False if it is not (or no longer) in the
-        cache; `dest` is then gone."""
+        cache, or is not `size` bytes long (cut short: a crash before the disk had its data,
+        since objects are not flushed; it is then removed, so that a compile replaces it);
+        `dest` is then gone."""
         source = os.path.join(self.root, "objects", f"{key}.o")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(dest)  # not renamed over: ext4 would flush it (auto_da_alloc)
@@ -133,6 +136,12 @@ class ObjectCache:
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temp)
+        if size is not None and os.path.getsize(dest) != size:
+            logger.warning("removing a damaged object from the object cache: %s", source)
+            for path in (source, dest):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            return False
         with contextlib.suppress(OSError):
             os.utime(source)
         return True
@@ -148,7 +157,7 @@ class ObjectCache:
             os.unlink(produced)
         else:
             os.rename(produced, target)
-        entry: dict[str, Any] = {"headers": headers, "object": key}
+        entry: dict[str, Any] = {"headers": headers, "object": key, "size": size}
         if printed:
             entry["printed"] = printed
         with self._locked():
@@ -294,6 +303,9 @@ def _well_formed(entry: object) -> bool:
     if not isinstance(entry, dict) or not isinstance(entry.get("object"), str):
         return False
     if not isinstance(entry.get("printed", ""), str):
+        return False
+    size = entry.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
         return False
     headers = entry.get("headers")
     return isinstance(headers, dict) and all(

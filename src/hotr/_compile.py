@@ -241,7 +241,7 @@ class NativeBuild:
             return digests[path][1]
 
         found = self._cache.lookup(key, header_digest)
-        if found is None or not self._cache.fetch(found[1], unit.product):
+        if found is None or not self._cache.fetch(found[1], unit.product, found[3]):
             return key
         unit.stamps = {unit.source: now[unit.source]}
         unit.stamps.update((path, digests[path][0]) for path in found[0])
