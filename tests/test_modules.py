@@ -1213,6 +1213,39 @@ def test_pybind11(tmp_path: Path) -> None:
         sys.modules.pop(name, None)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("pybind11") is None, reason="pybind11 not installed")
+def test_a_pybind11_module_with_a_class_rolls_back(tmp_path: Path) -> None:
+    """A rollback loads an earlier build again, whose registry has its class already: the
+    earlier version's registry is set aside (its objects keep it) and the init gets a new one."""
+    name = new_name()
+    src = tmp_path / f"{name}.cpp"
+    code = textwrap.dedent(
+        """
+        #include <pybind11/pybind11.h>
+        namespace py = pybind11;
+        struct Vec { double x; double norm() const { return x * %(v)d; } };
+        PYBIND11_MODULE(%(name)s, m) {
+            py::class_<Vec>(m, "Vec").def(py::init<double>()).def("norm", &Vec::norm);
+        }
+        """
+    )
+    src.write_text(code % {"name": name, "v": 1})
+    module = hotr.load_module(src, manual=True, build_timeout=300)
+    try:
+        r = hotr.reloader_of(module)
+        first = module.Vec(3.0)
+        src.write_text(code % {"name": name, "v": 2})
+        reload_to(module, 2, timeout=300)
+        second = module.Vec(3.0)
+        r.rollback()
+        again = module.Vec(3.0)
+        assert (r.version, again.norm(), first.norm(), second.norm()) == (3, 3.0, 3.0, 6.0)
+        assert type(again) is module.Vec and type(again) is not type(first)
+    finally:
+        hotr.reloader_of(module).close()
+        sys.modules.pop(name, None)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("Cython") is None, reason="Cython not installed")
 def test_cython_rebuilds_when_a_pxd_it_cimports_changes(tmp_path: Path) -> None:
     """The .pxd and .pxi files Cython reads are watched; the generated C is not a source."""

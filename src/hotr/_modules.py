@@ -278,7 +278,7 @@ class ModuleBinding:
         import importlib.machinery
         import importlib.util
 
-        _forget_pybind11_module(self.name)  # pybind11 >= 3 hands out its cached module
+        _forget_pybind11_state(self.name, version.path)
         loader = importlib.machinery.ExtensionFileLoader(self.name, version.path)
         spec = importlib.util.spec_from_file_location(self.name, version.path, loader=loader)
         assert spec is not None
@@ -531,7 +531,12 @@ def _code_in(kind: type, version: Version) -> bool:
     return version.is_code(ctypes.c_void_p.from_address(id(kind) + _TP_DEALLOC).value or 0)
 
 
-def _forget_pybind11_module(name: str) -> None:
+def _forget_pybind11_state(name: str, path: str) -> None:
+    """Before a module init: drop pybind11's cached module `name` (pybind11 >= 3 hands it
+    back), and set aside the type registry of the build `path` comes from if it is there
+    already (a rollback loads an earlier build again, whose classes that registry holds: a
+    second registration is "already registered"), so that the init makes a new one.  The old
+    one is kept for good: the earlier version's code and objects still use it."""
     address = _capi().state_dict(_capi().interpreter())
     if not address:
         return
@@ -539,6 +544,24 @@ def _forget_pybind11_module(name: str) -> None:
     cache = state.get("__pybind11_module_cache")
     if isinstance(cache, dict):
         cache.pop(name, None)
+    # Only hotr's registries (PYBIND11_COMPILER_TYPE "_hotr_<pid>_<n>", _toolchain.py): one
+    # that other modules share (pybind11's default) must stay where they find it.
+    keys = [k for k in state if isinstance(k, str) and k.startswith(_PYBIND11_INTERNALS)]
+    keys = [k for k in keys if "_hotr_" in k]
+    if not keys:
+        return
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return
+    for key in keys:
+        if f"{key}\0".encode() in data:  # the registry this build was compiled with
+            _set_aside.append(state.pop(key))
+
+
+_PYBIND11_INTERNALS = "__pybind11_internals_v"  # the start of a registry's key (internals.h)
+_set_aside: list[object] = []  # registries of builds loaded again: their versions use them
 
 
 def _package(name: str) -> types.ModuleType | None:
